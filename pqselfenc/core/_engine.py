@@ -1,0 +1,201 @@
+"""Self-encryption of whole inputs: layout, chunk pipeline, DataMap levels; and the way back.
+
+Shared by ``SelfEncryptor``, the streaming classes, the parallel encryptor and the file helpers
+so that all of them produce byte-identical chunks and maps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+
+from pqselfenc.core import _primitives as P
+from pqselfenc.core._chunking import Layout
+from pqselfenc.core._cipher import ChunkKeys
+from pqselfenc.core._pipeline import ChunkEncryption, Sink, decrypt_task, ordered_map
+from pqselfenc.core._store import ChunkInfo, ChunkStore
+from pqselfenc.core.config import ChunkConfig, EncryptionConfig
+from pqselfenc.core.datamap import DataMap
+from pqselfenc.error import EncryptionError, IntegrityError, InvalidDataError
+
+# Map levels are cut into pieces of at least this size, so every level is at least ~960 times
+# smaller than the one below it (an entry is 68 bytes) whatever the content chunk size.
+MAP_MIN_CHUNK_SIZE = 64 << 10
+
+
+def keys_for_config(config: EncryptionConfig) -> ChunkKeys:
+    c = config.compression
+    return ChunkKeys(config.salt, config.pipeline, c.algorithm_id, c.effective_level)
+
+
+def keys_for_map(data_map: DataMap, config: EncryptionConfig | None) -> ChunkKeys:
+    """The key context to decrypt ``data_map``; checks the convergence secret is the right one."""
+    salt = P.ZERO_SALT
+    if data_map.secret_id:
+        secret = config.convergence_secret if config is not None else None
+        if secret is None:
+            raise EncryptionError(
+                "this DataMap was made with a convergence secret "
+                f"(id {data_map.secret_id[:4].hex()}…); pass it in the config or a key store"
+            )
+        if P.secret_id(secret) != data_map.secret_id:
+            raise EncryptionError("the convergence secret given is not the one this map needs")
+        salt = secret
+    return ChunkKeys(salt, data_map.pipeline, data_map.compression, data_map.level)
+
+
+def window_of(config: EncryptionConfig) -> int:
+    """Tasks in flight: two per worker keeps every worker busy and memory bounded."""
+    p = config.parallel
+    units = max(1, -(-p.chunk_size // config.chunk_size))
+    return 2 * p.max_threads * units
+
+
+@contextlib.contextmanager
+def executor_for(
+    config: EncryptionConfig, given: Executor | None = None
+) -> Iterator[Executor | None]:
+    """``given`` if set; otherwise a thread pool of ``max_threads`` (none for one thread)."""
+    if given is not None or config.parallel.max_threads == 1:
+        yield given
+        return
+    with ThreadPoolExecutor(config.parallel.max_threads, thread_name_prefix="pqselfenc") as pool:
+        yield pool
+
+
+def make_map(
+    config: EncryptionConfig,
+    total: int,
+    entries: list[ChunkInfo] | tuple[ChunkInfo, ...],
+    inline: bytes = b"",
+    child: int = 0,
+) -> DataMap:
+    c = config.compression
+    return DataMap(
+        total_size=total,
+        chunks=tuple(entries),
+        inline=inline,
+        child=child,
+        compression=c.algorithm_id,
+        level=c.effective_level,
+        secret_id=config.secret_id,
+    )
+
+
+def encrypt_view(
+    data: memoryview,
+    config: EncryptionConfig,
+    chunking: ChunkConfig,
+    sink: Sink,
+    executor: Executor | None,
+) -> list[ChunkInfo]:
+    """Encrypt the chunks of an in-memory input; returns the entries (empty when inline)."""
+    layout = Layout.of(len(data), chunking)
+    job = ChunkEncryption(keys_for_config(config), sink, executor, window_of(config))
+    try:
+        for i in range(layout.count):
+            start, end = layout.span(i)
+            job.add(data[start:end])
+        return job.finish() if layout.count else []
+    except BaseException:
+        job.abort()
+        raise
+
+
+def encrypt_bytes(
+    data: memoryview, config: EncryptionConfig, sink: Sink, executor: Executor | None
+) -> DataMap:
+    """Self-encrypt a whole in-memory input into chunks (via ``sink``) and a DataMap."""
+    entries = encrypt_view(data, config, config.chunking, sink, executor)
+    inline = bytes(data) if not entries else b""
+    return shrink(make_map(config, len(data), entries, inline), config, sink, executor)
+
+
+def shrink(
+    data_map: DataMap, config: EncryptionConfig, sink: Sink, executor: Executor | None
+) -> DataMap:
+    """While a map has too many entries, self-encrypt it and point a parent map at it."""
+    chunking = ChunkConfig(max(config.chunk_size, MAP_MIN_CHUNK_SIZE), config.min_chunks)
+    while len(data_map.chunks) > P.MAX_MAP_ENTRIES:
+        blob = memoryview(data_map.to_bytes())
+        entries = encrypt_view(blob, config, chunking, sink, executor)
+        data_map = make_map(config, data_map.total_size, entries, child=data_map.child + 1)
+    return data_map
+
+
+def expand(
+    data_map: DataMap,
+    store: ChunkStore,
+    config: EncryptionConfig | None,
+    executor: Executor | None = None,
+    window: int = 4,
+) -> DataMap:
+    """Follow parent maps down to the level-0 map, checking each level against its parent."""
+    while data_map.child > 0:
+        keys = keys_for_map(data_map, config)
+        blob = b"".join(iter_plain(data_map, store, keys, executor, window))
+        child = DataMap.from_bytes(blob)
+        _check_child(data_map, child)
+        data_map = child
+    return data_map
+
+
+def _check_child(parent: DataMap, child: DataMap) -> None:
+    same = (
+        child.child == parent.child - 1
+        and child.total_size == parent.total_size
+        and child.pipeline == parent.pipeline
+        and child.secret_id == parent.secret_id
+    )
+    if not same:
+        raise InvalidDataError(f"DataMap level {parent.child} points at an inconsistent child map")
+
+
+def iter_plain(
+    leaf: DataMap,
+    store: ChunkStore,
+    keys: ChunkKeys,
+    executor: Executor | None,
+    window: int,
+    first: int = 0,
+    stop: int | None = None,
+) -> Iterator[bytes]:
+    """Verified plaintext of chunks ``first`` .. ``stop - 1``, in order."""
+    if not leaf.chunks:
+        yield leaf.inline
+        return
+    stop = len(leaf.chunks) if stop is None else stop
+    tasks = (decrypt_task(leaf.chunks, i, store, keys) for i in range(first, stop))
+    yield from ordered_map(executor, window, tasks)
+
+
+def read_range(
+    leaf: DataMap,
+    store: ChunkStore,
+    keys: ChunkKeys,
+    offset: int,
+    length: int,
+    executor: Executor | None = None,
+) -> bytes:
+    """Bytes ``offset`` .. ``offset + length`` of the content, fetching only the chunks needed."""
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise ValueError("offset must be a non-negative int")
+    if isinstance(length, bool) or not isinstance(length, int) or length < 0:
+        raise ValueError("length must be a non-negative int")
+    end = min(offset + length, leaf.total_size)
+    if offset >= end:
+        return b""
+    if not leaf.chunks:
+        return leaf.inline[offset:end]
+    piece = leaf.chunks[0].src_size or 1
+    first = min(offset // piece, len(leaf.chunks) - 1)
+    last = min((end - 1) // piece, len(leaf.chunks) - 1)
+    blob = b"".join(iter_plain(leaf, store, keys, executor, 4, first, last + 1))
+    base = first * piece
+    return blob[offset - base : end - base]
+
+
+def check_total(leaf: DataMap, produced: int) -> None:
+    if produced != leaf.total_size:
+        raise IntegrityError(f"decrypted {produced} bytes, the map says {leaf.total_size}")

@@ -1,0 +1,227 @@
+"""Every label, size and derivation of pqselfenc, in one place.
+
+Each constant carries a one-line reason why it is safe. Nothing here is hand-rolled: hashes come
+from ``hashlib`` (OpenSSL), HKDF, HMAC and AES-GCM from ``cryptography``. Other modules import
+these names and never spell a label or a size themselves; docs/format.md describes the same bytes.
+
+Sections: 1. content chunks, 2. DataMap, 3. sealed envelope, 4. keys and audit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import struct
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+# --------------------------------------------------------------------------------------------
+# 1. Content chunks
+# --------------------------------------------------------------------------------------------
+
+# Format version of chunks and maps; it is part of every pipeline id, so a v2 derivation can
+# never produce a v1 key for the same content.
+FORMAT_VERSION = 1
+
+# SHA3-256 of a chunk's plaintext: 256-bit output keeps 128-bit collision resistance even
+# against Grover/BHT-style quantum search.
+SRC_HASH_SIZE = 32
+
+# SHA-256 of the stored ciphertext (the chunk's name): same post-quantum margin as SHA3-256 for
+# collisions (128 bits), 3.6x faster here (SHA-NI) and S3 verifies it natively (ChecksumSHA256).
+NAME_SIZE = 32
+
+# AES-256: 128-bit security against Grover, the post-quantum choice (AES-128 drops to 64).
+CHUNK_KEY_SIZE = 32
+
+# 96-bit GCM nonce; derived, never random. Keys are content-derived, so one (key, nonce) pair
+# only ever sees one plaintext (see pipeline_id below for why that holds across pipelines).
+CHUNK_NONCE_SIZE = 12
+
+# GCM tag, full length; truncated tags weaken forgery bounds.
+TAG_SIZE = 16
+
+# HKDF info prefix for chunk keys; distinct from every other label in this module.
+CHUNK_KEY_LABEL = b"pqselfenc/v1/chunk-key"
+
+# Constant AAD: binds every chunk ciphertext to this format and version, and to nothing
+# position-dependent, so identical chunk triples deduplicate wherever they occur.
+CHUNK_AAD = b"pqselfenc/v1/chunk"
+
+# HKDF salt when no convergence secret is set: RFC 5869 allows a zero salt; the security of
+# unsalted convergent encryption is exactly the classic scheme's (public dedup domain).
+ZERO_SALT = bytes(32)
+
+# The convergence secret scopes deduplication to a domain; 256 bits so it cannot be guessed.
+CONVERGENCE_SECRET_SIZE = 32
+
+# Label for the public id of a convergence secret stored in DataMaps: a one-way PRF output, so
+# the id names the domain without revealing the secret.
+SECRET_ID_LABEL = b"pqselfenc/v1/convergence-secret-id"
+SECRET_ID_SIZE = 16
+
+# Compression algorithm ids inside the pipeline id (never cryptography/zstd enum values).
+COMPRESSION_NONE = 0
+COMPRESSION_ZSTD = 1
+COMPRESSION_IDS = {"none": COMPRESSION_NONE, "zstd": COMPRESSION_ZSTD}
+COMPRESSION_NAMES = {v: k for k, v in COMPRESSION_IDS.items()}
+
+# First byte of every chunk plaintext, inside the ciphertext: says whether the body is raw or
+# compressed, so an incompressible chunk is stored raw without a second pipeline.
+BODY_RAW = 0
+BODY_ZSTD = 1
+
+_PIPELINE = struct.Struct(">BBi")
+
+
+def pipeline_id(compression: int, level: int) -> bytes:
+    """Format version, compression algorithm and level, as bytes.
+
+    Part of every chunk key's HKDF info: the same content under another pipeline gets another
+    key, so AES-GCM never sees one (key, nonce) pair with two different plaintexts.
+    """
+    return _PIPELINE.pack(FORMAT_VERSION, compression, level)
+
+
+def src_hash(plaintext: bytes | memoryview) -> bytes:
+    """SHA3-256 of a chunk's plaintext (releases the GIL on large inputs)."""
+    return hashlib.sha3_256(plaintext).digest()
+
+
+def chunk_name(stored: bytes | memoryview) -> bytes:
+    """SHA-256 of a stored chunk: its content address, checkable without any key."""
+    return hashlib.sha256(stored).digest()
+
+
+def chunk_key_nonce(
+    h: bytes, h_prev: bytes, h_prev2: bytes, salt: bytes, pipeline: bytes
+) -> tuple[bytes, bytes]:
+    """K_i || N_i = HKDF-SHA3-256(ikm = h_i || h_{i-1} || h_{i-2}, salt, info = label || pipeline).
+
+    Indices run on a ring (as in classic self-encryption): every key depends on three chunks'
+    contents, and no index enters the derivation, so equal triples deduplicate anywhere.
+    """
+    okm = hkdf_sha3(
+        h + h_prev + h_prev2,
+        salt=salt,
+        info=CHUNK_KEY_LABEL + pipeline,
+        length=CHUNK_KEY_SIZE + CHUNK_NONCE_SIZE,
+    )
+    return okm[:CHUNK_KEY_SIZE], okm[CHUNK_KEY_SIZE:]
+
+
+def secret_id(secret: bytes) -> bytes:
+    """Public 16-byte id of a convergence secret (HMAC-SHA3-256 under the secret, truncated)."""
+    return hmac.new(secret, SECRET_ID_LABEL, hashlib.sha3_256).digest()[:SECRET_ID_SIZE]
+
+
+# --------------------------------------------------------------------------------------------
+# 2. DataMap
+# --------------------------------------------------------------------------------------------
+
+# Magic of the binary DataMap; 8 bytes so `file` and humans recognise it.
+MAP_MAGIC = b"PQSEMAP\x00"
+
+# JSON form's "format" field.
+MAP_JSON_FORMAT = "pqselfenc-datamap"
+
+# Inputs shorter than min_chunks bytes are stored inline; min_chunks is bounded by this, so an
+# inline body is at most 254 bytes and its length fits one byte.
+MAX_MIN_CHUNKS = 255
+
+# A leaf map with more entries than this is self-encrypted into a parent map. 4096 entries is
+# ~278 KiB of map, so every level stays small enough to hold, seal and parse in memory.
+MAX_MAP_ENTRIES = 4096
+
+# Parsers refuse more entries than this in one map (bounded allocation); it is also the most a
+# parent level can need for a 2^64-byte input at the smallest sensible chunk size.
+MAX_PARSE_ENTRIES = 1 << 20
+
+# Levels strictly descend to 0; 8 levels at 4096 entries each cover more than 2^64 bytes.
+MAX_MAP_LEVEL = 8
+
+# Chunk sizes are bounded so a src_size fits u32 and one chunk always fits in memory.
+MAX_CHUNK_SIZE = 1 << 30
+
+# --------------------------------------------------------------------------------------------
+# 3. Sealed envelope (kem/)
+# --------------------------------------------------------------------------------------------
+
+# Magic of a sealed DataMap envelope.
+ENVELOPE_MAGIC = b"PQSESEAL"
+
+# Envelope format version.
+ENVELOPE_VERSION = 1
+
+# Our own suite ids (never cryptography's enum integers, which may change between releases).
+SUITE_XWING = 1  # HPKE KEM MLKEM768_X25519 (X-Wing hybrid), KDF SHAKE256, AES-256-GCM
+SUITE_MLKEM1024 = 2  # HPKE KEM MLKEM1024 (CNSA 2.0 level), KDF SHAKE256, AES-256-GCM
+SUITE_MLKEM768 = 3  # HPKE KEM MLKEM768, KDF SHAKE256, AES-256-GCM
+
+# Fresh random data-map key per seal; 256 bits for 128-bit post-quantum security.
+DMK_SIZE = 32
+
+# Random envelope id; 128 bits so two envelopes never share one (birthday bound 2^64).
+ENVELOPE_ID_SIZE = 16
+
+# Key id in a stanza: truncated SHA3-256 of the public key. It only selects which stanza to
+# try; a collision costs one extra HPKE decryption, never security.
+KEY_ID_SIZE = 16
+KEY_ID_LABEL = b"pqselfenc/v1/key-id"
+
+# HPKE info of each stanza = label || envelope id || suite id: a stanza moved into another
+# envelope, or read under another suite, fails to open.
+STANZA_INFO_LABEL = b"pqselfenc/v1/stanza"
+
+# Header MAC key = HKDF-SHA3-256(DMK, info=label): commits the envelope to the DMK, which
+# AES-GCM alone does not (it is not key-committing).
+HEADER_MAC_LABEL = b"pqselfenc/v1/header"
+
+# Payload key = HKDF-SHA3-256(DMK, salt=envelope id, info=label); one message per key, so a
+# fixed all-zero nonce is safe.
+PAYLOAD_KEY_LABEL = b"pqselfenc/v1/payload"
+PAYLOAD_NONCE = bytes(12)
+
+# ML-DSA context string (FIPS 204 ctx) for envelope signatures: a signature over anything else
+# this library signs never verifies as an envelope signature.
+SIGNATURE_CONTEXT = b"pqselfenc/v1/envelope-signature"
+
+# Opening tries at most this many stanzas (bounded work for hostile envelopes).
+MAX_STANZAS = 1024
+
+# --------------------------------------------------------------------------------------------
+# 4. Keys and audit (keys/)
+# --------------------------------------------------------------------------------------------
+
+MLKEM_SEED_SIZE = 64  # FIPS 203 (d || z); the private key is re-expanded from it
+X25519_KEY_SIZE = 32  # RFC 7748 scalar
+MLDSA_SEED_SIZE = 32  # FIPS 204 xi
+
+# argon2id, RFC 9106 second recommended option: memory-hard, so a stolen key file costs an
+# offline attacker 64 MiB and 3 passes per passphrase guess.
+ARGON2_TIME_COST = 3
+ARGON2_MEMORY_KIB = 64 * 1024
+ARGON2_PARALLELISM = 4
+ARGON2_SALT_SIZE = 16
+KEY_FILE_LABEL = b"pqselfenc/v1/key-file"
+
+# SP 800-90B section 4.4 health tests on raw 8-bit samples, alpha = 2^-20, H = 8 bits/sample
+# (full-entropy CSPRNG output): repetition count cutoff 4, adaptive proportion cutoff 13 in a
+# window of 512 samples.
+RCT_CUTOFF = 4
+APT_CUTOFF = 13
+APT_WINDOW = 512
+HEALTH_TEST_RETRIES = 3
+
+# Audit log: SHA3-256 hash chain; checkpoints signed with ML-DSA under this context.
+AUDIT_CHAIN_LABEL = b"pqselfenc/v1/audit-chain"
+AUDIT_SIGNATURE_CONTEXT = b"pqselfenc/v1/audit-checkpoint"
+
+# Convergence secret of a key store's domain: derived per domain from the store's root secret.
+CONVERGENCE_SECRET_LABEL = b"pqselfenc/v1/convergence-secret"
+
+
+def hkdf_sha3(ikm: bytes, *, info: bytes, length: int = 32, salt: bytes | None = None) -> bytes:
+    """HKDF-SHA3-256 (RFC 5869 over SHA3-256): the one KDF every derivation above uses."""
+    return HKDF(algorithm=hashes.SHA3_256(), length=length, salt=salt, info=info).derive(ikm)

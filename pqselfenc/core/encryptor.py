@@ -1,0 +1,135 @@
+"""``SelfEncryptor``: self-encrypt bytes in memory, and decrypt them back from a DataMap."""
+
+from __future__ import annotations
+
+from concurrent.futures import Executor
+from typing import Protocol, runtime_checkable
+
+from pqselfenc.core import _engine as E
+from pqselfenc.core._cipher import ChunkKeys
+from pqselfenc.core._store import ChunkStore, EncryptedChunk, as_store
+from pqselfenc.core.config import EncryptionConfig
+from pqselfenc.core.datamap import DataMap
+
+__all__ = ["ConvergenceSecretSource", "SelfEncryptor", "resolve_config"]
+
+Data = bytes | bytearray | memoryview
+
+
+@runtime_checkable
+class ConvergenceSecretSource(Protocol):
+    """Anything that supplies the convergence secret of a domain (e.g. a ``KeyStore``)."""
+
+    def convergence_secret(self) -> bytes: ...
+
+
+def resolve_config(
+    config: EncryptionConfig | None, key_store: ConvergenceSecretSource | None
+) -> EncryptionConfig:
+    """The config to use: ``config`` (or the default), with the key store's secret if given."""
+    if config is None:
+        config = EncryptionConfig()
+    if not isinstance(config, EncryptionConfig):
+        raise TypeError("config must be an EncryptionConfig")
+    if key_store is None:
+        return config
+    if not isinstance(key_store, ConvergenceSecretSource):
+        raise TypeError("key_store must provide convergence_secret()")
+    secret = key_store.convergence_secret()
+    if config.convergence_secret not in (None, secret):
+        raise ValueError("config and key_store name two different convergence secrets")
+    return config.with_convergence_secret(secret)
+
+
+def _as_view(data: object) -> memoryview:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+class SelfEncryptor:
+    """Self-encrypts one input held in memory.
+
+    >>> data_map, chunks = SelfEncryptor(data).encrypt()
+    >>> SelfEncryptor.from_data_map(data_map, chunks).decrypt() == data
+
+    With ``chunk_store`` the chunks go straight into the store and ``encrypt`` returns an empty
+    chunk list. With ``key_store`` the store supplies its domain's convergence secret.
+    ``executor`` lets several encryptors share one pool (see ``pqselfenc.parallel``).
+    """
+
+    def __init__(
+        self,
+        data: Data,
+        config: EncryptionConfig | None = None,
+        chunk_store: ChunkStore | None = None,
+        key_store: ConvergenceSecretSource | None = None,
+        *,
+        executor: Executor | None = None,
+    ) -> None:
+        self._data = _as_view(data)
+        self._config = resolve_config(config, key_store)
+        if chunk_store is not None and not isinstance(chunk_store, ChunkStore):
+            raise TypeError("chunk_store must be a ChunkStore")
+        self._store = chunk_store
+        self._executor = executor
+        self._map: DataMap | None = None
+        self._chunks: list[EncryptedChunk] | ChunkStore | None = chunk_store
+
+    @property
+    def config(self) -> EncryptionConfig:
+        return self._config
+
+    def __repr__(self) -> str:
+        return f"SelfEncryptor(size={len(self._data)}, config={self._config!r})"
+
+    def encrypt(self) -> tuple[DataMap, list[EncryptedChunk]]:
+        """Encrypt; returns the DataMap and the chunks (empty if they went into a store)."""
+        chunks: list[EncryptedChunk] = []
+        sink = self._store.store_chunk if self._store is not None else chunks.append
+        with E.executor_for(self._config, self._executor) as executor:
+            data_map = E.encrypt_bytes(self._data, self._config, sink, executor)
+        chunks.sort(key=lambda c: c.name)  # encryption order depends on workers; this does not
+        self._map = data_map
+        self._chunks = self._store if self._store is not None else chunks
+        return data_map, chunks
+
+    @classmethod
+    def from_data_map(
+        cls,
+        data_map: DataMap,
+        chunks: ChunkStore | list[EncryptedChunk],
+        config: EncryptionConfig | None = None,
+        key_store: ConvergenceSecretSource | None = None,
+        *,
+        executor: Executor | None = None,
+    ) -> SelfEncryptor:
+        """An encryptor that can ``decrypt`` ``data_map`` from ``chunks`` (a list or a store)."""
+        if not isinstance(data_map, DataMap):
+            raise TypeError("data_map must be a DataMap")
+        self = cls(b"", config, None, key_store, executor=executor)
+        self._map = data_map
+        self._chunks = as_store(chunks)
+        return self
+
+    def decrypt(self) -> bytes:
+        """The verified plaintext; ``IntegrityError`` if any chunk or map level is wrong."""
+        leaf, store, keys = self._reader()
+        with E.executor_for(self._config, self._executor) as executor:
+            window = E.window_of(self._config)
+            out = b"".join(E.iter_plain(leaf, store, keys, executor, window))
+        E.check_total(leaf, len(out))
+        return out
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """Verified bytes ``[offset, offset + length)``; fetches only the chunks it needs."""
+        leaf, store, keys = self._reader()
+        return E.read_range(leaf, store, keys, offset, length, self._executor)
+
+    def _reader(self) -> tuple[DataMap, ChunkStore, ChunkKeys]:
+        if self._map is None or self._chunks is None:
+            raise ValueError("nothing to decrypt: call encrypt() or use from_data_map()")
+        store = as_store(self._chunks)
+        leaf = E.expand(self._map, store, self._config, self._executor)
+        return leaf, store, E.keys_for_map(leaf, self._config)

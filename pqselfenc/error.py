@@ -1,0 +1,107 @@
+"""Every exception pqselfenc raises on purpose.
+
+The tree::
+
+    Error                          base class: catch this to catch everything below
+    ├── InvalidDataError           malformed input: DataMap bytes/JSON, envelope, key text,
+    │                              metadata or audit lines that do not parse
+    ├── IntegrityError             authenticated data failed verification (chunk name,
+    │   │                          GCM tag, size, content hash, MAC, hash chain)
+    │   └── AuditError             the audit log is broken, truncated or cannot be written
+    ├── EncryptionError            an operation could not be carried out (missing or wrong
+    │   │                          convergence secret, compression failure, worker failure)
+    │   ├── DecryptionError        a sealed envelope did not open: "not for me", wrong key and
+    │   │                          tampering are one opaque error (no partitioning oracle)
+    │   └── SignatureError         a sender signature is missing, from an untrusted signer,
+    │                              or does not verify
+    ├── ChunkStoreError            a chunk store failed (I/O, permissions, server errors)
+    │   └── ChunkNotFound          the store has no chunk under that name
+    └── KeyStoreError              the key store failed or was misused
+        ├── KeyNotFound            no identity, recipient or version under that name
+        ├── KeyringUnavailable     no secure OS keyring (and no silent plaintext fallback)
+        ├── KeyDestroyedError      the key version was crypto-shredded
+        └── WeakSecretError        a secret or passphrase below the entropy bound, or a
+                                   generated key that failed its health or pairwise test
+
+Misuse of the API (wrong argument types, impossible parameters) raises the built-in
+``TypeError`` / ``ValueError`` at construction, as ``cryptography`` does. Exceptions from
+``cryptography``, ``zstandard``, ``keyring``, ``argon2`` and ``boto3`` never escape: they are
+translated at the boundary with ``raise ... from exc``.
+
+Messages never contain key material, plaintext or full content hashes.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AuditError",
+    "ChunkNotFound",
+    "ChunkStoreError",
+    "DecryptionError",
+    "EncryptionError",
+    "Error",
+    "IntegrityError",
+    "InvalidDataError",
+    "KeyDestroyedError",
+    "KeyNotFound",
+    "KeyStoreError",
+    "KeyringUnavailable",
+    "SignatureError",
+    "WeakSecretError",
+]
+
+
+class Error(Exception):
+    """Base class of every pqselfenc exception."""
+
+
+class InvalidDataError(Error):
+    """Input is malformed: it does not parse under the format it claims."""
+
+
+class IntegrityError(Error):
+    """Authenticated data failed verification; nothing unverified is returned."""
+
+
+class AuditError(IntegrityError):
+    """The audit log's hash chain, checkpoint or signature is broken, or a write failed."""
+
+
+class EncryptionError(Error):
+    """An encryption or decryption operation could not be carried out."""
+
+
+class DecryptionError(EncryptionError):
+    """A sealed envelope did not open with any of the identities given (opaque on purpose)."""
+
+
+class SignatureError(EncryptionError):
+    """A sender signature is missing, untrusted or invalid."""
+
+
+class ChunkStoreError(Error):
+    """A chunk store operation failed."""
+
+
+class ChunkNotFound(ChunkStoreError):
+    """The store holds no chunk under the requested name."""
+
+
+class KeyStoreError(Error):
+    """The key store failed or was misused."""
+
+
+class KeyNotFound(KeyStoreError):
+    """No identity, recipient or key version under that name."""
+
+
+class KeyringUnavailable(KeyStoreError):
+    """No secure OS keyring is usable; pqselfenc refuses plaintext fallbacks."""
+
+
+class KeyDestroyedError(KeyStoreError):
+    """The key version was destroyed (crypto-shredded) and cannot be used."""
+
+
+class WeakSecretError(KeyStoreError):
+    """A secret is below the entropy bound or a new key failed its self-tests."""
