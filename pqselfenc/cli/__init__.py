@@ -1,0 +1,132 @@
+"""The ``pqselfenc`` command: a thin layer over the library.
+
+``main(argv)`` parses, runs one command and returns its exit status; it never raises and never
+prints a traceback (set ``PQSELFENC_DEBUG=1`` to get one for an internal error). Errors are one
+``pqselfenc: error: ...`` line, optionally followed by one ``pqselfenc: hint: ...`` line, on
+stderr. Exit status: 0 success, 1 error, 2 usage, 70 internal error (a bug), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from typing import NoReturn
+
+from pqselfenc import __version__
+from pqselfenc.cli import _encrypt, _keys, _store
+from pqselfenc.cli._errors import describe
+from pqselfenc.cli._output import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    PROG,
+    CliError,
+    Console,
+)
+from pqselfenc.cli._session import Session
+from pqselfenc.error import Error
+
+__all__ = ["main"]
+
+DEBUG_ENV = "PQSELFENC_DEBUG"
+
+
+class _UsageError(Exception):
+    def __init__(self, message: str, command: str) -> None:
+        super().__init__(message)
+        self.message, self.command = message, command
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but usage errors are one error line and a hint, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(message, self.prog)
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options every command takes (after the command name)."""
+    common = _Parser(add_help=False)
+    out = common.add_argument_group("output")
+    out.add_argument("--json", action="store_true", help="print results as one JSON object")
+    out.add_argument("-q", "--quiet", action="store_true", help="no progress bars or notes")
+    keys = common.add_argument_group("key store")
+    keys.add_argument(
+        "--home",
+        metavar="DIR",
+        help="pqselfenc home (default: $PQSELFENC_HOME, else "
+        "$XDG_DATA_HOME/pqselfenc, else ~/.local/share/pqselfenc)",
+    )
+    keys.add_argument(
+        "--backend",
+        choices=("auto", "keyring", "file"),
+        default="auto",
+        help="where secret keys live (default auto: the OS keyring when a "
+        "secure one is usable, else the passphrase-protected file)",
+    )
+    keys.add_argument(
+        "--passphrase-file",
+        metavar="FILE",
+        help="read the file backend's passphrase from FILE (else "
+        "$PQSELFENC_PASSPHRASE, else a prompt)",
+    )
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="Post-quantum hardened self-encryption: encrypt files into a chunk store, "
+        "seal their DataMaps for named recipients with ML-KEM, manage the keys.",
+        epilog="Run 'pqselfenc COMMAND --help' for a command's options. Guide: docs/cli.md",
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    sub = parser.add_subparsers(
+        dest="command", metavar="COMMAND", required=True, parser_class=_Parser
+    )
+    common = _common()
+    _encrypt.add_parsers(sub, common)
+    _keys.add_parsers(sub, common)
+    _store.add_parsers(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    console = Console()
+    try:
+        args = build_parser().parse_args(argv)
+    except _UsageError as exc:
+        console.error(exc.message, f"see '{exc.command} --help'")
+        return EXIT_USAGE
+    except SystemExit as exc:  # --help and --version exit 0 through argparse
+        return exc.code if isinstance(exc.code, int) else 0
+    console.json, console.quiet = args.json, args.quiet
+    func: Callable[[Session], int] = args.func
+    return _run(func, Session(args, console), console)
+
+
+def _run(func: Callable[[Session], int], session: Session, console: Console) -> int:
+    try:
+        return func(session)
+    except CliError as exc:
+        console.error(exc.message, exc.hint)
+        return exc.code
+    except (Error, OSError) as exc:
+        message, hint = describe(exc)
+        console.error(message, hint)
+        return 1
+    except KeyboardInterrupt:
+        console.error("interrupted; nothing was written under the output name")
+        return EXIT_INTERRUPTED
+    except Exception as exc:
+        if os.environ.get(DEBUG_ENV):
+            traceback.print_exc(file=sys.stderr)
+        console.error(
+            f"internal error ({type(exc).__name__}); this is a bug in pqselfenc",
+            f"set {DEBUG_ENV}=1 to print the traceback, and please report it",
+        )
+        return EXIT_INTERNAL

@@ -1,0 +1,57 @@
+"""Library exceptions as one error line and a hint a person can act on."""
+
+from __future__ import annotations
+
+from pqselfenc import error as err
+
+__all__ = ["describe"]
+
+# Most specific first: the first class that matches gives the hint.
+_HINTS: tuple[tuple[type[BaseException], str], ...] = (
+    (
+        err.KeyringUnavailable,
+        "unlock the OS keyring, or use the passphrase-protected file store: --backend file",
+    ),
+    (
+        err.KeyDestroyedError,
+        "that key version was destroyed; ask the sender to reseal for your "
+        "current key ('pqselfenc keys list' shows it)",
+    ),
+    (err.KeyNotFound, "'pqselfenc keys list' and 'pqselfenc recipients list' show what exists"),
+    (err.WeakSecretError, "use a longer passphrase or secret (several random words)"),
+    (err.KeyStoreError, "check the key store with 'pqselfenc keys list'"),
+    (
+        err.ChunkNotFound,
+        "is --store the store the file was encrypted into? 'pqselfenc store verify' checks it",
+    ),
+    (err.ChunkStoreError, "check that the chunk store exists, is readable and is reachable"),
+    (err.AuditError, "the audit log was altered or truncated; keep a copy and investigate"),
+    (
+        err.IntegrityError,
+        "the chunk store or the map was altered or damaged; "
+        "'pqselfenc store verify' finds damaged chunks",
+    ),
+    (err.InvalidDataError, "the file is damaged or is not what this command expects"),
+    (err.DecryptionError, "the map is not sealed for any of your keys, or it was tampered with"),
+    (
+        err.SignatureError,
+        "add the sender with 'pqselfenc recipients add' to trust their "
+        "signature, or drop the signature requirement",
+    ),
+    (err.EncryptionError, "check the options and the input"),
+)
+
+
+def describe(exc: BaseException) -> tuple[str, str | None]:
+    """``(message, hint)`` for a library error or an ``OSError``."""
+    if isinstance(exc, OSError):
+        return _os_message(exc), None
+    hint = next((h for cls, h in _HINTS if isinstance(exc, cls)), None)
+    return str(exc) or type(exc).__name__, hint
+
+
+def _os_message(exc: OSError) -> str:
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    if exc.filename is not None:
+        return f"{exc.filename}: {reason}"
+    return reason

@@ -1,0 +1,220 @@
+"""What the command prints and writes: one-line errors and hints, JSON results, progress bars,
+terminal checks, and files that appear whole or not at all.
+
+Every message goes to stderr; stdout carries only results (text or ``--json``) or, when asked
+with ``--out -``, plaintext, and never binary to a terminal.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Protocol, TextIO
+
+from tqdm import tqdm
+
+PROG = "pqselfenc"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug, not the user's fault
+EXIT_INTERRUPTED = 130
+
+_TEMP_PREFIX = ".pqselfenc-tmp-"
+
+
+class CliError(Exception):
+    """A failure the command reports as ``pqselfenc: error: MESSAGE`` (+ optional hint)."""
+
+    def __init__(self, message: str, hint: str | None = None, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.code = code
+
+
+class Progress(Protocol):
+    """The part of a progress bar the commands use."""
+
+    def update(self, n: int) -> object: ...
+
+
+class _NoProgress:
+    def update(self, n: int) -> None:
+        return None
+
+
+@dataclass
+class Console:
+    """Where output goes, and how: ``json`` results, ``quiet`` (no progress, no notes)."""
+
+    json: bool = False
+    quiet: bool = False
+    stdout: TextIO = field(default_factory=lambda: sys.stdout)
+    stderr: TextIO = field(default_factory=lambda: sys.stderr)
+
+    # -- messages (stderr) -------------------------------------------------------------------
+
+    def note(self, message: str) -> None:
+        """An informational line (which backend, where a file went); silenced by --quiet."""
+        if not self.quiet:
+            print(f"{PROG}: {message}", file=self.stderr)
+
+    def warn(self, message: str) -> None:
+        """A warning line; always printed (warnings are about secrets and lost data)."""
+        print(f"{PROG}: warning: {message}", file=self.stderr)
+
+    def error(self, message: str, hint: str | None = None) -> None:
+        print(f"{PROG}: error: {one_line(message)}", file=self.stderr)
+        if hint:
+            print(f"{PROG}: hint: {one_line(hint)}", file=self.stderr)
+
+    # -- results (stdout) --------------------------------------------------------------------
+
+    def result(self, doc: dict[str, Any], lines: Iterable[str] = ()) -> None:
+        """A command's result: ``doc`` as one JSON object with --json, else ``lines``."""
+        if self.json:
+            print(json.dumps(doc, sort_keys=True), file=self.stdout)
+            return
+        for line in lines:
+            print(line, file=self.stdout)
+
+    # -- progress ----------------------------------------------------------------------------
+
+    @property
+    def interactive(self) -> bool:
+        """Progress bars only for a person watching: stdout and stderr are terminals."""
+        return not (self.quiet or self.json) and is_tty(self.stdout) and is_tty(self.stderr)
+
+    @contextlib.contextmanager
+    def progress(self, total: int, description: str) -> Iterator[Progress]:
+        """A byte-counting bar on stderr, or a silent counter when nobody is watching."""
+        if not self.interactive:
+            yield _NoProgress()
+            return
+        bar = tqdm(
+            total=total,
+            desc=description,
+            unit="B",
+            unit_scale=True,
+            unit_divisor=1024,
+            file=self.stderr,
+            leave=False,
+            dynamic_ncols=True,
+        )
+        try:
+            yield bar
+        finally:
+            bar.close()
+
+
+def one_line(text: str) -> str:
+    """Messages are one line each, whatever the exception text held."""
+    return " ".join(text.split())
+
+
+def is_tty(stream: IO[Any] | None) -> bool:
+    try:
+        return stream is not None and stream.isatty()
+    except (ValueError, OSError):  # closed or detached stream
+        return False
+
+
+def refuse_binary_to_terminal(stream: IO[Any] | None, what: str) -> None:
+    if is_tty(stream):
+        raise CliError(
+            f"refusing to write {what} to a terminal",
+            hint="use --out FILE, or redirect the output to a file or a pipe",
+        )
+
+
+# -- files -------------------------------------------------------------------------------------
+
+
+def default_file_mode() -> int:
+    """``0o666`` minus the process umask: what ``open(path, "w")`` would have used."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _fsync_dir(folder: Path) -> None:
+    with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory
+        fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def check_writable(path: Path, force: bool) -> None:
+    """Fail before any work if ``path`` exists (without --force) or cannot be created."""
+    if path.is_dir():
+        raise CliError(f"{path} is a directory", hint="give a file name to --out")
+    if path.exists() and not force:
+        raise CliError(f"{path} already exists", hint="use --force to overwrite it")
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise CliError(f"cannot write {path}: folder {folder} does not exist")
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, *, mode: int, force: bool) -> Iterator[IO[bytes]]:
+    """A temp file next to ``path`` that becomes ``path`` only if the block succeeds.
+
+    It is created with mode 0600 (so a secret is never readable by others, not even while
+    being written), set to ``mode``, fsynced and renamed. On any failure it is removed and
+    ``path`` is untouched. Without ``force`` an existing ``path`` is never replaced.
+    """
+    folder = path.parent if str(path.parent) else Path(".")
+    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fchmod(handle.fileno(), mode)
+            os.fsync(handle.fileno())
+        _publish(tmp, path, force)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    _fsync_dir(folder)
+
+
+def _publish(tmp: Path, path: Path, force: bool) -> None:
+    if force:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic "create only if absent"
+    except FileExistsError:
+        raise CliError(f"{path} already exists", hint="use --force to overwrite it") from None
+    except OSError:  # no hard links on this filesystem: check, then rename
+        if path.exists():
+            raise CliError(f"{path} already exists", hint="use --force to overwrite it") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
+def write_file(path: Path, data: bytes, *, mode: int, force: bool) -> None:
+    with atomic_file(path, mode=mode, force=force) as handle:
+        handle.write(data)
+
+
+def read_input(path: Path, what: str) -> bytes:
+    """A file's bytes, with a one-line error naming ``what`` it was meant to be."""
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise CliError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise CliError(f"{what} {path} is a directory") from None
+    except OSError as exc:
+        raise CliError(f"cannot read {what} {path}: {exc.strerror}") from exc

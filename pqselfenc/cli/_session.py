@@ -1,0 +1,61 @@
+"""One command invocation: its options, its console, the stores and key store it opens."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pqselfenc.cli._output import Console
+from pqselfenc.cli._stores import default_store_path, open_store
+from pqselfenc.core._store import ChunkStore
+
+__all__ = ["Session", "home_dir"]
+
+HOME_ENV = "PQSELFENC_HOME"
+STORE_ENV = "PQSELFENC_STORE"
+
+
+def home_dir(explicit: str | None = None) -> Path:
+    """Where keys (file backend), the audit log and the default chunk store live.
+
+    ``--home``, else ``$PQSELFENC_HOME``, else ``$XDG_DATA_HOME/pqselfenc``, else
+    ``~/.local/share/pqselfenc``.
+    """
+    if explicit:
+        return Path(explicit).expanduser()
+    env = os.environ.get(HOME_ENV)
+    if env:
+        return Path(env).expanduser()
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data).expanduser() / "pqselfenc"
+
+
+@dataclass
+class Session:
+    """The parsed options and everything opened from them, opened at most once."""
+
+    args: argparse.Namespace
+    console: Console
+    _opened: dict[str, Any] = field(default_factory=dict)
+
+    def option(self, name: str, default: Any = None) -> Any:
+        return getattr(self.args, name, default)
+
+    @property
+    def home(self) -> Path:
+        return home_dir(self.option("home"))
+
+    def store_spec(self) -> str:
+        spec = self.option("store") or os.environ.get(STORE_ENV)
+        return str(spec) if spec else str(default_store_path(self.home))
+
+    def chunk_store(self, *, create: bool) -> ChunkStore:
+        """The chunk store of ``--store`` (``$PQSELFENC_STORE``, else the default folder)."""
+        key = f"store:{create}"
+        if key not in self._opened:
+            self._opened[key] = open_store(self.store_spec(), create=create)
+        store: ChunkStore = self._opened[key]
+        return store
