@@ -226,9 +226,10 @@ def decrypt(session: Session) -> int:
         refuse_binary_to_terminal(sys.stdout, "decrypted content")
     else:
         check_writable(Path(args.out), args.force)
-    data_map = _maps.load_map(session, args.map)
+    raw = read_input(args.map, "map")
+    store = session.chunk_store(create=False)  # cheap checks before any passphrase prompt
+    data_map = _maps.decode_map(session, raw, str(args.map))
     config = secret_config(session, _config(session), bool(data_map.secret_id))
-    store = session.chunk_store(create=False)
     if to_stdout:
         written = _decrypt_into(session, sys.stdout.buffer, data_map, store, config)
         sys.stdout.flush()

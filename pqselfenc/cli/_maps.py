@@ -10,7 +10,7 @@ from pqselfenc.core import _primitives as P
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError
 
-__all__ = ["is_sealed", "load_map", "parse_map", "write_map"]
+__all__ = ["decode_map", "is_sealed", "load_map", "parse_map", "write_map"]
 
 SECRET_MODE = 0o600
 UNSEALED_WARNING = (
@@ -39,12 +39,16 @@ def parse_map(raw: bytes, where: str) -> DataMap:
 
 def load_map(session: Session, path: Path) -> DataMap:
     """The DataMap in ``path``, opening it with the key store if it is sealed."""
-    raw = read_input(path, "map")
+    return decode_map(session, read_input(path, "map"), str(path))
+
+
+def decode_map(session: Session, raw: bytes, where: str) -> DataMap:
+    """The DataMap in ``raw`` (a file's bytes), opened with the key store if sealed."""
     if is_sealed(raw):
         from pqselfenc.cli._keyring import open_sealed  # keys layer: only when needed
 
-        return open_sealed(session, raw, str(path))
-    return parse_map(raw, str(path))
+        return open_sealed(session, raw, where)
+    return parse_map(raw, where)
 
 
 def write_map(

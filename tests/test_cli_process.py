@@ -1,0 +1,100 @@
+"""The real command in subprocesses: the docs' command blocks run verbatim, exit codes, and
+error output that is one line (plus a hint) with no traceback."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._cli_helpers import clean_env, run_process
+
+ROOT = Path(__file__).resolve().parent.parent
+DOC = ROOT / "docs" / "cli.md"
+BLOCK = re.compile(r"<!-- test: (?P<name>[a-z-]+) -->\n```sh\n(?P<body>.*?)```", re.DOTALL)
+FAIL_KEYRING = "keyring.backends.fail.Keyring"
+
+
+def doc_block(name: str) -> str:
+    """The ``sh`` block marked ``<!-- test: NAME -->`` in docs/cli.md, exactly as written."""
+    blocks = {m["name"]: m["body"] for m in BLOCK.finditer(DOC.read_text())}
+    assert name in blocks, f"docs/cli.md has no block marked <!-- test: {name} -->"
+    return blocks[name]
+
+
+def path_env(home: Path, **extra: str) -> dict[str, str]:
+    """A fresh HOME with the installed ``pqselfenc`` console script first on PATH."""
+    env = clean_env(home, **extra)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    return env
+
+
+def run_block(name: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+    home = tmp_path / "home"
+    work = tmp_path / "work"
+    home.mkdir()
+    work.mkdir()
+    return subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", doc_block(name)],
+        cwd=work,
+        env=path_env(home, **extra),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_main_job_block_runs_verbatim(tmp_path: Path) -> None:
+    done = run_block("main-job", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("OK")
+    assert "Traceback" not in done.stderr
+
+
+def test_the_console_script_is_declared() -> None:
+    from importlib.metadata import entry_points
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts")}
+    assert scripts.get("pqselfenc") == "pqselfenc.cli:main"
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (["encrypt", "missing.bin", "--store", "s"], 1, "input file missing.bin does not exist"),
+        (["decrypt", "missing.map", "--out", "o"], 1, "map missing.map does not exist"),
+        (["decrypt", "junk.map", "--store", "s", "--out", "o"], 1, "is not a pqselfenc map"),
+        (["decrypt", "trunc.map", "--store", "s", "--out", "o"], 1, "invalid DataMap: truncated"),
+        (["decrypt", "junk.map", "--store", "nowhere", "--out", "o"], 1, "no chunk store"),
+        (["store", "verify", "--store", "junk.map"], 1, "is not a directory"),
+        (["encrypt"], 2, "the following arguments are required"),
+        (["frobnicate"], 2, "invalid choice"),
+    ],
+)
+def test_errors_are_one_line_without_traceback(
+    tmp_path: Path, argv: list[str], code: int, message: str
+) -> None:
+    (tmp_path / "junk.map").write_bytes(b"not a map")
+    (tmp_path / "trunc.map").write_bytes(b"PQSEMAP\x00\x01\x00")
+    (tmp_path / "s").mkdir()
+    done = run_process(*argv, env=clean_env(tmp_path / "home"), cwd=tmp_path)
+    assert done.returncode == code
+    err = done.stderr.decode()
+    lines = err.splitlines()
+    assert "Traceback" not in err
+    assert lines[0].startswith("pqselfenc: error: ") and message in lines[0], err
+    assert len(lines) == 1 or (len(lines) == 2 and lines[1].startswith("pqselfenc: hint: "))
+    assert done.stdout == b""
+
+
+def test_decrypt_pipes_plaintext_and_exits_zero(tmp_path: Path) -> None:
+    (tmp_path / "in.bin").write_bytes(bytes(range(256)) * 40)
+    env = clean_env(tmp_path / "home")
+    assert run_process("encrypt", "in.bin", "--store", "s", env=env, cwd=tmp_path).returncode == 0
+    done = run_process("decrypt", "in.bin.map", "--store", "s", env=env, cwd=tmp_path)
+    assert done.returncode == 0 and done.stdout == bytes(range(256)) * 40
