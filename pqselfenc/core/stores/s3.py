@@ -1,0 +1,471 @@
+"""``S3ChunkStore``: chunks as objects in an S3-compatible bucket (AWS S3, SeaweedFS, Ceph, MinIO).
+
+Layout: ``s3://BUCKET/PREFIX<64 hex digits>``, one object per chunk, flat under the prefix (S3
+partitions by key itself; listing stays one ``ListObjectsV2`` walk with ``Delimiter="/"``).
+
+- Put only if absent: ``PutObject`` with ``If-None-Match: *``. A chunk that is already there
+  answers 412 and is not uploaded over, so deduplication costs no overwrite. For servers without
+  conditional writes, ``conditional_put=False`` does ``HeadObject`` then ``PutObject`` instead
+  (two writers may then both upload the same bytes: harmless, the content is identical).
+- Integrity on upload: ``x-amz-checksum-sha256`` is base64(name), because a chunk's name *is*
+  the SHA-256 of its bytes; the server refuses a body that arrived different (``BadDigest``).
+  On download every body is hashed against its name before it is returned.
+- At most ``max_concurrency`` requests in flight (a semaphore and a connection pool of that
+  size), whatever the number of worker threads calling the store.
+- Throttling, 5xx answers, checksum rejections and connection failures are retried with
+  exponential backoff and jitter (``RetryPolicy``; ``sleep`` and ``rng`` are injected). Anything
+  else (auth, missing bucket, bad request) fails at once with a one-line ``ChunkStoreError``.
+  Botocore's own retries are off so there is exactly one retry loop.
+
+boto3 is imported on first use, so ``import pqselfenc`` works without the ``s3`` extra.
+Every botocore exception is translated here; messages carry short names, never full hashes
+or credentials.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, TypeVar
+from urllib.parse import parse_qs, urlsplit
+
+from pqselfenc.core import _primitives as P
+from pqselfenc.core._store import ChunkInfo, ChunkStore, short_name, verify_chunk
+from pqselfenc.error import ChunkNotFound, ChunkStoreError
+
+__all__ = ["RetryPolicy", "S3ChunkStore"]
+
+T = TypeVar("T")
+
+INSTALL_HINT = "S3 chunk stores need boto3: pip install 'pqselfenc[s3]'"
+
+# Environment variables that name the endpoint of an S3-compatible server, first wins.
+ENDPOINT_ENV = ("PQSELFENC_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+_AUTH_CODES = frozenset(
+    {
+        "AccessDenied",
+        "AllAccessDisabled",
+        "ExpiredToken",
+        "InvalidAccessKeyId",
+        "InvalidToken",
+        "SignatureDoesNotMatch",
+    }
+)
+# Answers worth another attempt: throttling, server trouble, a concurrent conditional write
+# (AWS asks clients to retry 409 ConditionalRequestConflict) and an upload whose checksum did
+# not match (we hash the bytes we send, so a mismatch happened on the wire).
+_TRANSIENT_CODES = frozenset(
+    {
+        "BadDigest",
+        "ConditionalRequestConflict",
+        "InternalError",
+        "OperationAborted",
+        "RequestTimeout",
+        "RequestTimeTooSkewed",
+        "ServiceUnavailable",
+        "SlowDown",
+        "Throttling",
+        "ThrottlingException",
+        "XAmzContentSHA256Mismatch",
+    }
+)
+_TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@functools.cache
+def _boto() -> tuple[ModuleType, ModuleType, ModuleType]:
+    """``(boto3, botocore.config, botocore.exceptions)``, imported on first use."""
+    try:
+        import boto3
+        import botocore.config
+        import botocore.exceptions
+    except ImportError as exc:
+        raise ChunkStoreError(INSTALL_HINT) from exc
+    return boto3, botocore.config, botocore.exceptions
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How transient failures are retried: at most ``attempts`` tries in all; before try
+    ``n + 1`` the store sleeps between half and all of ``min(max_delay, base_delay * 2**n)``
+    seconds (exponential backoff with jitter, so parallel workers do not retry in lockstep)."""
+
+    attempts: int = 5
+    base_delay: float = 0.2
+    max_delay: float = 10.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.attempts, bool) or not isinstance(self.attempts, int):
+            raise TypeError("attempts must be an int")
+        if not 1 <= self.attempts <= 100:
+            raise ValueError("attempts must be between 1 and 100")
+        if not 0 <= self.base_delay <= self.max_delay:
+            raise ValueError("delays must satisfy 0 <= base_delay <= max_delay")
+
+    def delay(self, retry: int, rng: random.Random) -> float:
+        """Seconds to wait before retry number ``retry`` (0 for the first retry)."""
+        cap = min(self.max_delay, self.base_delay * 2.0**retry)
+        return cap / 2 + rng.uniform(0, cap / 2)
+
+
+@dataclass(frozen=True)
+class _Failure:
+    reason: str
+    transient: bool
+
+
+def _code_status(exc: Any) -> tuple[str, int]:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    return code, int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _is_missing(exc: Any) -> bool:
+    """A 404 about the key, not the bucket (HEAD answers carry no code: caller decides)."""
+    code, status = _code_status(exc)
+    return status == 404 and code != "NoSuchBucket"
+
+
+def _client_failure(exc: Any, bucket: str) -> _Failure:
+    code, status = _code_status(exc)
+    label = code or str(status)
+    if code in _AUTH_CODES or status == 403:
+        reason = f"access denied ({label}): check the credentials and the bucket policy"
+        return _Failure(reason, False)
+    if code == "NoSuchBucket":
+        return _Failure(f"bucket {bucket!r} does not exist", False)
+    if code in _TRANSIENT_CODES or status in _TRANSIENT_STATUS:
+        return _Failure(f"server answered {label}", True)
+    if code == "NotImplemented" or status == 501:
+        hint = "for servers without conditional writes pass conditional_put=False"
+        return _Failure(f"server does not implement the request ({label}); {hint}", False)
+    return _Failure(f"server answered {label} (HTTP {status})", False)
+
+
+def _transient_types(errors: ModuleType) -> tuple[type[Exception], ...]:
+    """Connection refused/reset/timed out, or a body cut short: worth another attempt."""
+    return (errors.ConnectionError, errors.HTTPClientError, errors.IncompleteReadError)
+
+
+def _failure(exc: Exception, bucket: str) -> _Failure | None:
+    """What a botocore exception means; ``None`` for anything that is not botocore's."""
+    errors = _boto()[2]
+    if isinstance(exc, errors.ClientError):
+        return _client_failure(exc, bucket)
+    if isinstance(exc, errors.SSLError):
+        return _Failure("TLS handshake with the server failed", False)
+    if isinstance(exc, _transient_types(errors)):
+        return _Failure(f"connection failed ({type(exc).__name__})", True)
+    if isinstance(exc, errors.NoCredentialsError | errors.PartialCredentialsError):
+        return _Failure("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", False)
+    if isinstance(exc, errors.BotoCoreError):
+        return _Failure(f"S3 client failed ({type(exc).__name__})", False)
+    return None
+
+
+def _checksum(info: ChunkInfo) -> str:
+    """The ``x-amz-checksum-sha256`` of the chunk: its name, since name = SHA-256(bytes)."""
+    return base64.b64encode(info.name).decode("ascii")
+
+
+def _normal_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str):
+        raise TypeError("prefix must be a str")
+    prefix = prefix.strip("/")
+    return f"{prefix}/" if prefix else ""
+
+
+def _check_bucket(bucket: object) -> str:
+    if not isinstance(bucket, str):
+        raise TypeError("bucket must be a str")
+    if not 3 <= len(bucket) <= 63 or "/" in bucket or not bucket.isascii():
+        raise ValueError("a bucket name is 3 to 63 ASCII characters without '/'")
+    return bucket
+
+
+def _host_of(endpoint: str | None) -> str:
+    """The endpoint without any user:password part, for repr."""
+    if endpoint is None:
+        return "aws"
+    netloc = urlsplit(endpoint).netloc
+    return netloc.rpartition("@")[2] or endpoint
+
+
+class S3ChunkStore(ChunkStore):
+    """Chunks in ``bucket`` under ``prefix``. Credentials come from the arguments or boto3's
+    usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles);
+    ``client`` takes a ready boto3 S3 client instead. See the module docstring for guarantees.
+    """
+
+    verifies_on_retrieve = True
+
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        region: str | None = None,
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        session_token: str | None = None,
+        client: Any = None,
+        max_concurrency: int = 16,
+        retry: RetryPolicy | None = None,
+        conditional_put: bool = True,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.bucket = _check_bucket(bucket)
+        self.prefix = _normal_prefix(prefix)
+        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
+            raise TypeError("max_concurrency must be an int")
+        if not 1 <= max_concurrency <= 1024:
+            raise ValueError("max_concurrency must be between 1 and 1024")
+        if (access_key_id is None) != (secret_access_key is None):
+            raise ValueError("give both access_key_id and secret_access_key, or neither")
+        self.endpoint_url = endpoint_url
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.conditional_put = bool(conditional_put)
+        self._sleep = sleep
+        self._rng = rng if rng is not None else random.Random()
+        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._bucket_seen = False
+        self._owns_client = client is None
+        if client is None:
+            creds = (access_key_id, secret_access_key, session_token)
+            client = self._make_client(region, creds, max_concurrency)
+        elif endpoint_url is not None or access_key_id is not None or region is not None:
+            raise ValueError("with client=, configure endpoint, region and credentials on it")
+        self._client = client
+
+    def _make_client(self, region: str | None, creds: tuple[str | None, ...], pool: int) -> Any:
+        boto3, config, errors = _boto()
+        addressing = "path" if self.endpoint_url is not None else "auto"
+        settings = config.Config(
+            max_pool_connections=pool,
+            retries={"total_max_attempts": 1},  # our loop retries, with injectable sleep
+            connect_timeout=10,
+            read_timeout=60,
+            request_checksum_calculation="when_required",  # we send SHA-256 ourselves
+            response_checksum_validation="when_required",  # we hash every body ourselves
+            s3={"addressing_style": addressing},
+        )
+        key, secret, token = creds
+        try:
+            session = boto3.session.Session(
+                aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token
+            )
+            return session.client(
+                "s3", endpoint_url=self.endpoint_url, region_name=region, config=settings
+            )
+        except (errors.BotoCoreError, ValueError) as exc:
+            raise ChunkStoreError(f"cannot set up the S3 client: {type(exc).__name__}") from exc
+
+    @classmethod
+    def from_url(cls, url: str, **options: Any) -> S3ChunkStore:
+        """A store for ``s3://BUCKET/PREFIX[?endpoint=URL&region=NAME]``.
+
+        Without ``endpoint`` the first of ``PQSELFENC_S3_ENDPOINT``, ``AWS_ENDPOINT_URL_S3``,
+        ``AWS_ENDPOINT_URL`` is used (none: AWS itself). Credentials never go in the URL;
+        boto3 reads them from the environment. ``options`` go to the constructor.
+        """
+        if not isinstance(url, str):
+            raise TypeError("url must be a str")
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise ValueError("an S3 store URL looks like s3://BUCKET/PREFIX")
+        if "@" in parts.netloc:
+            raise ValueError(
+                "credentials do not belong in the store URL: "
+                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        query = _query(parts.query)
+        endpoint = query.get("endpoint") or next(
+            (os.environ[n] for n in ENDPOINT_ENV if os.environ.get(n)), None
+        )
+        return cls(
+            parts.netloc, parts.path, endpoint_url=endpoint, region=query.get("region"), **options
+        )
+
+    def __repr__(self) -> str:
+        where = f"s3://{self.bucket}/{self.prefix}"
+        return f"S3ChunkStore({where!r}, endpoint={_host_of(self.endpoint_url)!r})"
+
+    def close(self) -> None:
+        """Close the connection pool (of a client this store made itself)."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> S3ChunkStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def key_of(self, info: ChunkInfo) -> str:
+        """The object key a chunk is stored under."""
+        return self.prefix + info.hex_name
+
+    # -- the ChunkStore protocol ---------------------------------------------------------------
+
+    def store(self, chunk: bytes) -> ChunkInfo:
+        info = ChunkInfo.for_chunk(chunk)
+        body = chunk if isinstance(chunk, bytes) else bytes(chunk)
+        if self.conditional_put:
+            self._call("store", info, functools.partial(self._put_if_absent, info, body))
+        elif not self._call("store", info, functools.partial(self._head, info)):
+            self._call("store", info, functools.partial(self._put, info, body))
+        return info
+
+    def retrieve(self, info: ChunkInfo) -> bytes:
+        content = self._call("retrieve", info, functools.partial(self._get, info))
+        if content is None:
+            raise ChunkNotFound(
+                f"chunk {short_name(info.name)} is not in s3://{self.bucket}/{self.prefix}"
+            )
+        return verify_chunk(info, content)
+
+    def has(self, info: ChunkInfo) -> bool:
+        found = self._call("has", info, functools.partial(self._head, info))
+        if not found and not self._bucket_seen:
+            self.check()  # a HEAD 404 cannot tell a missing key from a missing bucket
+        return found
+
+    def delete(self, info: ChunkInfo) -> None:
+        self._call("delete", info, functools.partial(self._delete, info))
+
+    def __iter__(self) -> Iterator[ChunkInfo]:
+        token: str | None = None
+        while True:
+            page = self._call("list", None, functools.partial(self._list_page, token))
+            for entry in page.get("Contents", ()):
+                info = self._info_of(entry["Key"])
+                if info is not None:
+                    yield info
+            token = page.get("NextContinuationToken")
+            if not page.get("IsTruncated") or not token:
+                return
+
+    def check(self) -> None:
+        """Raise ``ChunkStoreError`` unless the bucket exists and the credentials work."""
+        self._call("check", None, self._head_bucket)
+        self._bucket_seen = True
+
+    # -- one request each (run inside _call) ---------------------------------------------------
+
+    def _put(self, info: ChunkInfo, body: bytes, **extra: str) -> None:
+        self._client.put_object(
+            Bucket=self.bucket,
+            Key=self.key_of(info),
+            Body=body,
+            ChecksumSHA256=_checksum(info),
+            ContentType="application/octet-stream",
+            **extra,
+        )
+
+    def _put_if_absent(self, info: ChunkInfo, body: bytes) -> None:
+        try:
+            self._put(info, body, IfNoneMatch="*")
+        except _boto()[2].ClientError as exc:
+            if _code_status(exc) != ("PreconditionFailed", 412):
+                raise
+            # 412: the name is taken, by the same bytes (the name is their hash): deduplicated
+
+    def _head(self, info: ChunkInfo) -> bool:
+        try:
+            self._client.head_object(Bucket=self.bucket, Key=self.key_of(info))
+        except _boto()[2].ClientError as exc:
+            if _is_missing(exc):
+                return False
+            raise
+        return True
+
+    def _get(self, info: ChunkInfo) -> bytes | None:
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self.key_of(info))
+        except _boto()[2].ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise
+        body = response["Body"]
+        try:
+            return bytes(body.read())
+        finally:
+            body.close()
+
+    def _delete(self, info: ChunkInfo) -> None:
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=self.key_of(info))
+        except _boto()[2].ClientError as exc:
+            if not _is_missing(exc):
+                raise
+
+    def _list_page(self, token: str | None) -> dict[str, Any]:
+        extra = {"ContinuationToken": token} if token else {}
+        page: dict[str, Any] = self._client.list_objects_v2(
+            Bucket=self.bucket, Prefix=self.prefix, Delimiter="/", **extra
+        )
+        return page
+
+    def _head_bucket(self) -> None:
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except _boto()[2].ClientError as exc:
+            if _code_status(exc)[1] == 404:
+                raise ChunkStoreError(f"S3 bucket {self.bucket!r} does not exist") from exc
+            raise
+
+    def _info_of(self, key: str) -> ChunkInfo | None:
+        name = key[len(self.prefix) :]
+        if len(name) != 2 * P.NAME_SIZE or name != name.lower():
+            return None
+        try:
+            return ChunkInfo(name=bytes.fromhex(name))
+        except ValueError:
+            return None
+
+    # -- retries and translation ---------------------------------------------------------------
+
+    def _call(self, action: str, info: ChunkInfo | None, request: Callable[[], T]) -> T:
+        """Run ``request`` with a concurrency slot; retry transient failures, translate all."""
+        attempts = self.retry.attempts
+        for attempt in range(attempts):
+            try:
+                with self._slots:
+                    return request()
+            except Exception as exc:
+                failure = _failure(exc, self.bucket)
+                if failure is None:
+                    raise
+                if not failure.transient or attempt + 1 == attempts:
+                    raise ChunkStoreError(self._message(action, info, failure, attempt)) from exc
+            self._sleep(self.retry.delay(attempt, self._rng))
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    def _message(self, action: str, info: ChunkInfo | None, failure: _Failure, tried: int) -> str:
+        what = f"{action} chunk {short_name(info.name)}" if info is not None else action
+        tries = f" (gave up after {tried + 1} attempts)" if tried else ""
+        return f"S3 {what} in s3://{self.bucket}/{self.prefix}: {failure.reason}{tries}"
+
+
+def _query(text: str) -> dict[str, str]:
+    """The ``endpoint`` and ``region`` options of an S3 URL; anything else is refused."""
+    try:
+        fields = parse_qs(text, keep_blank_values=False, strict_parsing=bool(text))
+    except ValueError as exc:
+        raise ValueError("the S3 store URL has a malformed query") from exc
+    unknown = sorted(set(fields) - {"endpoint", "region"})
+    if unknown:
+        raise ValueError(f"unknown S3 store URL option {unknown[0]!r} (known: endpoint, region)")
+    if any(len(v) != 1 for v in fields.values()):
+        raise ValueError("each S3 store URL option may appear once")
+    return {k: v[0] for k, v in fields.items()}
