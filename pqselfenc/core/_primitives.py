@@ -190,6 +190,70 @@ SIGNATURE_CONTEXT = b"pqselfenc/v1/envelope-signature"
 # Opening tries at most this many stanzas (bounded work for hostile envelopes).
 MAX_STANZAS = 1024
 
+# Suite names people type; the ids above are what the bytes carry.
+SUITE_IDS = {"x-wing": SUITE_XWING, "ml-kem-1024": SUITE_MLKEM1024, "ml-kem-768": SUITE_MLKEM768}
+
+# Exact sizes per suite (FIPS 203, X-Wing = ML-KEM-768 key || X25519 key): the parsers accept
+# nothing else. Seeds: ML-KEM d || z (64), plus the X25519 scalar (32) for X-Wing.
+SUITE_PUBLIC_KEY_SIZE = {SUITE_XWING: 1184 + 32, SUITE_MLKEM1024: 1568, SUITE_MLKEM768: 1184}
+SUITE_ENC_SIZE = {SUITE_XWING: 1088 + 32, SUITE_MLKEM1024: 1568, SUITE_MLKEM768: 1088}
+SUITE_SEED_SIZE = {SUITE_XWING: 64 + 32, SUITE_MLKEM1024: 64, SUITE_MLKEM768: 64}
+
+# A wrapped DMK is the HPKE AES-256-GCM ciphertext of the DMK: full-length tag, no truncation.
+WRAPPED_DMK_SIZE = DMK_SIZE + TAG_SIZE
+
+# HMAC-SHA3-256 output, untruncated: 256-bit tag.
+HEADER_MAC_SIZE = 32
+
+# Sender signature algorithms (our ids, never cryptography's) with FIPS 204 sizes; 0 = unsigned.
+SIG_NONE = 0
+SIG_MLDSA65 = 1  # ML-DSA-65 (category 3, matches ML-KEM-768)
+SIG_MLDSA87 = 2  # ML-DSA-87 (category 5, CNSA 2.0 level)
+SIG_IDS = {"ml-dsa-65": SIG_MLDSA65, "ml-dsa-87": SIG_MLDSA87}
+SIG_PUBLIC_KEY_SIZE = {SIG_MLDSA65: 1952, SIG_MLDSA87: 2592}
+SIG_SIZE = {SIG_MLDSA65: 3309, SIG_MLDSA87: 4627}
+
+# Key id of a signer's verifying key: its own label, so it never equals a recipient key id.
+VERIFYING_KEY_ID_LABEL = b"pqselfenc/v1/verifying-key-id"
+
+# Largest sealed payload: above any DataMap the map parser accepts (2^20 entries x 68 bytes);
+# bounds what a hostile envelope can make the opener allocate.
+ENVELOPE_MAX_PAYLOAD = 1 << 27
+
+# Key text: prefix naming kind and suite, base32 body, 4-byte checksum over prefix || key.
+# The checksum only catches typos (p = 2^-32 that one slips through); it is no authenticity.
+KEY_TEXT_LABEL = b"pqselfenc/v1/key-text"
+KEY_TEXT_CHECKSUM_SIZE = 4
+PUBLIC_KEY_TEXT_PREFIX = "pqse-pub-"
+VERIFYING_KEY_TEXT_PREFIX = "pqse-sig-"
+
+
+def key_id(label: bytes, algorithm: int, public: bytes) -> bytes:
+    """Truncated SHA3-256 of label || algorithm id || public key: names a key, reveals nothing."""
+    return hashlib.sha3_256(label + bytes((algorithm,)) + public).digest()[:KEY_ID_SIZE]
+
+
+def stanza_info(envelope_id: bytes, suite: int) -> bytes:
+    """HPKE info of a stanza: binds it to one envelope and one suite."""
+    return STANZA_INFO_LABEL + envelope_id + bytes((suite,))
+
+
+def header_mac(dmk: bytes, header: bytes) -> bytes:
+    """HMAC-SHA3-256 over the header under HKDF-SHA3-256(DMK, info=label): commits to the DMK."""
+    key = hkdf_sha3(dmk, info=HEADER_MAC_LABEL)
+    return hmac.new(key, header, hashlib.sha3_256).digest()
+
+
+def payload_key(dmk: bytes, envelope_id: bytes) -> bytes:
+    """AES-256-GCM key of the payload: HKDF-SHA3-256(DMK, salt=envelope id, info=label)."""
+    return hkdf_sha3(dmk, salt=envelope_id, info=PAYLOAD_KEY_LABEL)
+
+
+def key_text_checksum(prefix: bytes, raw: bytes) -> bytes:
+    """Typo check of a key's text form; covers the prefix, so a changed suite name is caught."""
+    digest = hashlib.sha3_256(KEY_TEXT_LABEL + len(prefix).to_bytes(2, "big") + prefix + raw)
+    return digest.digest()[:KEY_TEXT_CHECKSUM_SIZE]
+
 # --------------------------------------------------------------------------------------------
 # 4. Keys and audit (keys/)
 # --------------------------------------------------------------------------------------------
