@@ -1,0 +1,131 @@
+"""``CachingChunkStore``: a wrapper store that keeps recently fetched chunks (LRU + TTL).
+
+A wrapper, not a flag (restic's ``cache/`` backend): wrap any store, and every reader of the
+wrapper shares the cache. Only verified bytes enter it (the inner store's check, or ours when
+the inner store does not verify), and chunks are immutable under their content address, so a
+cached chunk is as good as a fresh fetch until it expires. The clock is injected for tests.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+
+from pqselfenc.core._memory import DEFAULT_MAX_CHUNK_CACHE, CacheConfig
+from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk, verify_chunk
+
+__all__ = ["CachingChunkStore"]
+
+Clock = Callable[[], float]
+
+
+class CachingChunkStore(ChunkStore):
+    """Serves ``retrieve`` from an LRU of at most ``cache.capacity`` chunks and ``max_bytes``
+    bytes; an entry expires ``cache.ttl`` seconds (of ``clock``) after it was fetched.
+    Writes and deletes go to the inner store (a delete also drops the cached copy)."""
+
+    verifies_on_retrieve = True
+
+    def __init__(
+        self,
+        inner: ChunkStore,
+        cache: CacheConfig | None = None,
+        *,
+        max_bytes: int = DEFAULT_MAX_CHUNK_CACHE,
+        clock: Clock = time.monotonic,
+    ) -> None:
+        if not isinstance(inner, ChunkStore):
+            raise TypeError("inner must be a ChunkStore")
+        self.inner = inner
+        self.cache = cache if cache is not None else CacheConfig()
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError("max_bytes must be a non-negative int")
+        self.max_bytes = max_bytes
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
+        self._bytes = 0
+        self.hits = self.misses = 0
+
+    def __repr__(self) -> str:
+        return f"CachingChunkStore({self.inner!r}, chunks={len(self)}, bytes={self._bytes})"
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+    @property
+    def cached_bytes(self) -> int:
+        with self._lock:
+            return self._bytes
+
+    def store(self, chunk: bytes) -> ChunkInfo:
+        return self.inner.store(chunk)
+
+    def store_chunk(self, chunk: EncryptedChunk) -> None:
+        self.inner.store_chunk(chunk)
+
+    def retrieve(self, info: ChunkInfo) -> bytes:
+        hit = self._lookup(info.name)
+        if hit is not None:
+            return hit
+        content = self.inner.retrieve(info)
+        if not self.inner.verifies_on_retrieve:
+            verify_chunk(info, content)
+        self._insert(info.name, content)
+        return content
+
+    def has(self, info: ChunkInfo) -> bool:
+        return self._lookup(info.name, count=False) is not None or self.inner.has(info)
+
+    def delete(self, info: ChunkInfo) -> None:
+        with self._lock:
+            self._drop(info.name)
+        self.inner.delete(info)
+
+    def __iter__(self) -> Iterator[ChunkInfo]:
+        return iter(self.inner)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+    def _lookup(self, name: bytes, *, count: bool = True) -> bytes | None:
+        now = self._clock()
+        with self._lock:
+            entry = self._entries.get(name)
+            if entry is not None and self._expired(entry[0], now):
+                self._drop(name)
+                entry = None
+            if count:
+                if entry is None:
+                    self.misses += 1
+                else:
+                    self.hits += 1
+            if entry is None:
+                return None
+            self._entries.move_to_end(name)
+            return entry[1]
+
+    def _insert(self, name: bytes, content: bytes) -> None:
+        if len(content) > self.max_bytes:
+            return  # would evict everything and still not fit
+        now = self._clock()
+        with self._lock:
+            self._drop(name)
+            self._entries[name] = (now, content)
+            self._bytes += len(content)
+            while len(self._entries) > self.cache.capacity or self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))
+
+    def _expired(self, fetched: float, now: float) -> bool:
+        ttl = self.cache.ttl
+        return ttl is not None and now - fetched >= ttl
+
+    def _drop(self, name: bytes) -> None:
+        entry = self._entries.pop(name, None)
+        if entry is not None:
+            self._bytes -= len(entry[1])

@@ -1,0 +1,89 @@
+"""Memory limits of streams and the chunk cache: frozen values, validated at construction.
+
+``MemoryConfig.max_total_memory`` bounds the plaintext a stream holds at once: bytes buffered
+while the layout is not yet known, the chunk being filled, chunks 0 and 1 (kept for the ring
+until ``finalize``) and the plaintext of every task in flight. It is enforced by shrinking the
+task window; a writer that reaches the bound waits for a task to finish (backpressure) rather
+than buffering more. ``max_chunk_cache`` bounds the bytes a chunk cache may hold.
+
+Not counted: each worker's transient ciphertext and scratch buffer (one chunk per worker) and
+the DataMap entries themselves (~200 bytes per chunk).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from pqselfenc.core.config import EncryptionConfig, _check_int
+
+__all__ = ["CacheConfig", "MemoryConfig"]
+
+DEFAULT_MAX_TOTAL_MEMORY = 256 << 20
+DEFAULT_MAX_CHUNK_CACHE = 64 << 20
+_MAX_BYTES = 1 << 62
+
+# Besides the tasks in flight, an encrypting stream holds the chunk being filled, the one being
+# handed over (one more than the window while it is submitted) and chunks 0 and 1.
+_ENCRYPT_OVERHEAD_CHUNKS = 4
+# A decrypting stream holds, besides the tasks in flight, the piece its reader is consuming.
+_DECRYPT_OVERHEAD_CHUNKS = 1
+
+
+@dataclass(frozen=True)
+class MemoryConfig:
+    """Bounds on what a stream holds in memory, in bytes (see the module docstring)."""
+
+    max_total_memory: int = DEFAULT_MAX_TOTAL_MEMORY
+    max_chunk_cache: int = DEFAULT_MAX_CHUNK_CACHE
+
+    def __post_init__(self) -> None:
+        _check_int("max_total_memory", self.max_total_memory, 1, _MAX_BYTES)
+        _check_int("max_chunk_cache", self.max_chunk_cache, 0, _MAX_BYTES)
+
+    def encrypt_window(self, config: EncryptionConfig, wanted: int) -> int:
+        """Tasks an encrypting stream may keep in flight: ``wanted`` or fewer, never zero.
+
+        ``ValueError`` if the bound cannot hold what the chunking policy needs: the first
+        ``min_chunks * chunk_size`` bytes (before the layout is known) and one task.
+        """
+        cs = config.chunk_size
+        if config.min_chunks * cs + cs > self.max_total_memory:
+            raise ValueError(
+                f"max_total_memory={self.max_total_memory} cannot hold the "
+                f"{config.min_chunks + 1} chunks of {cs} bytes a stream buffers before "
+                "its layout is known"
+            )
+        return self._window(cs, _ENCRYPT_OVERHEAD_CHUNKS, wanted)
+
+    def decrypt_window(self, chunk_size: int, wanted: int) -> int:
+        """Tasks a decrypting stream of ``chunk_size``-byte chunks may keep in flight."""
+        return self._window(max(chunk_size, 1), _DECRYPT_OVERHEAD_CHUNKS, wanted)
+
+    def _window(self, chunk_size: int, overhead: int, wanted: int) -> int:
+        room = self.max_total_memory // chunk_size - overhead
+        if room < 1:
+            need = (overhead + 1) * chunk_size
+            raise ValueError(
+                f"max_total_memory={self.max_total_memory} is below the {need} bytes one "
+                f"task on {chunk_size}-byte chunks needs"
+            )
+        return max(1, min(wanted, room))
+
+
+@dataclass(frozen=True)
+class CacheConfig:
+    """An LRU cache of fetched chunks: at most ``capacity`` chunks, each kept for ``ttl`` seconds
+    after it was fetched (``None``: no expiry). The byte bound is ``MemoryConfig.max_chunk_cache``.
+    """
+
+    capacity: int = 64
+    ttl: float | None = 300.0
+
+    def __post_init__(self) -> None:
+        _check_int("capacity", self.capacity, 1, 1 << 32)
+        if self.ttl is not None:
+            if isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float):
+                raise TypeError("ttl must be a number of seconds or None")
+            if not (self.ttl > 0 and math.isfinite(self.ttl)):
+                raise ValueError(f"ttl must be a positive finite number of seconds, got {self.ttl}")

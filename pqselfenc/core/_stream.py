@@ -1,0 +1,227 @@
+"""Streaming front ends of the engine: bytes in pieces of any size, bounded memory.
+
+``StreamEncryption`` cuts what it is fed into ``chunk_size`` pieces and hands them to the same
+``ChunkEncryption`` and ``shrink`` that ``SelfEncryptor`` uses, so the chunks and the DataMap are
+byte-identical whatever the write sizes. The layout is only known once ``min_chunks *
+chunk_size`` bytes were seen (below that the policy cuts ``min_chunks`` near-equal pieces), so
+up to that much is buffered first; a smaller input goes through ``encrypt_bytes`` at
+``finish``. Writes block when the task window (sized by ``MemoryConfig``) is full.
+
+``StreamDecryption`` yields verified plaintext chunk by chunk, or any byte range, fetching only
+the chunks that range needs. Both are synchronous; ``pqselfenc.streaming`` runs them off the
+event loop and ``_files`` drives them from files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator, Iterator
+from concurrent.futures import Executor, ThreadPoolExecutor
+
+from pqselfenc.core import _engine as E
+from pqselfenc.core._cipher import ChunkKeys
+from pqselfenc.core._memory import MemoryConfig
+from pqselfenc.core._pipeline import ChunkEncryption, Sink
+from pqselfenc.core._store import ChunkStore
+from pqselfenc.core.config import EncryptionConfig
+from pqselfenc.core.datamap import DataMap
+from pqselfenc.error import EncryptionError
+
+Reader = Callable[[memoryview], int]
+
+
+class _Pool:
+    """The executor of one stream: the caller's, or a thread pool it owns and shuts down."""
+
+    def __init__(self, config: EncryptionConfig, given: Executor | None) -> None:
+        self.owned: ThreadPoolExecutor | None = None
+        if given is None and config.parallel.max_threads > 1:
+            self.owned = ThreadPoolExecutor(
+                config.parallel.max_threads, thread_name_prefix="pqselfenc-stream"
+            )
+        self.executor: Executor | None = given if given is not None else self.owned
+
+    def close(self) -> None:
+        if self.owned is not None:
+            self.owned.shutdown(wait=True, cancel_futures=True)
+            self.owned = None
+
+
+class StreamEncryption:
+    """Feed with ``write``/``write_from`` in order, then ``finish`` for the DataMap."""
+
+    def __init__(
+        self,
+        config: EncryptionConfig,
+        sink: Sink,
+        memory: MemoryConfig | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.config, self.sink = config, sink
+        self.memory = memory if memory is not None else MemoryConfig()
+        self.window = self.memory.encrypt_window(config, E.window_of(config))
+        self._pool = _Pool(config, executor)
+        self._job = ChunkEncryption(
+            E.keys_for_config(config), sink, self._pool.executor, self.window
+        )
+        self._size = config.chunk_size
+        self._pending: list[bytearray] = []  # full pieces held until the layout is known
+        self._fill, self._pos = bytearray(self._size), 0
+        self.total = 0
+        self._fixed = False  # the layout is known to be fixed-size pieces
+        self._state = "open"
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``; blocks while the task window is full."""
+        view = _view(data)
+        self._check_open()
+        with self._failing():
+            while view:
+                n = min(len(view), self._size - self._pos)
+                self._fill[self._pos : self._pos + n] = view[:n]
+                self._advance(n)
+                view = view[n:]
+
+    def write_from(self, readinto: Reader) -> int:
+        """Read once via ``readinto`` straight into the chunk being filled; returns the count
+        (0 at the end of the input)."""
+        self._check_open()
+        with self._failing():
+            n = readinto(memoryview(self._fill)[self._pos :])
+            if not isinstance(n, int) or not 0 <= n <= self._size - self._pos:
+                raise EncryptionError("the reader returned no valid byte count")
+            self._advance(n)
+            return n
+
+    def finish(self) -> DataMap:
+        """Encrypt what is left, wait for every task and return the (shrunk) DataMap."""
+        self._check_open()
+        try:
+            with self._failing():
+                data_map = self._finish()
+        finally:
+            self._pool.close()
+        self._state = "finished"
+        return data_map
+
+    def abort(self) -> None:
+        """Cancel the tasks in flight and drop the buffers; the stream cannot be used again."""
+        if self._state == "open":
+            self._state = "failed"
+        self._job.abort()
+        self._pool.close()
+        self._pending, self._fill = [], bytearray()
+
+    @property
+    def room(self) -> int:
+        """Bytes that fit in the chunk being filled before it is handed on."""
+        return self._size - self._pos
+
+    @property
+    def held(self) -> int:
+        """Plaintext bytes held by buffers (not counting tasks in flight)."""
+        return self._pos + sum(len(p) for p in self._pending)
+
+    def _finish(self) -> DataMap:
+        executor = self._pool.executor
+        if not self._fixed:
+            data = self._small_input()
+            return E.encrypt_bytes(memoryview(data), self.config, self.sink, executor)
+        if self._pos:
+            self._job.add(memoryview(self._fill)[: self._pos])
+        entries = self._job.finish()
+        data_map = E.make_map(self.config, self.total, entries)
+        return E.shrink(data_map, self.config, self.sink, executor)
+
+    def _small_input(self) -> bytearray:
+        """The whole input (< ``min_chunks * chunk_size`` bytes), freeing pieces as it goes."""
+        pieces, self._pending = self._pending, []
+        data = pieces.pop(0) if pieces else bytearray()
+        while pieces:
+            data += pieces.pop(0)
+        data += memoryview(self._fill)[: self._pos]
+        self._fill, self._pos = bytearray(), 0
+        return data
+
+    def _advance(self, n: int) -> None:
+        self._pos += n
+        self.total += n
+        if self._pos < self._size:
+            return
+        piece, self._fill, self._pos = self._fill, bytearray(self._size), 0
+        if self._fixed:
+            self._job.add(memoryview(piece))
+            return
+        self._pending.append(piece)
+        if self.total >= self.config.min_chunks * self._size:
+            self._fixed = True
+            while self._pending:
+                self._job.add(memoryview(self._pending.pop(0)))
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise EncryptionError(f"this stream is {self._state}; start a new one")
+
+    @contextlib.contextmanager
+    def _failing(self) -> Iterator[None]:
+        """Any failure aborts the stream, so nothing runs on and no map is ever returned."""
+        try:
+            yield
+        except BaseException:
+            self.abort()
+            raise
+
+
+def _view(data: object) -> memoryview:
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
+
+
+class StreamDecryption:
+    """Verified plaintext of a DataMap, whole or by range; the leaf map is expanded once."""
+
+    def __init__(
+        self,
+        data_map: DataMap,
+        store: ChunkStore,
+        config: EncryptionConfig,
+        memory: MemoryConfig | None = None,
+        executor: Executor | None = None,
+    ) -> None:
+        self.data_map, self.store, self.config = data_map, store, config
+        self.memory = memory if memory is not None else MemoryConfig()
+        self.executor = executor
+        self._leaf: tuple[DataMap, ChunkKeys] | None = None
+
+    @property
+    def size(self) -> int:
+        return self.data_map.total_size
+
+    def leaf(self) -> tuple[DataMap, ChunkKeys]:
+        """The level-0 map and its keys (map levels are fetched and checked on first use)."""
+        if self._leaf is None:
+            E.keys_for_map(self.data_map, self.config)  # wrong secret: fail before any fetch
+            leaf = E.expand(self.data_map, self.store, self.config, self.executor)
+            self._leaf = leaf, E.keys_for_map(leaf, self.config)
+        return self._leaf
+
+    def window(self, leaf: DataMap) -> int:
+        piece = leaf.chunks[0].src_size if leaf.chunks else 0
+        return self.memory.decrypt_window(piece or 1, E.window_of(self.config))
+
+    def pieces(self) -> Generator[bytes, None, None]:
+        """Every chunk's verified plaintext, in order; checks the total at the end."""
+        leaf, keys = self.leaf()
+        produced = 0
+        with E.executor_for(self.config, self.executor) as executor:
+            for piece in E.iter_plain(leaf, self.store, keys, executor, self.window(leaf)):
+                produced += len(piece)
+                yield piece
+        E.check_total(leaf, produced)
+
+    def read_range(self, offset: int, length: int) -> bytes:
+        """Verified bytes ``[offset, offset + length)``, clipped to the content's end."""
+        leaf, keys = self.leaf()
+        return E.read_range(leaf, self.store, keys, offset, length, self.executor)
