@@ -285,6 +285,27 @@ AUDIT_SIGNATURE_CONTEXT = b"pqselfenc/v1/audit-checkpoint"
 # Convergence secret of a key store's domain: derived per domain from the store's root secret.
 CONVERGENCE_SECRET_LABEL = b"pqselfenc/v1/convergence-secret"
 
+# Key store file formats: magics name the file type so one is never parsed as another.
+VAULT_MAGIC = b"PQSEVLT\x00"  # file backend header: argon2id params, salt, wrapped vault key
+KEY_FILE_MAGIC = b"PQSEKEY\x00"  # one encrypted secret of the file backend
+EXPORT_MAGIC = b"PQSEEXP\x00"  # passphrase-protected identity export
+KEY_FILE_VERSION = 1
+
+# Random vault key wrapped under the argon2id output (a passphrase change rewraps 32 bytes);
+# 256 bits for 128-bit post-quantum security.
+VAULT_KEY_SIZE = 32
+
+# Random 96-bit AES-GCM nonces under one vault subkey: a key store writes far fewer than the
+# 2^32 messages NIST SP 800-38D allows per key with random nonces.
+GCM_NONCE_SIZE = 12
+
+# AAD of a wrapped vault key and of an export blob: binds each to its own format and header.
+VAULT_WRAP_LABEL = b"pqselfenc/v1/vault-key"
+EXPORT_LABEL = b"pqselfenc/v1/key-export"
+
+# First "prev" of the audit hash chain: a fixed all-zero value, as in any hash chain genesis.
+AUDIT_GENESIS = bytes(32)
+
 
 def hkdf_sha3(ikm: bytes, *, info: bytes, length: int = 32, salt: bytes | None = None) -> bytes:
     """HKDF-SHA3-256 (RFC 5869 over SHA3-256): the one KDF every derivation above uses."""

@@ -1,0 +1,44 @@
+"""Key management: versioned post-quantum identities, rotation, sealing, crypto-shredding, audit.
+
+CRYPTO.md section 4::
+
+    from pqselfenc.keys import KeyStore, KeyConfig
+    ks = KeyStore.open(path, config=KeyConfig(rotation_interval=timedelta(days=30)),
+                       backend="file", passphrase=...)     # or backend="keyring"
+    ks.generate("alice")
+    ks.recipients.add("bob", bob_public_key_text)
+    sealed = ks.seal(data_map, to=["alice", "bob"], sign_as="alice")
+    data_map = ks.open(sealed)
+    ks.rotate_due(); ks.rewrap(sealed); ks.destroy("alice", version=1)
+    SelfEncryptor(data, key_store=ks)
+
+Secrets live behind ``SecretBackend`` (``FileBackend``: argon2id -> AES-256-GCM files;
+``KeyringBackend``: the OS keyring, pinned, never a plaintext fallback). Every key operation is
+recorded in a hash-chained, checkpoint-signed audit log (``ks.audit.verify()``).
+"""
+
+from pqselfenc.keys._entropy import estimate_passphrase_bits
+from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, RecipientEntry
+from pqselfenc.keys.audit import AuditLog, AuditReport
+from pqselfenc.keys.backends import FileBackend, SecretBackend
+from pqselfenc.keys.config import KeyConfig
+from pqselfenc.keys.keyring_backend import KeyringBackend
+from pqselfenc.keys.recipients import RecipientDirectory
+from pqselfenc.keys.store import KeyStore, RotationDue
+
+__all__ = [
+    "AuditLog",
+    "AuditReport",
+    "FileBackend",
+    "Identity",
+    "KeyConfig",
+    "KeyState",
+    "KeyStore",
+    "KeyVersion",
+    "KeyringBackend",
+    "RecipientDirectory",
+    "RecipientEntry",
+    "RotationDue",
+    "SecretBackend",
+    "estimate_passphrase_bits",
+]

@@ -1,0 +1,307 @@
+"""Key store metadata: identities, key versions and their states, recipients; strict JSON.
+
+Written atomically (temp + fsync + rename + fsync folder) and only under the store's file lock,
+always re-read under that lock before a change, so two processes never lose each other's updates.
+docs/format-keys.md describes every field.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from pqselfenc.error import InvalidDataError, KeyNotFound
+from pqselfenc.keys._fsutil import atomic_write
+
+__all__ = [
+    "FORMAT",
+    "Identity",
+    "KeyState",
+    "KeyVersion",
+    "Metadata",
+    "RecipientEntry",
+    "fmt_time",
+    "parse_time",
+    "read_metadata",
+    "write_metadata",
+]
+
+FORMAT = "pqselfenc-keystore"
+_VERSION = 1
+_MAX_BYTES = 64 << 20  # refuse absurd metadata files before parsing them
+
+
+class KeyState(StrEnum):
+    """Life cycle of a key version: active -> decrypt-only -> destroyed (or active -> destroyed)."""
+
+    ACTIVE = "active"
+    DECRYPT_ONLY = "decrypt-only"
+    DESTROYED = "destroyed"
+
+
+def fmt_time(when: datetime) -> str:
+    """ISO 8601 UTC with microseconds and a ``Z``; naive datetimes are refused."""
+    if not isinstance(when, datetime) or when.utcoffset() is None:
+        raise ValueError("times must be timezone-aware datetimes (the clock must return UTC)")
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def parse_time(text: object) -> datetime:
+    if not isinstance(text, str) or not text.endswith("Z"):
+        raise InvalidDataError("time must be an ISO 8601 UTC string ending in Z")
+    try:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+    except ValueError as exc:
+        raise InvalidDataError(f"bad time {text[:40]!r}") from exc
+
+
+@dataclass(frozen=True)
+class KeyVersion:
+    """One version of an identity: public halves, state and the times it changed state."""
+
+    version: int
+    state: KeyState
+    created: datetime
+    public_key: str = field(repr=False)
+    verifying_key: str = field(repr=False)
+    key_id: str
+    fingerprint: str
+    retired: datetime | None = None
+    destroyed: datetime | None = None
+
+    @property
+    def usable(self) -> bool:
+        return self.state is not KeyState.DESTROYED
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A local identity: a KEM key and an ML-DSA key per version, newest last."""
+
+    name: str
+    suite: str
+    signature: str
+    versions: tuple[KeyVersion, ...]
+
+    @property
+    def active(self) -> KeyVersion | None:
+        return next((v for v in self.versions if v.state is KeyState.ACTIVE), None)
+
+    @property
+    def latest(self) -> int:
+        return max((v.version for v in self.versions), default=0)
+
+    def version(self, number: int) -> KeyVersion:
+        for v in self.versions:
+            if v.version == number:
+                return v
+        raise KeyNotFound(f"identity {self.name!r} has no version {number}")
+
+    def with_version(self, new: KeyVersion) -> Identity:
+        rest = tuple(v for v in self.versions if v.version != new.version)
+        return replace(self, versions=tuple(sorted((*rest, new), key=lambda v: v.version)))
+
+
+@dataclass(frozen=True)
+class RecipientEntry:
+    """A named recipient in the directory: public key text, key id, fingerprint."""
+
+    name: str
+    suite: str
+    public_key: str = field(repr=False)
+    key_id: str
+    fingerprint: str
+    added: datetime
+    verifying_key: str | None = field(default=None, repr=False)
+    previous_key_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Metadata:
+    """Everything the store knows that is not secret."""
+
+    store_id: str
+    backend: str
+    created: datetime
+    audit_key: str
+    identities: Mapping[str, Identity] = field(default_factory=dict)
+    recipients: Mapping[str, RecipientEntry] = field(default_factory=dict)
+
+    def identity(self, name: str) -> Identity:
+        try:
+            return self.identities[name]
+        except KeyError:
+            raise KeyNotFound(f"no identity named {name!r}") from None
+
+    def with_identity(self, ident: Identity) -> Metadata:
+        return replace(self, identities={**self.identities, ident.name: ident})
+
+    def with_recipients(self, recipients: Mapping[str, RecipientEntry]) -> Metadata:
+        return replace(self, recipients=dict(recipients))
+
+
+def _opt_time(when: datetime | None) -> str | None:
+    return None if when is None else fmt_time(when)
+
+
+def _version_json(v: KeyVersion) -> dict[str, Any]:
+    return {
+        "version": v.version,
+        "state": v.state.value,
+        "created": fmt_time(v.created),
+        "retired": _opt_time(v.retired),
+        "destroyed": _opt_time(v.destroyed),
+        "public_key": v.public_key,
+        "verifying_key": v.verifying_key,
+        "key_id": v.key_id,
+        "fingerprint": v.fingerprint,
+    }
+
+
+def _recipient_json(r: RecipientEntry) -> dict[str, Any]:
+    return {
+        "suite": r.suite,
+        "public_key": r.public_key,
+        "key_id": r.key_id,
+        "fingerprint": r.fingerprint,
+        "added": fmt_time(r.added),
+        "verifying_key": r.verifying_key,
+        "previous_key_ids": list(r.previous_key_ids),
+    }
+
+
+def to_json(meta: Metadata) -> bytes:
+    doc = {
+        "format": FORMAT,
+        "version": _VERSION,
+        "store_id": meta.store_id,
+        "backend": meta.backend,
+        "created": fmt_time(meta.created),
+        "audit_key": meta.audit_key,
+        "identities": {
+            name: {
+                "suite": i.suite,
+                "signature": i.signature,
+                "versions": [_version_json(v) for v in i.versions],
+            }
+            for name, i in sorted(meta.identities.items())
+        },
+        "recipients": {n: _recipient_json(r) for n, r in sorted(meta.recipients.items())},
+    }
+    return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+
+
+class _Reader:
+    """Strict field access: every missing field or wrong type is an ``InvalidDataError``."""
+
+    def __init__(self, obj: object, where: str) -> None:
+        if not isinstance(obj, dict):
+            raise InvalidDataError(f"keystore metadata: {where} must be an object")
+        self.obj, self.where = obj, where
+
+    def get(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        if key not in self.obj:
+            raise InvalidDataError(f"keystore metadata: {self.where} lacks {key!r}")
+        value = self.obj[key]
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
+            raise InvalidDataError(f"keystore metadata: {self.where}.{key} has the wrong type")
+        return value
+
+    def time(self, key: str, optional: bool = False) -> datetime | None:
+        value = self.get(key, (str, type(None)) if optional else str)
+        return None if value is None else parse_time(value)
+
+
+def _parse_version(obj: object, where: str) -> KeyVersion:
+    r = _Reader(obj, where)
+    try:
+        state = KeyState(r.get("state", str))
+    except ValueError as exc:
+        raise InvalidDataError(f"keystore metadata: {where}.state is unknown") from exc
+    created = r.time("created")
+    assert created is not None
+    version = KeyVersion(
+        version=r.get("version", int),
+        state=state,
+        created=created,
+        public_key=r.get("public_key", str),
+        verifying_key=r.get("verifying_key", str),
+        key_id=r.get("key_id", str),
+        fingerprint=r.get("fingerprint", str),
+        retired=r.time("retired", optional=True),
+        destroyed=r.time("destroyed", optional=True),
+    )
+    if version.version < 1 or (state is KeyState.DESTROYED) != (version.destroyed is not None):
+        raise InvalidDataError(f"keystore metadata: {where} is inconsistent")
+    return version
+
+
+def _parse_identity(name: str, obj: object) -> Identity:
+    r = _Reader(obj, f"identities.{name}")
+    versions = tuple(
+        _parse_version(v, f"identities.{name}.versions[{i}]")
+        for i, v in enumerate(r.get("versions", list))
+    )
+    numbers = [v.version for v in versions]
+    active = [v for v in versions if v.state is KeyState.ACTIVE]
+    if numbers != sorted(set(numbers)) or len(active) > 1:
+        raise InvalidDataError(f"keystore metadata: identity {name!r} has inconsistent versions")
+    return Identity(name, r.get("suite", str), r.get("signature", str), versions)
+
+
+def _parse_recipient(name: str, obj: object) -> RecipientEntry:
+    r = _Reader(obj, f"recipients.{name}")
+    previous = r.get("previous_key_ids", list)
+    if not all(isinstance(k, str) for k in previous):
+        raise InvalidDataError(f"keystore metadata: recipients.{name}.previous_key_ids")
+    added = r.time("added")
+    assert added is not None
+    return RecipientEntry(
+        name=name,
+        suite=r.get("suite", str),
+        public_key=r.get("public_key", str),
+        key_id=r.get("key_id", str),
+        fingerprint=r.get("fingerprint", str),
+        added=added,
+        verifying_key=r.get("verifying_key", (str, type(None))),
+        previous_key_ids=tuple(previous),
+    )
+
+
+def from_json(data: bytes) -> Metadata:
+    try:
+        doc = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidDataError("keystore metadata is not valid JSON") from exc
+    r = _Reader(doc, "top level")
+    if r.get("format", str) != FORMAT or r.get("version", int) != _VERSION:
+        raise InvalidDataError("not pqselfenc keystore metadata of a known version")
+    created = r.time("created")
+    assert created is not None
+    return Metadata(
+        store_id=r.get("store_id", str),
+        backend=r.get("backend", str),
+        created=created,
+        audit_key=r.get("audit_key", str),
+        identities={n: _parse_identity(n, o) for n, o in r.get("identities", dict).items()},
+        recipients={n: _parse_recipient(n, o) for n, o in r.get("recipients", dict).items()},
+    )
+
+
+def read_metadata(path: Path) -> Metadata:
+    """Parse the metadata file; ``InvalidDataError`` if it is malformed."""
+    with path.open("rb") as fh:
+        data = fh.read(_MAX_BYTES + 1)
+    if len(data) > _MAX_BYTES:
+        raise InvalidDataError("keystore metadata is larger than 64 MiB")
+    return from_json(data)
+
+
+def write_metadata(path: Path, meta: Metadata) -> None:
+    """Atomically replace the metadata file (the caller holds the store lock)."""
+    atomic_write(path, to_json(meta))

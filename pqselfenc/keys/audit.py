@@ -1,0 +1,240 @@
+"""Append-only, hash-chained audit log (JSON Lines) with ML-DSA-signed checkpoints.
+
+Each line is one event; ``hash = SHA3-256(AUDIT_CHAIN_LABEL || prev || canonical JSON of the
+event without prev/hash)``, ``prev`` is the previous line's hash (all zeros for the first).
+Every ``checkpoint_every`` events a checkpoint line is appended, signed with the store's ML-DSA
+key over (seq, time, prev), and the latest checkpoint is also kept in ``audit.checkpoint`` so a
+truncated log is caught. Events carry ids and fingerprints, never key material.
+
+Fail closed: if an event cannot be appended, ``AuditError`` is raised and the operation fails.
+A crash in the middle of an append leaves a torn last line; ``verify`` reports it precisely,
+and ``recover_torn_tail`` (run by the store when it opens) moves those bytes to
+``audit.jsonl.torn`` and records an ``audit-recover`` event.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from pqselfenc.core import _primitives as P
+from pqselfenc.error import AuditError, Error
+from pqselfenc.keys._fsutil import atomic_write, fsync_dir
+from pqselfenc.keys._metadata import fmt_time
+
+__all__ = ["AuditLog", "AuditReport"]
+
+_FIELDS = ("actor", "action", "outcome", "name", "key_id", "version", "fingerprint")
+_EVENT_KEYS = frozenset({"seq", "time", *_FIELDS, "envelope_id", "detail", "prev", "hash"})
+_CHECKPOINT_KEYS = _EVENT_KEYS | {"signer", "signature"}
+_TAIL_READ = 64 * 1024
+_MAX_LINE = 1 << 20
+
+
+class Signer(Protocol):
+    def sign(self, message: bytes, context: bytes) -> bytes: ...
+
+
+class Verifier(Protocol):
+    @property
+    def key_id(self) -> bytes: ...
+
+    def verify(self, signature: bytes, message: bytes, context: bytes) -> None: ...
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What ``verify`` found: ``ok``, or the first problem (``kind``, ``seq``, ``line``)."""
+
+    ok: bool
+    events: int
+    last_seq: int
+    checkpoint_seq: int
+    kind: str | None = None
+    seq: int | None = None
+    line: int | None = None
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"audit log ok: {self.events} lines, checkpoint at seq {self.checkpoint_seq}"
+        return f"audit log broken ({self.kind}) at line {self.line}, seq {self.seq}: {self.detail}"
+
+
+def canonical(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+def chain_hash(prev: bytes, body: dict[str, Any]) -> bytes:
+    return hashlib.sha3_256(P.AUDIT_CHAIN_LABEL + prev + canonical(body)).digest()
+
+
+def _checkpoint_message(body: dict[str, Any], prev_hex: str) -> bytes:
+    return canonical({"seq": body["seq"], "time": body["time"], "prev": prev_hex})
+
+
+class AuditLog:
+    """The store's audit log; every append happens under the store's lock (``lock``)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        clock: Callable[[], datetime],
+        signer: Signer,
+        verifier: Verifier,
+        checkpoint_every: int,
+        actor: str,
+    ) -> None:
+        self.path = Path(directory) / "audit.jsonl"
+        self.checkpoint_path = Path(directory) / "audit.checkpoint"
+        self._clock, self._signer, self._verifier = clock, signer, verifier
+        self._every, self._actor = checkpoint_every, actor
+
+    def __repr__(self) -> str:
+        return f"AuditLog({str(self.path)!r})"
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def record(self, action: str, *, outcome: str = "success", **fields: Any) -> int:
+        """Append one event (and a checkpoint when one is due); its seq. ``AuditError`` if not."""
+        try:
+            seq, prev = self._head()
+            body = self._body(seq + 1, action, outcome, fields)
+            self._append(body, prev)
+            if (seq + 1) % self._every == 0:
+                self.checkpoint()
+        except AuditError:
+            raise
+        except (Error, OSError, ValueError) as exc:
+            raise AuditError(f"cannot write the audit event for {action}: {exc}") from exc
+        return seq + 1
+
+    def checkpoint(self) -> int:
+        """Append a signed checkpoint over the current head and save it to audit.checkpoint."""
+        seq, prev = self._head()
+        body = self._body(seq + 1, "checkpoint", "success", {})
+        body["signer"] = self._verifier.key_id.hex()
+        message = _checkpoint_message(body, prev.hex())
+        sig = self._signer.sign(message, P.AUDIT_SIGNATURE_CONTEXT)
+        body["signature"] = base64.b64encode(sig).decode("ascii")
+        line = self._append(body, prev)
+        try:
+            atomic_write(self.checkpoint_path, line)
+        except Error as exc:
+            raise AuditError(f"cannot save the audit checkpoint: {exc}") from exc
+        return seq + 1
+
+    def checkpoint_if_needed(self) -> int | None:
+        """A checkpoint unless the last line already is one (or the log is empty)."""
+        last = self._last_line()
+        if last is None or json.loads(last).get("action") == "checkpoint":
+            return None
+        return self.checkpoint()
+
+    def _body(self, seq: int, action: str, outcome: str, fields: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(fields) - {
+            "name",
+            "key_id",
+            "version",
+            "fingerprint",
+            "envelope_id",
+            "detail",
+        }
+        if unknown:
+            raise ValueError(f"unknown audit fields {sorted(unknown)}")
+        body: dict[str, Any] = dict.fromkeys(("name", "key_id", "version", "fingerprint"))
+        body |= {"envelope_id": None, "detail": None, **fields}
+        body |= {"seq": seq, "time": fmt_time(self._clock()), "actor": self._actor}
+        body |= {"action": action, "outcome": outcome}
+        return body
+
+    def _append(self, body: dict[str, Any], prev: bytes) -> bytes:
+        line = dict(body, prev=prev.hex(), hash=chain_hash(prev, body).hex())
+        data = canonical(line) + b"\n"
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                if os.write(fd, data) != len(data):
+                    raise OSError(28, "short write to the audit log")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise AuditError(f"cannot append to the audit log: {exc.strerror}") from exc
+        return data
+
+    def _head(self) -> tuple[int, bytes]:
+        """(seq, hash) of the last line, or (0, genesis); a broken tail refuses appends."""
+        last = self._last_line()
+        if last is None:
+            return 0, P.AUDIT_GENESIS
+        try:
+            obj = json.loads(last)
+            return int(obj["seq"]), bytes.fromhex(obj["hash"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise AuditError("the last audit line is malformed; run audit.verify()") from exc
+
+    def _last_line(self) -> bytes | None:
+        try:
+            with self.path.open("rb") as fh:
+                end = fh.seek(0, os.SEEK_END)
+                if end == 0:
+                    return None
+                start = max(0, end - _TAIL_READ)
+                fh.seek(start)
+                tail = fh.read()
+        except FileNotFoundError:
+            return None
+        if not tail.endswith(b"\n"):
+            raise AuditError("the audit log ends in a torn line; reopen the store to recover")
+        lines = tail[:-1].rsplit(b"\n", 1)
+        if len(lines) == 1 and start > 0:
+            raise AuditError("the last audit line is longer than 64 KiB")
+        return lines[-1]
+
+    def recover_torn_tail(self) -> int:
+        """Move a torn last line (crash mid-append) to audit.jsonl.torn; bytes moved (0 if none)."""
+        try:
+            data = self.path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        if not data or data.endswith(b"\n"):
+            return 0
+        keep = data.rfind(b"\n") + 1
+        torn = data[keep:]
+        with (self.path.parent / "audit.jsonl.torn").open("ab") as fh:
+            fh.write(torn + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.truncate(self.path, keep)
+        fsync_dir(self.path.parent)
+        digest = hashlib.sha3_256(torn).hexdigest()[:16]
+        self.record(
+            "audit-recover", detail=f"{len(torn)} torn bytes at offset {keep}, sha3 {digest}"
+        )
+        return len(torn)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def events(self) -> Iterator[dict[str, Any]]:
+        """Every parsed line (no verification; use ``verify`` for that)."""
+        try:
+            with self.path.open("rb") as fh:
+                for raw in fh:
+                    yield json.loads(raw)
+        except FileNotFoundError:
+            return
+
+    def verify(self, trusted_key: Verifier | None = None) -> AuditReport:
+        """Check every link, every checkpoint signature, and truncation against the last one."""
+        from pqselfenc.keys._verify import verify_log
+
+        return verify_log(self, trusted_key or self._verifier)

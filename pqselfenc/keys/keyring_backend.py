@@ -1,0 +1,100 @@
+"""Secrets in the OS keyring, pinned to a native backend (Secret Service on Linux).
+
+``keyring`` picks a backend by priority and may silently end up with a plaintext file
+(``keyrings.alt``) or the ``fail`` backend. This module never lets it choose: it instantiates the
+platform's native backend itself, or checks a backend handed to it against an allowlist, and
+raises ``KeyringUnavailable`` rather than fall back.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from pqselfenc.error import Error, InvalidDataError, KeyNotFound, KeyringUnavailable, KeyStoreError
+
+__all__ = ["SECURE_BACKENDS", "KeyringBackend", "native_keyring"]
+
+# (module, class) of every backend allowed to hold key seeds: each keeps secrets encrypted
+# under the user's login and never in a plaintext file. On Linux only the Secret Service.
+SECURE_BACKENDS = {
+    "linux": ("keyring.backends.SecretService", "Keyring"),
+    "darwin": ("keyring.backends.macOS", "Keyring"),
+    "win32": ("keyring.backends.Windows", "WinVaultKeyring"),
+}
+
+T = TypeVar("T")
+
+
+def _is_secure(backend: object) -> bool:
+    cls = type(backend)
+    return (cls.__module__, cls.__qualname__) in SECURE_BACKENDS.values()
+
+
+def native_keyring(platform: str = sys.platform) -> Any:
+    """The platform's native keyring backend, checked to be usable; else ``KeyringUnavailable``."""
+    if platform not in SECURE_BACKENDS:
+        raise KeyringUnavailable(f"no secure OS keyring is known for platform {platform!r}")
+    module, name = SECURE_BACKENDS[platform]
+    try:
+        mod = __import__(module, fromlist=[name])
+        cls = getattr(mod, name)
+        available = cls.priority > 0
+    except Exception as exc:  # keyring raises RuntimeError/ImportError/D-Bus errors here
+        raise KeyringUnavailable(f"the OS keyring ({module}) is not usable: {exc}") from exc
+    if not available:
+        raise KeyringUnavailable(f"the OS keyring ({module}) is not usable")
+    return cls()
+
+
+class KeyringBackend:
+    """Stores each seed base64-encoded under service ``pqselfenc/<store id>``, user ``name/vN``."""
+
+    kind = "keyring"
+
+    def __init__(self, store_id: str, keyring: Any = None) -> None:
+        backend = native_keyring() if keyring is None else keyring
+        if not _is_secure(backend):
+            cls = type(backend)
+            raise KeyringUnavailable(
+                f"refusing keyring backend {cls.__module__}.{cls.__qualname__}: only a native OS"
+                " keyring is allowed (no plaintext or fail backend, no silent fallback)"
+            )
+        self._kr = backend
+        self._service = f"pqselfenc/{store_id}"
+
+    def __repr__(self) -> str:
+        return f"KeyringBackend({self._service!r}, {type(self._kr).__module__})"
+
+    def _call(self, fn: Callable[[], T], what: str) -> T:
+        try:
+            return fn()
+        except Error:
+            raise
+        except Exception as exc:  # keyring, secretstorage and jeepney raise many types
+            raise KeyStoreError(f"OS keyring {what} failed: {type(exc).__name__}") from exc
+
+    def put(self, name: str, version: int, secret: bytes) -> None:
+        text = base64.b64encode(secret).decode("ascii")
+        user = f"{name}/v{version}"
+        self._call(lambda: self._kr.set_password(self._service, user, text), "write")
+
+    def get(self, name: str, version: int) -> bytes:
+        user = f"{name}/v{version}"
+        text = self._call(lambda: self._kr.get_password(self._service, user), "read")
+        if text is None:
+            raise KeyNotFound(f"no secret for {name} v{version} in the OS keyring")
+        try:
+            return base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidDataError(f"keyring entry of {name} v{version} is malformed") from exc
+
+    def delete(self, name: str, version: int) -> bool:
+        user = f"{name}/v{version}"
+        if self._call(lambda: self._kr.get_password(self._service, user), "read") is None:
+            return False
+        self._call(lambda: self._kr.delete_password(self._service, user), "delete")
+        return True

@@ -1,0 +1,83 @@
+"""The directory of named recipients: other people's public keys, with key ids and fingerprints."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+from pqselfenc.error import KeyNotFound, KeyStoreError
+from pqselfenc.kem import PublicKey, VerifyingKey
+from pqselfenc.keys._metadata import RecipientEntry
+from pqselfenc.keys.config import check_name
+
+if TYPE_CHECKING:
+    from pqselfenc.keys.store import KeyStore
+
+__all__ = ["RecipientDirectory"]
+
+
+class RecipientDirectory:
+    """``store.recipients``: add, replace, remove and look up named recipients (audited)."""
+
+    def __init__(self, store: KeyStore) -> None:
+        self._store = store
+
+    def __repr__(self) -> str:
+        return f"RecipientDirectory({sorted(self._entries())})"
+
+    def _entries(self) -> dict[str, RecipientEntry]:
+        return dict(self._store._read().recipients)
+
+    def __iter__(self) -> Iterator[RecipientEntry]:
+        return iter(sorted(self._entries().values(), key=lambda r: r.name))
+
+    def __len__(self) -> int:
+        return len(self._entries())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries()
+
+    def get(self, name: str) -> RecipientEntry:
+        try:
+            return self._entries()[name]
+        except KeyError:
+            raise KeyNotFound(f"no recipient named {name!r}") from None
+
+    def add(self, name: str, public_key: str | PublicKey, *, verifying_key: str | None = None,
+            replace_existing: bool = False) -> RecipientEntry:  # fmt: skip
+        """Add ``name`` with its public key text (and optionally its ML-DSA verifying key).
+
+        ``InvalidDataError`` for key text that does not parse, ``ValueError`` for a suite the
+        policy refuses (``quantum_safe``). A name that exists is refused unless
+        ``replace_existing``; the old key id is then kept so ``rewrap`` still recognises it.
+        """
+        check_name(name, "recipient name")
+        key = public_key if isinstance(public_key, PublicKey) else PublicKey.parse(public_key)
+        self._store.config.check_suite(key.suite)
+        vk = None if verifying_key is None else str(VerifyingKey.parse(verifying_key))
+        store = self._store
+        with store._locked() as meta:
+            if name in meta.identities:
+                raise KeyStoreError(f"{name!r} is a local identity, not a recipient")
+            entry = RecipientEntry(name, key.suite, str(key), key.key_id.hex(),
+                                   key.fingerprint, store._clock(), vk)  # fmt: skip
+            old = meta.recipients.get(name)
+            if old is not None and not replace_existing:
+                raise KeyStoreError(f"recipient {name!r} exists (replace_existing=True to change)")
+            if old is not None and old.key_id != entry.key_id:
+                entry = replace(entry, previous_key_ids=(*old.previous_key_ids, old.key_id))
+            store._record_fields("recipient-add", name, entry.key_id, entry.fingerprint)
+            store._write(meta.with_recipients({**meta.recipients, name: entry}))
+        return entry
+
+    def remove(self, name: str) -> None:
+        """Forget ``name`` (envelopes already sealed to it are unaffected)."""
+        store = self._store
+        with store._locked() as meta:
+            entry = meta.recipients.get(name)
+            if entry is None:
+                raise KeyNotFound(f"no recipient named {name!r}")
+            store._record_fields("recipient-remove", name, entry.key_id, entry.fingerprint)
+            rest = {n: r for n, r in meta.recipients.items() if n != name}
+            store._write(meta.with_recipients(rest))
