@@ -32,6 +32,8 @@ with atheris.instrument_imports(include=["pqselfenc"]):
 
     import pqselfenc  # noqa: F401  (instrumented for coverage feedback)
 
+    F.available()  # imports the kem/keys target modules, and so their pqselfenc layers
+
 _DEFAULT_FLAGS = {"-timeout": "10", "-rss_limit_mb": "1024"}
 
 
