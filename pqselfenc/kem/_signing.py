@@ -150,6 +150,10 @@ class SigningKey:
     def key_id(self) -> bytes:
         return self.verifying_key().key_id
 
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.key_id)
+
     def sign(self, message: bytes, context: bytes) -> bytes:
         """ML-DSA signature over ``message`` under the FIPS 204 ``context`` string."""
         return bytes(self._key.sign(message, _context(context)))
@@ -171,7 +175,7 @@ class SigningKey:
         return hash(self.key_id)
 
     def __repr__(self) -> str:
-        return f"SigningKey({self.algorithm!r}, fingerprint={self.verifying_key().fingerprint!r})"
+        return f"SigningKey({self.algorithm!r}, fingerprint={self.fingerprint!r})"
 
     __str__ = __repr__
 
