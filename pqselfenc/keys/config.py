@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pqselfenc.kem import SUITE_NAMES
+
 __all__ = ["PQ_SIGNATURES", "PQ_SUITES", "KeyConfig", "check_name"]
 
 # Every KEM suite this store accepts when ``quantum_safe`` is set: ML-KEM alone or in the
@@ -70,6 +72,8 @@ class KeyConfig:
         """``suite`` if this policy allows it, else ``ValueError``."""
         if self.quantum_safe and suite not in PQ_SUITES:
             raise ValueError(f"suite {suite!r} is not post-quantum (quantum_safe=True)")
+        if suite not in SUITE_NAMES:
+            raise ValueError(f"unknown suite {suite!r}; expected one of {list(SUITE_NAMES)}")
         return suite
 
     def check_signature(self, alg: str) -> str:

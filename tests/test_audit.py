@@ -1,0 +1,199 @@
+"""Audit log: every event type, tamper detection on every line, truncation, fail closed."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from _keys_support import PASSPHRASE, FakeClock, StoreFactory, clock, open_store, small_map
+
+from pqselfenc.error import AuditError, DecryptionError
+from pqselfenc.kem import SigningKey, generate_identity
+from pqselfenc.keys import KeyStore
+from pqselfenc.keys.audit import canonical, chain_hash
+
+__all__ = ["clock", "open_store"]
+
+FIELDS = {"seq", "time", "actor", "action", "outcome", "name", "key_id", "version",
+          "fingerprint", "envelope_id", "detail", "prev", "hash"}  # fmt: skip
+
+
+def busy_store(open_store: StoreFactory, clock: FakeClock) -> KeyStore:
+    """A store with one of every audited operation, checkpointing every 4 events."""
+    ks = open_store(checkpoint_every=4)
+    ks.generate("alice")
+    ks.recipients.add("bob", str(generate_identity().recipient()))
+    sealed = ks.seal(small_map(), to=["alice", "bob"], sign_as="alice")
+    ks.open(sealed)
+    clock.advance(days=40)
+    ks.rotate_due()
+    new = ks.rewrap(sealed)
+    ks.destroy("alice", 1)
+    ks.open(new)
+    with pytest.raises(DecryptionError):
+        ks.open(ks.seal(small_map(), to=["bob"]))
+    ks.export_identity("alice", "quartz-lantern-ripple-meadow-falcon-7")
+    ks.recipients.remove("bob")
+    ks.close()
+    return ks
+
+
+def test_every_operation_is_recorded_without_key_material(
+    open_store: StoreFactory, clock: FakeClock
+) -> None:
+    ks = busy_store(open_store, clock)
+    events = list(ks.audit.events())
+    actions = [e["action"] for e in events]
+    for action in ("store-create", "generate", "recipient-add", "seal", "open", "rotate",
+                   "rewrap", "destroy", "export", "recipient-remove", "checkpoint"):  # fmt: skip
+        assert action in actions, action
+    assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    for event in events:
+        extra = {"signer", "signature"} if event["action"] == "checkpoint" else set()
+        assert set(event) == FIELDS | extra
+        assert event["time"].endswith("Z") and event["outcome"] in ("success", "failure")
+    assert ("open", "failure") in [(e["action"], e["outcome"]) for e in events]
+    gen = next(e for e in events if e["action"] == "generate")
+    v1 = ks.identity("alice").version(1)
+    assert (gen["name"], gen["version"], gen["key_id"], gen["fingerprint"]) == (
+        "alice", 1, v1.key_id, v1.fingerprint,
+    )  # fmt: skip
+    pair = ks._pair(ks.identity("alice"), ks.identity("alice").version(2))
+    log = ks.audit.path.read_text()
+    for secret in (pair.kem.seed_bytes(), pair.signing.seed_bytes(), ks._secret.root):
+        assert secret.hex()[:24] not in log
+    assert ks.audit.verify().ok
+
+
+def lines_of(ks: KeyStore) -> list[bytes]:
+    return ks.audit.path.read_bytes().splitlines(keepends=True)
+
+
+def test_tampering_with_any_line_is_detected(open_store: StoreFactory, clock: FakeClock) -> None:
+    ks = busy_store(open_store, clock)
+    original = lines_of(ks)
+    assert ks.audit.verify().ok and len(original) >= 20
+    for index, line in enumerate(original):
+        obj = json.loads(line)
+        obj["actor" if obj["action"] != "checkpoint" else "time"] = "mallory"
+        forged = canonical(obj) + b"\n"
+        ks.audit.path.write_bytes(b"".join([*original[:index], forged, *original[index + 1 :]]))
+        report = ks.audit.verify()
+        assert not report.ok and report.kind in ("bad-hash", "malformed"), (index, report)
+        assert report.line == index + 1 and report.seq == index + 1
+    ks.audit.path.write_bytes(b"".join(original))
+    assert ks.audit.verify().ok
+
+
+def rehash_from(lines: list[bytes], start: int, edit: dict[str, object]) -> list[bytes]:
+    """An attacker's rewrite: edit line ``start`` and recompute every hash after it."""
+    out = lines[:start]
+    prev = bytes.fromhex(json.loads(lines[start - 1])["hash"]) if start else bytes(32)
+    for i, raw in enumerate(lines[start:]):
+        obj = json.loads(raw)
+        if i == 0:
+            obj.update(edit)
+        body = {k: v for k, v in obj.items() if k not in ("prev", "hash")}
+        obj["prev"], obj["hash"] = prev.hex(), chain_hash(prev, body).hex()
+        prev = bytes.fromhex(obj["hash"])
+        out.append(canonical(obj) + b"\n")
+    return out
+
+
+def test_a_rehashed_chain_fails_at_the_next_signed_checkpoint(
+    open_store: StoreFactory, clock: FakeClock
+) -> None:
+    ks = busy_store(open_store, clock)
+    lines = lines_of(ks)
+    target = next(i for i, raw in enumerate(lines) if json.loads(raw)["action"] == "destroy")
+    ks.audit.path.write_bytes(b"".join(rehash_from(lines, target, {"name": "bob"})))
+    report = ks.audit.verify()
+    assert not report.ok and report.kind == "bad-signature"
+    assert report.seq is not None and report.seq > target + 1  # the first checkpoint after it
+
+
+def test_link_reorder_and_deletion_are_reported(open_store: StoreFactory, clock: FakeClock) -> None:
+    ks = busy_store(open_store, clock)
+    lines = lines_of(ks)
+    ks.audit.path.write_bytes(b"".join(lines[:5] + lines[6:]))  # one line deleted
+    report = ks.audit.verify()
+    assert (report.kind, report.line) == ("sequence", 6)
+    swapped = [*lines[:5], lines[6], lines[5], *lines[7:]]
+    ks.audit.path.write_bytes(b"".join(swapped))
+    assert ks.audit.verify().kind == "sequence"
+    obj = json.loads(lines[5])
+    obj["prev"] = "00" * 32
+    ks.audit.path.write_bytes(b"".join([*lines[:5], canonical(obj) + b"\n", *lines[6:]]))
+    assert (ks.audit.verify().kind, ks.audit.verify().line) == ("broken-link", 6)
+    ks.audit.path.write_bytes(b"".join([*lines[:5], b"not json\n", *lines[6:]]))
+    assert ks.audit.verify().kind == "malformed"
+
+
+def test_truncation_against_the_last_checkpoint(open_store: StoreFactory, clock: FakeClock) -> None:
+    ks = busy_store(open_store, clock)
+    lines = lines_of(ks)
+    saved = json.loads(ks.audit.checkpoint_path.read_bytes())
+    assert saved["seq"] == len(lines)  # close() checkpointed the head
+    ks.audit.path.write_bytes(b"".join(lines[:-3]))
+    report = ks.audit.verify()
+    assert not report.ok and report.kind == "truncated"
+    assert f"covers seq {saved['seq']}" in (report.detail or "")
+    ks.audit.path.write_bytes(b"")
+    assert ks.audit.verify().kind == "truncated"
+    ks.audit.path.write_bytes(b"".join(lines))
+    ks.audit.checkpoint_path.unlink()
+    assert ks.audit.verify().kind == "truncated"  # checkpoint lines exist but the file is gone
+
+
+def test_checkpoint_by_another_key_is_a_bad_signature(
+    open_store: StoreFactory, clock: FakeClock
+) -> None:
+    ks = busy_store(open_store, clock)
+    stranger = SigningKey.generate().verifying_key()
+    report = ks.audit.verify(trusted_key=stranger)
+    assert not report.ok and report.kind == "bad-signature"
+    lines = lines_of(ks)
+    index = next(i for i, raw in enumerate(lines) if json.loads(raw)["action"] == "checkpoint")
+    obj = json.loads(lines[index])
+    obj["signature"] = obj["signature"][:-8] + ("A" * 8 if obj["signature"][-8] != "A" else "B" * 8)
+    body = {k: v for k, v in obj.items() if k not in ("prev", "hash")}
+    obj["hash"] = chain_hash(bytes.fromhex(obj["prev"]), body).hex()
+    tampered = rehash_from([*lines[:index], canonical(obj) + b"\n", *lines[index + 1 :]], index, {})
+    ks.audit.path.write_bytes(b"".join(tampered))
+    report = ks.audit.verify()
+    assert (report.kind, report.line) == ("bad-signature", index + 1)
+
+
+def test_audit_write_failure_fails_the_operation(open_store: StoreFactory, tmp_path: Path) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    sealed = ks.seal(small_map(), to=["alice"])
+    log = ks.audit.path
+    saved = log.read_bytes()
+    log.unlink()
+    log.mkdir()  # appends now fail with EISDIR (root ignores permission bits)
+    with pytest.raises(AuditError):
+        ks.generate("bob")
+    with pytest.raises(AuditError):
+        ks.open(sealed)  # no data map without its audit event
+    with pytest.raises(AuditError):
+        ks.seal(small_map(), to=["alice"])
+    with pytest.raises(AuditError):
+        ks.destroy("alice", 1)
+    log.rmdir()
+    log.write_bytes(saved)
+    assert "bob" not in ks.identities
+    assert ks.identity("alice").version(1).usable  # destroy did not happen
+    assert ks.open(sealed).to_bytes() == small_map().to_bytes()
+    assert KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE).audit.verify().ok
+
+
+def test_a_tampered_last_line_blocks_appends(open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    data = ks.audit.path.read_bytes()
+    ks.audit.path.write_bytes(data[:-40] + b"garbage}\n")
+    with pytest.raises(AuditError, match="malformed"):
+        ks.rotate("alice")
+    assert ks.identity("alice").latest == 1

@@ -1,0 +1,343 @@
+"""KeyStore life cycle: generate, rotate on a schedule, seal/open, rewrap, destroy, recipients."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from _keys_support import PASSPHRASE, FakeClock, StoreFactory, clock, open_store, small_map
+
+from pqselfenc import MemoryChunkStore, SelfEncryptor
+from pqselfenc.error import (
+    DecryptionError,
+    InvalidDataError,
+    KeyDestroyedError,
+    KeyNotFound,
+    KeyStoreError,
+    SignatureError,
+    WeakSecretError,
+)
+from pqselfenc.kem import SigningKey, generate_identity, inspect, open_sealed
+from pqselfenc.keys import KeyConfig, KeyState, KeyStore
+
+__all__ = ["clock", "open_store"]  # fixtures re-exported for pytest
+
+
+def test_generate_makes_version_one_active(open_store: StoreFactory, clock: FakeClock) -> None:
+    ks = open_store()
+    v = ks.generate("alice")
+    assert (v.version, v.state, v.created) == (1, KeyState.ACTIVE, clock.now)
+    ident = ks.identity("alice")
+    assert ident.suite == "x-wing" and ident.signature == "ml-dsa-65"
+    assert ident.active == v
+    with pytest.raises(KeyStoreError, match="already exists"):
+        ks.generate("alice")
+
+
+def test_rotation_is_due_on_the_injected_clock(open_store: StoreFactory, clock: FakeClock) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    clock.advance(days=10)
+    ks.generate("bob")
+    clock.advance(days=19, hours=23)
+    assert ks.due() == []  # alice is 29d23h old
+    clock.advance(hours=1)
+    due = ks.due()
+    assert [(d.name, d.version) for d in due] == [("alice", 1)]
+    assert due[0].due_at == due[0].created + timedelta(days=30)
+    rotated = ks.rotate_due()
+    assert [(v.version, v.state) for v in rotated] == [(2, KeyState.ACTIVE)]
+    alice = ks.identity("alice")
+    old = alice.version(1)
+    assert old.state is KeyState.DECRYPT_ONLY and old.retired == clock.now
+    assert ks.due() == []
+    clock.advance(days=10)
+    assert [d.name for d in ks.due()] == ["bob"]
+
+
+def test_seal_open_with_signature_and_recipients(tmp_path: Path, open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    bob = generate_identity("x-wing")
+    bob_sig = SigningKey.generate("ml-dsa-65")
+    entry = ks.recipients.add(
+        "bob", str(bob.recipient()), verifying_key=str(bob_sig.verifying_key())
+    )
+    assert entry.key_id == bob.key_id.hex() and entry.fingerprint == bob.fingerprint
+    data_map = small_map()
+    sealed = ks.seal(data_map, to=["alice", "bob"], sign_as="alice")
+    info = inspect(sealed)
+    alice = ks.identity("alice").active
+    assert alice is not None
+    assert [k.hex() for k in info.recipients] == [alice.key_id, bob.key_id.hex()]
+    assert ks.open(sealed, signer="alice").to_bytes() == data_map.to_bytes()
+    assert open_sealed(sealed, [bob]).to_bytes() == data_map.to_bytes()  # bob opens it too
+    with pytest.raises(SignatureError):
+        ks.open(sealed, signer="bob")  # signed by alice, not bob
+    unsigned = ks.seal(data_map, to=["alice"])
+    with pytest.raises(SignatureError):
+        ks.open(unsigned, signer="alice")
+
+
+def test_not_for_us_is_the_uniform_decryption_error(open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    other = generate_identity()
+    ks.recipients.add("carol", str(other.recipient()))
+    sealed = ks.seal(small_map(), to=["carol"])
+    with pytest.raises(DecryptionError):
+        ks.open(sealed)
+    with pytest.raises(InvalidDataError):
+        ks.open(b"not an envelope")
+    failures = [e for e in ks.audit.events() if e["outcome"] == "failure"]
+    assert [(e["action"], e["detail"]) for e in failures] == [
+        ("open", "DecryptionError"),
+        ("open", "InvalidDataError"),
+    ]
+
+
+def test_rewrap_then_destroy_old_version(open_store: StoreFactory, clock: FakeClock) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    bob = generate_identity()
+    ks.recipients.add("bob", str(bob.recipient()))
+    data_map = small_map()
+    sealed = ks.seal(data_map, to=["alice", "bob"], sign_as="alice")
+    clock.advance(days=31)
+    ks.rotate_due()
+    new = ks.rewrap(sealed)
+    old_info, new_info = inspect(sealed), inspect(new)
+    assert new_info.envelope_id != old_info.envelope_id
+    v2 = ks.identity("alice").version(2)
+    assert [k.hex() for k in new_info.recipients] == [v2.key_id, bob.key_id.hex()]
+    assert new_info.signer is not None and str(new_info.signer) == v2.verifying_key
+    destroyed = ks.destroy("alice", version=1)
+    assert destroyed.state is KeyState.DESTROYED and destroyed.destroyed == clock.now
+    with pytest.raises(KeyDestroyedError):
+        ks.open(sealed)
+    assert ks.open(new, signer="alice").to_bytes() == data_map.to_bytes()
+    assert open_sealed(new, [bob]).to_bytes() == data_map.to_bytes()
+    assert data_map.to_bytes() == ks.open(new).to_bytes()  # same map: chunks untouched
+
+
+def test_destroy_removes_the_secret_and_is_idempotent(open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    sealed = ks.seal(small_map(), to=["alice"])
+    secret_file = ks.directory / "secrets" / "alice.v1.key"
+    assert secret_file.exists()
+    ks.destroy("alice", 1)
+    assert not secret_file.exists()
+    again = ks.destroy("alice", 1)
+    assert again.state is KeyState.DESTROYED
+    with pytest.raises(KeyDestroyedError):
+        ks.open(sealed)
+    with pytest.raises(KeyNotFound, match="no active version"):
+        ks.seal(small_map(), to=["alice"])
+    assert [d.name for d in ks.due()] == ["alice"]  # nothing active: rotate it
+    ks.rotate_due()
+    assert ks.identity("alice").active is not None
+    # a fresh process cannot use it either: the secret is gone, not just marked
+    reopened = KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+    with pytest.raises(KeyDestroyedError):
+        reopened.open(sealed)
+    destroys = [e for e in ks.audit.events() if e["action"] == "destroy"]
+    assert len(destroys) == 1 and destroys[0]["version"] == 1
+
+
+def test_self_encryptor_uses_the_store_convergence_secret(open_store: StoreFactory) -> None:
+    ks = open_store()
+    secret = ks.convergence_secret()
+    assert len(secret) == 32 and secret == ks.convergence_secret("default")
+    assert ks.convergence_secret("team-b") != secret
+    data = bytes(range(256)) * 40
+    chunks = MemoryChunkStore()
+    data_map, _ = SelfEncryptor(data, chunk_store=chunks, key_store=ks).encrypt()
+    plain_map, _ = SelfEncryptor(data).encrypt()
+    assert data_map.to_bytes() != plain_map.to_bytes()  # the domain changes every chunk key
+    ks.generate("alice")
+    opened = ks.open(ks.seal(data_map, to=["alice"]))
+    back = SelfEncryptor.from_data_map(opened, chunks, key_store=ks).decrypt()
+    assert back == data
+    reopened = KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+    assert reopened.convergence_secret() == secret  # stable across opens
+
+
+def test_quantum_safe_refuses_non_pq_suites(open_store: StoreFactory) -> None:
+    with pytest.raises(ValueError, match="not post-quantum"):
+        KeyConfig(suite="x25519")
+    with pytest.raises(ValueError, match="not one of"):
+        KeyConfig(signature="ed25519")
+    ks = open_store(suite="ml-kem-1024", signature="ml-dsa-87")
+    v = ks.generate("cnsa")
+    assert v.public_key.startswith("pqse-pub-ml-kem-1024:")
+    with pytest.raises(ValueError, match="not post-quantum"):
+        ks.generate("classic", suite="x25519")
+    lenient = KeyConfig(quantum_safe=False)
+    with pytest.raises(ValueError, match="unknown suite"):
+        lenient.check_suite("x25519")  # without the policy: refused only as unknown
+
+
+def test_recipient_directory(open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    bob1, bob2 = generate_identity(), generate_identity()
+    ks.recipients.add("bob", str(bob1.recipient()))
+    assert "bob" in ks.recipients and len(ks.recipients) == 1
+    with pytest.raises(KeyStoreError, match="exists"):
+        ks.recipients.add("bob", str(bob2.recipient()))
+    with pytest.raises(KeyStoreError, match="local identity"):
+        ks.recipients.add("alice", str(bob2.recipient()))
+    with pytest.raises(KeyStoreError, match="already exists"):
+        ks.generate("bob")
+    with pytest.raises(InvalidDataError):
+        ks.recipients.add("dave", str(bob2.recipient())[:-3] + "aaa")
+    with pytest.raises(ValueError):
+        ks.recipients.add("Not A Name", str(bob2.recipient()))
+    sealed_to_old = ks.seal(small_map(), to=["alice", "bob"])
+    ks.recipients.add("bob", str(bob2.recipient()), replace_existing=True)
+    assert ks.recipients.get("bob").previous_key_ids == (bob1.key_id.hex(),)
+    rewrapped = ks.rewrap(sealed_to_old)  # old key id still maps to bob, now his new key
+    assert bob2.key_id in inspect(rewrapped).recipients
+    ks.recipients.remove("bob")
+    with pytest.raises(KeyNotFound):
+        ks.recipients.get("bob")
+    with pytest.raises(KeyNotFound):
+        ks.rewrap(sealed_to_old)  # bob's key ids are no longer known: refuse, never drop him
+    actions = [e["action"] for e in ks.audit.events()]
+    assert actions.count("recipient-add") == 2 and actions.count("recipient-remove") == 1
+
+
+def test_mixed_suites_in_one_envelope_are_refused(open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    ks.recipients.add("big", str(generate_identity("ml-kem-1024").recipient()))
+    with pytest.raises(ValueError):
+        ks.seal(small_map(), to=["alice", "big"])
+
+
+def test_file_backend_permissions_and_passphrases(tmp_path: Path, clock: FakeClock) -> None:
+    with pytest.raises(WeakSecretError, match="too weak"):
+        KeyStore.open(tmp_path / "weak", passphrase="Tr0ub4dor&3", clock=clock)
+    assert not (tmp_path / "weak" / "keystore.json").exists()
+    ks = KeyStore.open(tmp_path / "ks", passphrase=PASSPHRASE, clock=clock)
+    ks.generate("alice")
+    for path in [ks.directory / "keystore.json", ks.directory / "vault.key",
+                 ks.directory / "audit.jsonl", *(ks.directory / "secrets").iterdir()]:  # fmt: skip
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+    assert stat.S_IMODE(ks.directory.stat().st_mode) == 0o700
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        KeyStore.open(tmp_path / "ks", passphrase="another long random phrase entirely")
+    with pytest.raises(ValueError, match="passphrase"):
+        KeyStore.open(tmp_path / "ks")
+    ident = ks.identity("alice")
+    seed = ks._pair(ident, ident.versions[0]).kem.seed_bytes()
+    on_disk = b"".join(p.read_bytes() for p in ks.directory.rglob("*") if p.is_file())
+    assert seed[:16] not in on_disk and seed[-16:] not in on_disk  # never in clear on disk
+
+
+def test_key_file_tamper_is_detected(open_store: StoreFactory) -> None:
+    from pqselfenc.error import IntegrityError
+
+    ks = open_store()
+    ks.generate("alice")
+    ks.generate("bob")
+    sealed = ks.seal(small_map(), to=["alice"])
+    secrets = ks.directory / "secrets"
+    # swapping two key files is caught by the AAD (name and version are authenticated)
+    (secrets / "alice.v1.key").write_bytes((secrets / "bob.v1.key").read_bytes())
+    fresh = KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+    with pytest.raises(IntegrityError):
+        fresh.open(sealed)
+
+
+def test_export_import_round_trip(open_store: StoreFactory, tmp_path: Path) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    sealed_v1 = ks.seal(small_map(), to=["alice"])
+    ks.rotate("alice")
+    ks.destroy("alice", 1)
+    sealed_v2 = ks.seal(small_map(b"second"), to=["alice"])
+    with pytest.raises(WeakSecretError):
+        ks.export_identity("alice", "short")
+    blob = ks.export_identity("alice", "quartz-lantern-ripple-meadow-falcon-7")
+    assert b"pqse" not in blob and ks.identity("alice").version(2).key_id.encode() not in blob
+    other = open_store(tmp_path / "other")
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        other.import_identity(blob, "quartz-lantern-ripple-meadow-falcon-8")
+    ident = other.import_identity(blob, "quartz-lantern-ripple-meadow-falcon-7", name="alice2")
+    assert [v.version for v in ident.versions] == [2]  # destroyed v1 was never exported
+    assert other.open(sealed_v2).to_bytes() == small_map(b"second").to_bytes()
+    with pytest.raises(DecryptionError):
+        other.open(sealed_v1)
+    good = "quartz-lantern-ripple-meadow-falcon-7"
+    with pytest.raises(KeyStoreError, match="altered"):
+        other.import_identity(blob[:-1], good, name="x")
+    with pytest.raises(InvalidDataError, match="truncated"):
+        other.import_identity(blob[:40], good, name="x")
+    weaker = blob[:9] + (1).to_bytes(4, "big") + blob[13:]  # argon2 t=1: a downgrade
+    with pytest.raises(InvalidDataError, match="argon2id parameter t=1"):
+        other.import_identity(weaker, good, name="x")
+    actions = [e["action"] for e in ks.audit.events()]
+    assert "export" in actions and "import" in [e["action"] for e in other.audit.events()]
+
+
+def test_metadata_parser_is_strict(open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    path = ks.directory / "keystore.json"
+    good = json.loads(path.read_text())
+    broken = [
+        {**good, "format": "other"},
+        {k: v for k, v in good.items() if k != "identities"},
+        {**good, "identities": {"alice": {**good["identities"]["alice"], "versions": [{}]}}},
+    ]
+    state = json.loads(path.read_text())
+    state["identities"]["alice"]["versions"][0]["state"] = "sort-of-active"
+    broken.append(state)
+    for doc in broken:
+        path.write_text(json.dumps(doc))
+        with pytest.raises(InvalidDataError):
+            ks.identity("alice")
+    path.write_text("{not json")
+    with pytest.raises(InvalidDataError):
+        KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+
+
+def test_secrets_never_in_repr(open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    ident = ks.identity("alice")
+    pair = ks._pair(ident, ident.versions[0])
+    seed_hex = pair.kem.seed_bytes().hex()
+    texts = [repr(ks), repr(ident), repr(pair), repr(ks._secret), repr(ks._backend),
+             repr(ks.recipients), str(ks.audit.verify())]  # fmt: skip
+    texts += [line.decode() for line in ks.audit.path.read_bytes().splitlines()]
+    for text in texts:
+        assert seed_hex[:16] not in text and ks._secret.root.hex()[:16] not in text
+
+
+def test_backend_mismatch_and_bad_arguments(open_store: StoreFactory, tmp_path: Path) -> None:
+    ks = open_store()
+    with pytest.raises(KeyStoreError, match="file backend"):
+        KeyStore.open(ks.directory, backend="keyring")
+    with pytest.raises(ValueError):
+        KeyStore.open(tmp_path / "x", backend="plaintext", passphrase=PASSPHRASE)
+    with pytest.raises(TypeError):
+        KeyStore.open(tmp_path / "x", config={"min_entropy": 1}, passphrase=PASSPHRASE)  # type: ignore[arg-type]
+    with pytest.raises(ValueError):
+        ks.seal(small_map(), to="alice")
+    with pytest.raises(KeyNotFound):
+        ks.seal(small_map(), to=["nobody"])
+    with pytest.raises(ValueError, match="timezone-aware"):
+        from datetime import datetime
+
+        KeyStore.open(tmp_path / "y", passphrase=PASSPHRASE, clock=lambda: datetime(2026, 1, 1))
+    for bad in (0, 100, 300):
+        with pytest.raises(ValueError):
+            KeyConfig(min_entropy=bad)
+    with pytest.raises(ValueError):
+        KeyConfig(rotation_interval=timedelta(0))
