@@ -1,0 +1,127 @@
+"""The OS keyring backend: a real Secret Service round trip, and refusal of insecure backends.
+
+The round-trip tests need the real gnome-keyring Secret Service that scripts/test.sh starts
+(it sets PQSELFENC_SECRET_SERVICE=1); run outside it they skip, saying so.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import keyring.backends.chainer
+import keyring.backends.fail
+import keyring.backends.null
+import pytest
+from _keys_support import FakeClock, clock, small_map
+
+from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound, KeyringUnavailable
+from pqselfenc.keys import KeyringBackend, KeyState, KeyStore
+from pqselfenc.keys.keyring_backend import native_keyring
+
+__all__ = ["clock"]
+
+needs_secret_service = pytest.mark.skipif(
+    os.environ.get("PQSELFENC_SECRET_SERVICE") != "1",
+    reason="needs the real Secret Service that scripts/test.sh starts: run bash scripts/test.sh",
+)
+
+
+@pytest.mark.parametrize(
+    "backend",
+    [
+        keyring.backends.fail.Keyring(),
+        keyring.backends.null.Keyring(),
+        keyring.backends.chainer.ChainerBackend(),
+    ],
+    ids=["fail", "null", "chainer"],
+)
+def test_insecure_backends_are_refused(backend: object) -> None:
+    with pytest.raises(KeyringUnavailable, match="refusing keyring backend"):
+        KeyringBackend("0" * 32, keyring=backend)
+
+
+class PlaintextKeyring:
+    """Stands in for keyrings.alt's PlaintextKeyring: any class not on the allowlist."""
+
+    def set_password(self, service: str, user: str, password: str) -> None:
+        raise AssertionError("must never be called")
+
+
+def test_a_plaintext_keyring_is_refused_before_any_write(tmp_path: Path, clock: FakeClock) -> None:
+    with pytest.raises(KeyringUnavailable):
+        KeyStore.open(tmp_path / "ks", backend="keyring", keyring=PlaintextKeyring(), clock=clock)
+    assert not (tmp_path / "ks" / "keystore.json").exists()
+
+
+def test_no_session_bus_means_keyring_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/pqselfenc-bus")
+    with pytest.raises(KeyringUnavailable, match="not usable"):
+        native_keyring("linux")
+    with pytest.raises(KeyringUnavailable, match="no secure OS keyring"):
+        native_keyring("plan9")
+
+
+def test_env_var_cannot_downgrade_the_pinned_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/pqselfenc-bus")
+    with pytest.raises(KeyringUnavailable):
+        KeyringBackend("0" * 32)  # pinned to the Secret Service: never falls back to another
+
+
+@needs_secret_service
+def test_secret_service_round_trip() -> None:
+    backend = KeyringBackend(os.urandom(16).hex())
+    secret = os.urandom(130)
+    backend.put("alice", 1, secret)
+    assert backend.get("alice", 1) == secret
+    backend.put("alice", 1, secret[::-1])
+    assert backend.get("alice", 1) == secret[::-1]
+    assert backend.delete("alice", 1) is True
+    assert backend.delete("alice", 1) is False
+    with pytest.raises(KeyNotFound):
+        backend.get("alice", 1)
+    assert "secret" not in repr(backend)
+
+
+@needs_secret_service
+def test_key_store_on_the_secret_service(tmp_path: Path, clock: FakeClock) -> None:
+    ks = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+    assert not (tmp_path / "ks" / "secrets").exists()  # nothing secret on disk
+    ks.generate("alice")
+    data_map = small_map()
+    sealed = ks.seal(data_map, to=["alice"], sign_as="alice")
+    reopened = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+    assert reopened.open(sealed, signer="alice").to_bytes() == data_map.to_bytes()
+    assert reopened.convergence_secret() == ks.convergence_secret()
+    clock.advance(days=365)
+    reopened.rotate_due()
+    new = reopened.rewrap(sealed)
+    reopened.destroy("alice", 1)
+    meta = reopened._read()
+    native = native_keyring()
+    assert native.get_password(f"pqselfenc/{meta.store_id}", "alice/v1") is None  # gone
+    assert native.get_password(f"pqselfenc/{meta.store_id}", "alice/v2") is not None
+    assert reopened.identity("alice").version(1).state is KeyState.DESTROYED
+    assert reopened.open(new).to_bytes() == data_map.to_bytes()
+    assert reopened.audit.verify().ok
+
+
+@needs_secret_service
+def test_keyring_entry_tampering_is_caught(tmp_path: Path, clock: FakeClock) -> None:
+    ks = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+    ks.generate("alice")
+    ks.generate("bob")
+    sealed = ks.seal(small_map(), to=["alice"])
+    service = f"pqselfenc/{ks._read().store_id}"
+    native = native_keyring()
+    native.set_password(service, "alice/v1", native.get_password(service, "bob/v1"))
+    fresh = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+    with pytest.raises(IntegrityError, match="does not match"):  # bob's seed under alice's name
+        fresh.open(sealed)
+    native.set_password(service, "alice/v1", "%%% not base64 %%%")
+    with pytest.raises(InvalidDataError, match="malformed"):
+        KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock).open(sealed)
+    native.delete_password(service, "_store/v1")
+    with pytest.raises(KeyNotFound):  # the store's own secret is gone: refuse, never recreate
+        KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
