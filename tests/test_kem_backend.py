@@ -59,7 +59,7 @@ def run_isolated(tmp_path: Path, code: str, **env: str) -> subprocess.CompletedP
 
 
 def test_probe_reports_liboqs_absent_on_this_machine() -> None:
-    probe = probe_liboqs(environ={})
+    probe = probe_liboqs()
     assert probe.library is None and not probe.available
     assert "not installed" in probe.reason
 
@@ -93,6 +93,14 @@ def test_probe_finds_a_library_under_oqs_install_path(tmp_path: Path) -> None:
     probe = probe_liboqs(environ={"OQS_INSTALL_PATH": str(tmp_path / "oqs-install")})
     assert probe.library == str(lib / "liboqs.so.0.14.0")
     assert probe_liboqs(environ={"OQS_INSTALL_PATH": str(tmp_path / "empty")}).library is None
+
+
+def test_probe_looks_in_the_default_install_folder(tmp_path: Path) -> None:
+    # liboqs-python's own default when $OQS_INSTALL_PATH is unset: ~/_oqs/lib
+    lib = tmp_path / "_oqs" / "lib64"
+    lib.mkdir(parents=True)
+    (lib / "liboqs.so").write_bytes(b"")
+    assert probe_liboqs(environ={"HOME": str(tmp_path)}).library == str(lib / "liboqs.so")
 
 
 def test_probe_uses_find_library() -> None:

@@ -8,7 +8,8 @@ self-tests (``PrivateKey.self_test(backend)``) and the KAT/interop tests use it.
 
 liboqs-python's ``import oqs`` clones and builds liboqs from the network, then raises
 ``SystemExit``, when the C library is missing. ``probe_liboqs`` therefore looks for the shared
-library (``ctypes.util.find_library("oqs")`` and ``$OQS_INSTALL_PATH``) and for the module
+library (``$OQS_INSTALL_PATH`` or liboqs-python's default ``~/_oqs``, then
+``ctypes.util.find_library("oqs")``) and for the module
 (``importlib.util.find_spec``, which does not run it) and never imports ``oqs``; only
 ``OqsBackend()`` imports it, and only after the probe found both.
 """
@@ -126,7 +127,7 @@ class LiboqsProbe:
         if self.available:
             return f"liboqs found ({self.library})"
         if self.library is None:
-            return "the liboqs shared library is not installed (nor under $OQS_INSTALL_PATH)"
+            return "the liboqs shared library is not installed (system, $OQS_INSTALL_PATH, ~/_oqs)"
         return "liboqs-python is not installed (pip install 'pqselfenc[oqs]')"
 
 
@@ -136,15 +137,22 @@ def probe_liboqs(
 ) -> LiboqsProbe:
     """Look for liboqs and liboqs-python; never imports ``oqs`` (see the module docstring)."""
     env = os.environ if environ is None else environ
-    library = _library_under(env.get("OQS_INSTALL_PATH")) or find_library("oqs")
+    library = _library_under(_install_root(env)) or find_library("oqs")
     return LiboqsProbe(library=library, module=importlib.util.find_spec("oqs") is not None)
 
 
-def _library_under(root: str | None) -> str | None:
-    if not root:
+def _install_root(env: Mapping[str, str]) -> Path | None:
+    """Where liboqs-python looks first: $OQS_INSTALL_PATH, else its default ~/_oqs."""
+    if env.get("OQS_INSTALL_PATH"):
+        return Path(env["OQS_INSTALL_PATH"])
+    return Path(env["HOME"]) / "_oqs" if env.get("HOME") else None
+
+
+def _library_under(root: Path | None) -> str | None:
+    if root is None:
         return None
     for sub in _LIB_DIRS:
-        folder = Path(root) / sub
+        folder = root / sub
         for pattern in _LIB_PATTERNS:
             found = sorted(folder.glob(pattern)) if folder.is_dir() else []
             if found:

@@ -185,9 +185,9 @@ def open_sealed(
     keys (else ``SignatureError``). A signature is always verified when present, but without
     ``expected_signer`` it proves nothing about who sealed (anyone can sign with a new key).
     """
+    readers, expected = _identities(identities), _expected(expected_signer)
     parsed = _parse(sealed)
-    readers = _identities(identities)
-    _check_signature(parsed, _expected(expected_signer))
+    _check_signature(parsed, expected)
     return _open_payload(parsed, _find_dmk(parsed, readers))
 
 
