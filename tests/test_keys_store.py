@@ -80,6 +80,17 @@ def test_seal_open_with_signature_and_recipients(tmp_path: Path, open_store: Sto
     unsigned = ks.seal(data_map, to=["alice"])
     with pytest.raises(SignatureError):
         ks.open(unsigned, signer="alice")
+    ks.rotate("alice")
+    assert ks.open(sealed, signer="alice").to_bytes() == data_map.to_bytes()  # v1 still usable
+    ks.recipients.add("carol", str(generate_identity().recipient()))
+    signed_v2 = ks.seal(data_map, to=["bob"], sign_as="alice")
+    ks.destroy("alice", 1)
+    assert (
+        open_sealed(signed_v2, [bob], ks.verifying_keys("alice")).to_bytes() == data_map.to_bytes()
+    )
+    assert len(ks.verifying_keys("alice")) == 1  # a destroyed version's signatures: refused
+    with pytest.raises(KeyNotFound):
+        ks.verifying_keys("carol")  # carol gave no verifying key
 
 
 def test_not_for_us_is_the_uniform_decryption_error(open_store: StoreFactory) -> None:
@@ -233,6 +244,17 @@ def test_file_backend_permissions_and_passphrases(tmp_path: Path, clock: FakeClo
         KeyStore.open(tmp_path / "ks", passphrase="another long random phrase entirely")
     with pytest.raises(ValueError, match="passphrase"):
         KeyStore.open(tmp_path / "ks")
+    new = "quartz-lantern-ripple-meadow-falcon-7"
+    with pytest.raises(WeakSecretError):
+        ks.change_passphrase(PASSPHRASE, "hunter2")
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        ks.change_passphrase("not the passphrase at all, sorry", new)
+    ks.change_passphrase(PASSPHRASE, new)
+    with pytest.raises(KeyStoreError, match="wrong passphrase"):
+        KeyStore.open(tmp_path / "ks", passphrase=PASSPHRASE)
+    assert KeyStore.open(tmp_path / "ks", passphrase=new).identity("alice").latest == 1
+    changes = [e for e in ks.audit.events() if e["action"] == "passphrase-change"]
+    assert [c["outcome"] for c in changes] == ["failure", "failure", "success"]
     ident = ks.identity("alice")
     seed = ks._pair(ident, ident.versions[0]).kem.seed_bytes()
     on_disk = b"".join(p.read_bytes() for p in ks.directory.rglob("*") if p.is_file())

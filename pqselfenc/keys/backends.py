@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -114,8 +115,19 @@ class FileBackend:
         return wipe_file(self._path(name, version))
 
 
-def change_passphrase(directory: Path, old: str, new: str, *, min_passphrase_bits: int) -> None:
-    """Rewrap the vault key under ``new`` (the secret files stay as they are)."""
+def change_passphrase(
+    directory: Path,
+    old: str,
+    new: str,
+    *,
+    min_passphrase_bits: int,
+    before_commit: Callable[[], None] = lambda: None,
+) -> None:
+    """Rewrap the vault key under ``new`` (the secret files stay as they are).
+
+    ``before_commit`` runs after both passphrases are checked, just before the new header is
+    written (the key store records its audit event there).
+    """
     header = Path(directory) / "vault.key"
     try:
         blob = header.read_bytes()
@@ -123,4 +135,5 @@ def change_passphrase(directory: Path, old: str, new: str, *, min_passphrase_bit
         raise KeyStoreError("no vault.key in this directory") from exc
     vault_key = passphrase_decrypt(P.VAULT_MAGIC, P.VAULT_WRAP_LABEL, blob, old)
     check_passphrase(new, min_passphrase_bits)
+    before_commit()
     atomic_write(header, passphrase_encrypt(P.VAULT_MAGIC, P.VAULT_WRAP_LABEL, vault_key, new))

@@ -278,14 +278,16 @@ class KeyStore:
         return self._pair(*self._active(meta, name)).signing
 
     def verifying_keys(self, name: str) -> list[VerifyingKey]:
-        """Every verifying key known for ``name``: all its versions, or the recipient's."""
+        """Verifying keys trusted for ``name``: its usable versions' (a destroyed version's
+        signatures are no longer accepted), or the recipient's."""
         meta = self._read()
         if name in meta.recipients:
             text = meta.recipients[name].verifying_key
             if text is None:
                 raise KeyNotFound(f"recipient {name!r} has no verifying key")
             return [VerifyingKey.parse(text)]
-        return [VerifyingKey.parse(v.verifying_key) for v in meta.identity(name).versions]
+        versions = meta.identity(name).versions
+        return [VerifyingKey.parse(v.verifying_key) for v in versions if v.usable]
 
     def convergence_secret(self, domain: str | None = None) -> bytes:
         """The 32-byte convergence secret of ``domain`` (default: ``config.domain``)."""
@@ -302,6 +304,25 @@ class KeyStore:
         from pqselfenc.keys._transfer import import_identity
 
         return import_identity(self, blob, passphrase, name)
+
+    def change_passphrase(self, old: str, new: str) -> None:
+        """File backend: rewrap the vault key under ``new`` (strength-checked); audited."""
+        from pqselfenc.keys.backends import change_passphrase
+
+        if self._backend.kind != "file":
+            raise KeyStoreError("only the file backend has a passphrase")
+
+        def record() -> None:
+            self._record("passphrase-change", None, None)
+
+        bits = self.config.min_passphrase_bits
+        with self._lock:
+            try:
+                change_passphrase(self.directory, old, new, min_passphrase_bits=bits,
+                                  before_commit=record)  # fmt: skip
+            except KeyStoreError as exc:  # wrong or weak passphrase
+                self._record_failure("passphrase-change", exc)
+                raise
 
     # -- sealing ---------------------------------------------------------------------------
 
