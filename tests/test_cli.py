@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from pqselfenc import DataMap, DirectoryChunkStore
-from pqselfenc.cli import main
+from pqselfenc.cli import _encrypt, main
 from pqselfenc.core._primitives import MAX_MAP_ENTRIES
-from pqselfenc.core.encryptor import SelfEncryptor
 from pqselfenc.error import ChunkStoreError
 from tests._cli_helpers import FakeTerminal, Result, run
 
@@ -330,10 +329,10 @@ def test_bad_option_values(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
 def test_bug_is_internal_error_without_traceback(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def broken(self: SelfEncryptor) -> object:
+    def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("secret-looking detail")
 
-    monkeypatch.setattr(SelfEncryptor, "encrypt", broken)
+    monkeypatch.setattr(_encrypt, "encrypt_file", broken)
     write(tmp_path / "in.bin", 10)
     result = encrypt(capsys, "in.bin")
     assert result.code == 70
@@ -344,10 +343,10 @@ def test_bug_is_internal_error_without_traceback(
 def test_interrupt_exits_130(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def interrupted(self: SelfEncryptor) -> object:
+    def interrupted(*args: object, **kwargs: object) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(SelfEncryptor, "encrypt", interrupted)
+    monkeypatch.setattr(_encrypt, "encrypt_file", interrupted)
     write(tmp_path / "in.bin", 10)
     result = encrypt(capsys, "in.bin")
     assert result.code == 130 and "interrupted" in result.error_line()

@@ -9,6 +9,7 @@ stderr. Exit status: 0 success, 1 error, 2 usage, 70 internal error (a bug), 130
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import traceback
@@ -16,7 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from pqselfenc import __version__
-from pqselfenc.cli import _encrypt, _keys, _store
+from pqselfenc.cli import _audit, _encrypt, _keys, _store
 from pqselfenc.cli._errors import describe
 from pqselfenc.cli._output import (
     EXIT_INTERNAL,
@@ -91,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _encrypt.add_parsers(sub, common)
     _keys.add_parsers(sub, common)
     _store.add_parsers(sub, common)
+    _audit.add_parsers(sub, common)
     return parser
 
 
@@ -109,9 +111,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _run(func, Session(args, console), console)
 
 
+def _call(func: Callable[[Session], int], session: Session) -> int:
+    """Run the command, then close what it opened; a failure while closing after a failure
+    must not hide the first one."""
+    try:
+        code = func(session)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            session.close()
+        raise
+    session.close()
+    return code
+
+
 def _run(func: Callable[[Session], int], session: Session, console: Console) -> int:
     try:
-        return func(session)
+        return _call(func, session)
     except CliError as exc:
         console.error(exc.message, exc.hint)
         return exc.code

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pqselfenc.cli import _maps
-from pqselfenc.cli._keyring import secret_config
+from pqselfenc.cli._keyring import check_recipients, secret_config
 from pqselfenc.cli._output import (
     CliError,
     atomic_file,
@@ -22,7 +22,7 @@ from pqselfenc.cli._stores import CountingStore
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import CompressionConfig, EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
-from pqselfenc.core.encryptor import SelfEncryptor
+from pqselfenc.streaming import StreamDecryptor, encrypt_file
 
 __all__ = ["add_parsers"]
 
@@ -45,7 +45,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
-        help="seal the map for this recipient (repeatable; 'me' is your own key)",
+        help="seal the map for NAME, a recipient or one of your identities (repeatable)",
+    )
+    enc.add_argument(
+        "--sign-as",
+        metavar="NAME",
+        help="sign the sealed map with this identity of yours (needs --to)",
     )
     enc.add_argument(
         "--out",
@@ -88,6 +93,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         default="-",
         metavar="FILE",
         help="output file ('-', the default, is stdout when it is not a terminal)",
+    )
+    dec.add_argument(
+        "--signer",
+        metavar="NAME",
+        help="require a sealed map signed by NAME (an identity or a recipient)",
     )
     dec.add_argument(
         "--range",
@@ -170,14 +180,23 @@ def _map_paths(files: list[Path], out: Path | None) -> list[Path]:
     return [out / (f.name + MAP_SUFFIX) for f in files]
 
 
+def _check_inputs(files: list[Path]) -> None:
+    for path in files:
+        if not path.exists():
+            raise CliError(f"input file {path} does not exist")
+        if not path.is_file():
+            raise CliError(f"input file {path} is not a regular file")
+
+
 def encrypt(session: Session) -> int:
     args = session.args
     maps = _map_paths(args.files, args.out)
+    _check_inputs(args.files)
     for target in maps:
         check_writable(target, args.force)
+    if args.sign_as and not args.to:
+        raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
     if args.to:
-        from pqselfenc.cli._keyring import check_recipients
-
         check_recipients(session, args.to)  # fail before any work
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
@@ -191,10 +210,10 @@ def encrypt(session: Session) -> int:
 def _encrypt_one(
     session: Session, path: Path, target: Path, store: ChunkStore, config: EncryptionConfig
 ) -> dict[str, Any]:
-    data = read_input(path, "input file")
-    with session.console.progress(len(data), f"encrypt {path.name}") as bar:
-        counting = CountingStore(store, bar, len(data))
-        data_map, _ = SelfEncryptor(data, config, chunk_store=counting).encrypt()
+    size = path.stat().st_size
+    with session.console.progress(size, f"encrypt {path.name}") as bar:
+        counting = CountingStore(store, bar, size)
+        data_map = encrypt_file(path, counting, config)
         counting.finish()
     sealed = _maps.write_map(session, target, data_map, session.args.to, session.args.force)
     return {
@@ -251,12 +270,16 @@ def _decrypt_into(
     store: ChunkStore,
     config: EncryptionConfig,
 ) -> int:
+    """Write verified plaintext (all, or ``--range``) to ``handle`` one chunk at a time."""
     span = session.args.range
     total = data_map.total_size if span is None else min(span[1], data_map.total_size)
     with session.console.progress(total, f"decrypt {session.args.map.name}") as bar:
         counting = CountingStore(store, bar, total)
-        reader = SelfEncryptor.from_data_map(data_map, counting, config)
-        data = reader.decrypt() if span is None else reader.read_range(*span)
+        reader = StreamDecryptor.from_data_map(data_map, counting, config)
+        pieces = iter(reader) if span is None else iter([reader.read_range(*span)])
+        written = 0
+        for piece in pieces:
+            handle.write(piece)
+            written += len(piece)
         counting.finish()
-    handle.write(data)
-    return len(data)
+    return written

@@ -1,32 +1,198 @@
-"""The key store, as the commands open it: backend choice, passphrase, sealing and opening."""
+"""The key store as the commands open it: which backend, which passphrase, and the calls that
+seal, open and name keys for the other commands.
+
+The store lives in ``HOME/keys``. A new store goes into the OS keyring when a secure one is
+usable, else (saying so in one warning line) into the passphrase-protected file backend; an
+existing store always reopens with the backend it was created with.
+"""
 
 from __future__ import annotations
 
-from pqselfenc.cli._output import CliError
+import getpass
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from pqselfenc.cli._output import CliError, is_tty
 from pqselfenc.cli._session import Session
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
+from pqselfenc.error import InvalidDataError, KeyNotFound, KeyringUnavailable
+from pqselfenc.keys import KeyStore
+from pqselfenc.keys._metadata import read_metadata
 
-_MISSING = CliError("this build has no key store yet")
+__all__ = [
+    "check_recipients",
+    "convergence_secret",
+    "key_store",
+    "key_store_path",
+    "open_sealed",
+    "read_secret",
+    "seal_map",
+    "secret_config",
+]
+
+PASSPHRASE_ENV = "PQSELFENC_PASSPHRASE"  # noqa: S105 (the name of a variable, not a value)
+BACKEND_LABELS = {"keyring": "OS keyring", "file": "passphrase-protected file"}
+_MAX_PASSPHRASE_FILE = 64 << 10
+
+
+def key_store_path(session: Session) -> Path:
+    return session.home / "keys"
+
+
+def key_store(session: Session, *, create: bool = False) -> KeyStore:
+    """The key store of ``--home``, opened once per command (closed by ``main``).
+
+    Only commands that add keys (``create``) make a new store; the others say there is none.
+    """
+    opened = session.opened("keys")
+    if opened is not None:
+        assert isinstance(opened, KeyStore)
+        return opened
+    path = key_store_path(session)
+    if not create and not (path / "keystore.json").exists():
+        raise CliError(
+            f"no key store in {path}",
+            hint="create one with 'pqselfenc keys generate NAME' (or pass --home)",
+        )
+    kind = _choose_backend(session, path)
+    store = _open(session, path, kind)
+    session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
+    session.keep("keys", store, store.close)
+    return store
+
+
+def _existing_backend(path: Path) -> str | None:
+    meta = path / "keystore.json"
+    return read_metadata(meta).backend if meta.exists() else None
+
+
+def _choose_backend(session: Session, path: Path) -> str:
+    wanted = session.option("backend") or "auto"
+    existing = _existing_backend(path)
+    if existing is not None:
+        if wanted not in ("auto", existing):
+            raise CliError(
+                f"the key store in {path} keeps its keys in the {BACKEND_LABELS[existing]}",
+                hint=f"drop --backend, or use --backend {existing}",
+            )
+        return existing
+    if wanted != "auto":
+        return str(wanted)
+    try:
+        _probe_keyring()
+    except KeyringUnavailable as exc:
+        session.console.warn(
+            f"no secure OS keyring ({exc}); keeping keys in the passphrase-protected file "
+            f"backend in {path}"
+        )
+        return "file"
+    return "keyring"
+
+
+def _user_keyring() -> Any:
+    """The keyring the user chose with ``PYTHON_KEYRING_BACKEND``, else None (the native one).
+
+    The key store checks it against its allowlist and refuses a plaintext or fail backend.
+    """
+    if not os.environ.get("PYTHON_KEYRING_BACKEND"):
+        return None
+    import keyring
+
+    try:
+        return keyring.get_keyring()
+    except Exception as exc:  # keyring raises whatever its backend loader raised
+        raise KeyringUnavailable(
+            f"PYTHON_KEYRING_BACKEND does not load: {type(exc).__name__}"
+        ) from exc
+
+
+def _probe_keyring() -> None:
+    from pqselfenc.keys import KeyringBackend
+
+    KeyringBackend("probe", _user_keyring())
+
+
+def _open(session: Session, path: Path, kind: str) -> KeyStore:
+    passphrase = None
+    if kind == "file":
+        creating = not (path / "keystore.json").exists()
+        passphrase = read_secret(session, "passphrase_file", PASSPHRASE_ENV,
+                                 f"passphrase for {path}", confirm=creating)  # fmt: skip
+    keyring = _user_keyring() if kind == "keyring" else None
+    return KeyStore.open(path, backend=kind, passphrase=passphrase, keyring=keyring)
+
+
+def read_secret(
+    session: Session, file_option: str, env: str, prompt: str, *, confirm: bool = False
+) -> str:
+    """A passphrase from ``--FILE_OPTION``, else ``$ENV``, else a terminal prompt."""
+    from_file = session.option(file_option)
+    if from_file:
+        return _passphrase_file(Path(from_file))
+    value = os.environ.get(env)
+    if value:
+        return value
+    if not is_tty(sys.stdin):
+        flag = "--" + file_option.replace("_", "-")
+        raise CliError(f"no {prompt.split(' for ')[0]} given and no terminal to ask on",
+                       hint=f"set {env} or use {flag} FILE")  # fmt: skip
+    first = getpass.getpass(f"pqselfenc: {prompt}: ")
+    if confirm and getpass.getpass(f"pqselfenc: {prompt} (again): ") != first:
+        raise CliError("the two passphrases differ")
+    return first
+
+
+def _passphrase_file(path: Path) -> str:
+    try:
+        raw = path.read_bytes()[: _MAX_PASSPHRASE_FILE + 1]
+    except OSError as exc:
+        raise CliError(f"cannot read passphrase file {path}: {exc.strerror}") from exc
+    if len(raw) > _MAX_PASSPHRASE_FILE:
+        raise CliError(f"passphrase file {path} is too large")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"passphrase file {path} is not UTF-8 text") from exc
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+# -- what the other commands need --------------------------------------------------------------
 
 
 def convergence_secret(session: Session) -> bytes:
-    raise _MISSING
+    return key_store(session).convergence_secret()
 
 
 def secret_config(session: Session, config: EncryptionConfig, needed: bool) -> EncryptionConfig:
+    """``config`` with the key store's convergence secret when ``needed``."""
     if not needed:
         return config
     return config.with_convergence_secret(convergence_secret(session))
 
 
 def open_sealed(session: Session, raw: bytes, where: str) -> DataMap:
-    raise _MISSING
+    """Open a sealed map with the local identities (and check ``--signer`` if given)."""
+    store = key_store(session)
+    try:
+        return store.open_envelope(raw, signer=session.option("signer"))
+    except InvalidDataError as exc:
+        raise CliError(f"{where}: {exc}", hint="the sealed map is damaged or truncated") from exc
 
 
 def seal_map(session: Session, data_map: DataMap, recipients: list[str]) -> bytes:
-    raise _MISSING
+    return key_store(session).seal(data_map, to=recipients, sign_as=session.option("sign_as"))
 
 
 def check_recipients(session: Session, names: list[str]) -> None:
-    raise _MISSING
+    """Fail before any work if a ``--to`` name is neither a recipient nor a local identity."""
+    store = key_store(session)
+    identities = store.identities
+    for name in names:
+        if name not in store.recipients and name not in identities:
+            raise KeyNotFound(f"no recipient or identity named {name!r}")
+    signer = session.option("sign_as")
+    if signer and signer not in identities:
+        raise KeyNotFound(f"no local identity named {signer!r} to sign with")

@@ -1,12 +1,334 @@
-"""``pqselfenc keys``, ``recipients``, ``rewrap`` and ``audit``."""
+"""``pqselfenc keys ...``, ``pqselfenc recipients ...`` and ``pqselfenc rewrap``."""
 
 from __future__ import annotations
 
 import argparse
+import re
+import stat
+import sys
+from pathlib import Path
 from typing import Any
+
+from pqselfenc.cli._keyring import key_store, read_secret
+from pqselfenc.cli._maps import is_sealed
+from pqselfenc.cli._output import (
+    CliError,
+    default_file_mode,
+    read_input,
+    refuse_binary_to_terminal,
+    write_file,
+)
+from pqselfenc.cli._session import Session
+from pqselfenc.core import _primitives as P
+from pqselfenc.keys import Identity, KeyVersion, RecipientEntry
 
 __all__ = ["add_parsers"]
 
+EXPORT_PASSPHRASE_ENV = "PQSELFENC_EXPORT_PASSPHRASE"  # noqa: S105 (a variable name)
+SUITES = ("x-wing", "ml-kem-1024", "ml-kem-768")
+SIGNATURES = ("ml-dsa-65", "ml-dsa-87")
+_KEY_TEXT = re.compile(
+    rf"({re.escape(P.PUBLIC_KEY_TEXT_PREFIX)}|{re.escape(P.VERIFYING_KEY_TEXT_PREFIX)})"
+)
+
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
-    return None
+    _keys_parsers(sub, common)
+    _recipient_parsers(sub, common)
+    rewrap = sub.add_parser(
+        "rewrap", parents=[common], help="re-seal sealed maps for the current keys",
+        description="Open each sealed MAP and seal it again, in place, for the same "
+        "recipients' current key versions (after a rotation). The chunks are not touched.",
+    )  # fmt: skip
+    rewrap.add_argument("maps", nargs="+", metavar="MAP", type=Path)
+    rewrap.add_argument("--sign-as", metavar="NAME", help="sign with this local identity")
+    rewrap.set_defaults(func=rewrap_maps)
+
+
+def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    keys = sub.add_parser(
+        "keys",
+        help="generate, list, rotate, destroy, export, import keys",
+        description="Your identities: versioned ML-KEM + ML-DSA keys.",
+    )
+    actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
+    gen = actions.add_parser("generate", parents=[common], help="create a new identity")
+    gen.add_argument("name", metavar="NAME")
+    gen.add_argument("--suite", choices=SUITES, help="KEM suite (default x-wing)")
+    gen.add_argument("--signature", choices=SIGNATURES, help="signature (default ml-dsa-65)")
+    gen.set_defaults(func=generate)
+    listing = actions.add_parser("list", parents=[common], help="identities and their versions")
+    listing.set_defaults(func=list_keys)
+    rotate = actions.add_parser(
+        "rotate", parents=[common], help="new active version; the old one stays for decryption"
+    )
+    rotate.add_argument("names", nargs="*", metavar="NAME")
+    rotate.add_argument(
+        "--due",
+        action="store_true",
+        help="rotate every identity past its rotation interval (for cron)",
+    )
+    rotate.set_defaults(func=rotate_keys)
+    destroy = actions.add_parser(
+        "destroy", parents=[common], help="crypto-shred one key version (irreversible)"
+    )
+    destroy.add_argument("name", metavar="NAME")
+    destroy.add_argument("--version", type=int, required=True, metavar="N")
+    destroy.add_argument(
+        "--yes",
+        action="store_true",
+        help="confirm: maps sealed only to it can never be opened again",
+    )
+    destroy.set_defaults(func=destroy_key)
+    export = actions.add_parser(
+        "export", parents=[common], help="public key text, or a passphrase-protected secret export"
+    )
+    export.add_argument("name", metavar="NAME")
+    export.add_argument(
+        "--public", action="store_true", help="the public keys to give people who encrypt for you"
+    )
+    export.add_argument("--out", default="-", metavar="FILE", help="output file (default stdout)")
+    export.add_argument(
+        "--export-passphrase-file",
+        metavar="FILE",
+        help=f"passphrase of a secret export (else ${EXPORT_PASSPHRASE_ENV})",
+    )
+    export.add_argument("--force", action="store_true", help="overwrite an existing file")
+    export.set_defaults(func=export_key)
+    imp = actions.add_parser("import", parents=[common], help="add an exported identity")
+    imp.add_argument("file", metavar="FILE", type=Path)
+    imp.add_argument("--name", metavar="NAME", help="import under another name")
+    imp.add_argument(
+        "--export-passphrase-file",
+        metavar="FILE",
+        help=f"passphrase of the export (else ${EXPORT_PASSPHRASE_ENV})",
+    )
+    imp.set_defaults(func=import_key)
+
+
+def _recipient_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    rec = sub.add_parser(
+        "recipients",
+        help="the people you encrypt for",
+        description="Named public keys that --to accepts.",
+    )
+    actions = rec.add_subparsers(dest="action", metavar="ACTION", required=True)
+    add = actions.add_parser("add", parents=[common], help="add a recipient's public key")
+    add.add_argument("name", metavar="NAME")
+    add.add_argument(
+        "key",
+        metavar="KEYFILE|KEYTEXT",
+        help="what 'pqselfenc keys export NAME --public' printed, or a file of it",
+    )
+    add.add_argument("--replace", action="store_true", help="replace an existing recipient")
+    add.set_defaults(func=add_recipient)
+    listing = actions.add_parser("list", parents=[common], help="list recipients")
+    listing.set_defaults(func=list_recipients)
+    remove = actions.add_parser("remove", parents=[common], help="forget a recipient")
+    remove.add_argument("name", metavar="NAME")
+    remove.set_defaults(func=remove_recipient)
+
+
+# -- keys --------------------------------------------------------------------------------------
+
+
+def _version_doc(v: KeyVersion) -> dict[str, Any]:
+    return {
+        "version": v.version, "state": v.state.value, "created": v.created.isoformat(),
+        "key_id": v.key_id, "fingerprint": v.fingerprint,
+    }  # fmt: skip
+
+
+def _version_line(name: str, v: KeyVersion) -> str:
+    return (f"{name} v{v.version} {v.state.value} created {v.created:%Y-%m-%d} "
+            f"fingerprint {v.fingerprint}")  # fmt: skip
+
+
+def generate(session: Session) -> int:
+    args = session.args
+    version = key_store(session, create=True).generate(
+        args.name, suite=args.suite, signature=args.signature
+    )
+    session.console.result(
+        {"name": args.name, **_version_doc(version)},
+        [_version_line(args.name, version),
+         f"share your public key: pqselfenc keys export {args.name} --public --out "
+         f"{args.name}.pub"],
+    )  # fmt: skip
+    return 0
+
+
+def _identity_doc(ident: Identity, due: set[str]) -> dict[str, Any]:
+    return {"name": ident.name, "suite": ident.suite, "signature": ident.signature,
+            "rotation_due": ident.name in due,
+            "versions": [_version_doc(v) for v in ident.versions]}  # fmt: skip
+
+
+def list_keys(session: Session) -> int:
+    store = key_store(session)
+    due = {d.name for d in store.due()}
+    idents = sorted(store.identities.values(), key=lambda i: i.name)
+    lines: list[str] = []
+    for ident in idents:
+        mark = "  (rotation due)" if ident.name in due else ""
+        lines.append(f"{ident.name}: {ident.suite}, {ident.signature}{mark}")
+        lines += ["  " + _version_line(ident.name, v) for v in ident.versions]
+    session.console.result(
+        {"identities": [_identity_doc(i, due) for i in idents]}, lines or ["no identities"]
+    )
+    return 0
+
+
+def rotate_keys(session: Session) -> int:
+    args = session.args
+    if bool(args.names) == bool(args.due):
+        raise CliError("give NAMEs to rotate, or --due", hint="see 'pqselfenc keys rotate --help'",
+                       code=2)  # fmt: skip
+    store = key_store(session)
+    if args.due:
+        names = [d.name for d in store.due()]
+        versions = store.rotate_due()
+    else:
+        names = list(args.names)
+        versions = [store.rotate(name) for name in names]
+    rotated = [{"name": n, **_version_doc(v)} for n, v in zip(names, versions, strict=True)]
+    lines = [_version_line(n, v) for n, v in zip(names, versions, strict=True)]
+    session.console.result({"rotated": rotated}, lines or ["no identity is due for rotation"])
+    return 0
+
+
+def destroy_key(session: Session) -> int:
+    args = session.args
+    if not args.yes:
+        raise CliError(
+            f"destroying {args.name} v{args.version} is irreversible",
+            hint="maps sealed only to that version can never be opened again; add --yes",
+        )
+    version = key_store(session).destroy(args.name, args.version)
+    session.console.result({"name": args.name, **_version_doc(version)},
+                           [_version_line(args.name, version)])  # fmt: skip
+    return 0
+
+
+def _public_text(session: Session, name: str) -> str:
+    store = key_store(session)
+    active = store.identity(name).active
+    if active is None:
+        raise CliError(f"{name} has no active key version", hint=f"pqselfenc keys rotate {name}")
+    return f"{active.public_key}\n{active.verifying_key}\n"
+
+
+def export_key(session: Session) -> int:
+    args = session.args
+    to_stdout = args.out == "-"
+    if args.public:
+        text = _public_text(session, args.name)
+        if to_stdout:
+            sys.stdout.write(text)
+        else:
+            write_file(Path(args.out), text.encode(), mode=default_file_mode(), force=args.force)
+        return 0
+    if to_stdout:
+        refuse_binary_to_terminal(sys.stdout, "a secret key export")
+    passphrase = read_secret(session, "export_passphrase_file", EXPORT_PASSPHRASE_ENV,
+                             "passphrase for the export", confirm=True)  # fmt: skip
+    blob = key_store(session).export_identity(args.name, passphrase)
+    if to_stdout:
+        sys.stdout.buffer.write(blob)
+        sys.stdout.flush()
+    else:
+        write_file(Path(args.out), blob, mode=0o600, force=args.force)
+        session.console.note(f"wrote {args.out}: the secret keys of {args.name}, "
+                             "protected by the export passphrase")  # fmt: skip
+    return 0
+
+
+def import_key(session: Session) -> int:
+    args = session.args
+    blob = read_input(args.file, "export file")
+    passphrase = read_secret(session, "export_passphrase_file", EXPORT_PASSPHRASE_ENV,
+                             "passphrase of the export")  # fmt: skip
+    ident = key_store(session, create=True).import_identity(blob, passphrase, name=args.name)
+    session.console.result(_identity_doc(ident, set()),
+                           [f"imported {ident.name} ({len(ident.versions)} versions)"])  # fmt: skip
+    return 0
+
+
+# -- recipients --------------------------------------------------------------------------------
+
+
+def parse_key_text(text: str) -> tuple[str, str | None]:
+    """(public key text, verifying key text or None) from what ``keys export --public`` wrote."""
+    body = "\n".join(x for x in text.splitlines() if not x.lstrip().startswith("#"))
+    parts = _KEY_TEXT.split(body)
+    found: dict[str, list[str]] = {}
+    for prefix, rest in zip(parts[1::2], parts[2::2], strict=True):
+        found.setdefault(prefix, []).append(prefix + rest.strip())
+    public = found.get(P.PUBLIC_KEY_TEXT_PREFIX, [])
+    verifying = found.get(P.VERIFYING_KEY_TEXT_PREFIX, [])
+    if len(public) != 1 or len(verifying) > 1:
+        raise CliError("expected one public key (pqse-pub-...) and at most one verifying key "
+                       "(pqse-sig-...)", hint="give what 'pqselfenc keys export NAME --public' "
+                       "printed")  # fmt: skip
+    return public[0], verifying[0] if verifying else None
+
+
+def _key_argument(value: str) -> str:
+    if value.lstrip().startswith(P.PUBLIC_KEY_TEXT_PREFIX):
+        return value
+    raw = read_input(Path(value), "key file")
+    try:
+        return raw.decode("ascii")
+    except UnicodeDecodeError as exc:
+        raise CliError(f"key file {value} is not key text") from exc
+
+
+def _recipient_doc(r: RecipientEntry) -> dict[str, Any]:
+    return {"name": r.name, "suite": r.suite, "key_id": r.key_id, "fingerprint": r.fingerprint,
+            "added": r.added.isoformat(), "verifying_key": r.verifying_key is not None}  # fmt: skip
+
+
+def _recipient_line(r: RecipientEntry) -> str:
+    signs = ", verifies signatures" if r.verifying_key else ""
+    return f"{r.name}: {r.suite}, fingerprint {r.fingerprint}{signs}"
+
+
+def add_recipient(session: Session) -> int:
+    args = session.args
+    public, verifying = parse_key_text(_key_argument(args.key))
+    entry = key_store(session, create=True).recipients.add(
+        args.name, public, verifying_key=verifying, replace_existing=args.replace
+    )
+    session.console.result(_recipient_doc(entry), [f"added {_recipient_line(entry)}"])
+    return 0
+
+
+def list_recipients(session: Session) -> int:
+    entries = list(key_store(session).recipients)
+    session.console.result({"recipients": [_recipient_doc(r) for r in entries]},
+                           [_recipient_line(r) for r in entries] or ["no recipients"])  # fmt: skip
+    return 0
+
+
+def remove_recipient(session: Session) -> int:
+    key_store(session).recipients.remove(session.args.name)
+    session.console.result({"removed": session.args.name}, [f"removed {session.args.name}"])
+    return 0
+
+
+# -- rewrap ------------------------------------------------------------------------------------
+
+
+def rewrap_maps(session: Session) -> int:
+    raws = {path: read_input(path, "map") for path in session.args.maps}
+    for path, raw in raws.items():
+        if not is_sealed(raw):
+            raise CliError(f"{path} is not a sealed map", hint="only sealed maps can be rewrapped; "
+                           "seal an unsealed one with 'pqselfenc encrypt --to'")  # fmt: skip
+    store = key_store(session)
+    for path, raw in raws.items():
+        new = store.rewrap(raw, sign_as=session.args.sign_as)
+        write_file(path, new, mode=stat.S_IMODE(path.stat().st_mode), force=True)
+    names = [str(p) for p in raws]
+    session.console.result({"rewrapped": names}, [f"rewrapped {n}" for n in names])
+    return 0

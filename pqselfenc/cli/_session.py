@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class Session:
     args: argparse.Namespace
     console: Console
     _opened: dict[str, Any] = field(default_factory=dict)
+    _closers: list[Callable[[], None]] = field(default_factory=list)
 
     def option(self, name: str, default: Any = None) -> Any:
         return getattr(self.args, name, default)
@@ -51,6 +53,21 @@ class Session:
     def store_spec(self) -> str:
         spec = self.option("store") or os.environ.get(STORE_ENV)
         return str(spec) if spec else str(default_store_path(self.home))
+
+    def opened(self, key: str) -> Any:
+        """What ``keep`` stored under ``key``, or None."""
+        return self._opened.get(key)
+
+    def keep(self, key: str, value: Any, close: Callable[[], None] | None = None) -> None:
+        """Remember ``value`` for this command; ``close`` runs when the command ends."""
+        self._opened[key] = value
+        if close is not None:
+            self._closers.append(close)
+
+    def close(self) -> None:
+        """Close what was opened, newest first (e.g. the key store's audit checkpoint)."""
+        while self._closers:
+            self._closers.pop()()
 
     def chunk_store(self, *, create: bool) -> ChunkStore:
         """The chunk store of ``--store`` (``$PQSELFENC_STORE``, else the default folder)."""
