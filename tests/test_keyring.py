@@ -15,7 +15,13 @@ import keyring.backends.null
 import pytest
 from _keys_support import FakeClock, clock, small_map
 
-from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound, KeyringUnavailable
+from pqselfenc.error import (
+    IntegrityError,
+    InvalidDataError,
+    KeyNotFound,
+    KeyringUnavailable,
+    KeyStoreError,
+)
 from pqselfenc.keys import KeyringBackend, KeyState, KeyStore
 from pqselfenc.keys.keyring_backend import native_keyring
 
@@ -125,3 +131,21 @@ def test_keyring_entry_tampering_is_caught(tmp_path: Path, clock: FakeClock) -> 
     native.delete_password(service, "_store/v1")
     with pytest.raises(KeyNotFound):  # the store's own secret is gone: refuse, never recreate
         KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+
+
+@needs_secret_service
+def test_keyring_exceptions_are_translated(monkeypatch: pytest.MonkeyPatch) -> None:
+    import secretstorage.exceptions
+
+    backend = KeyringBackend(os.urandom(16).hex())
+
+    def locked(*args: object) -> None:
+        raise secretstorage.exceptions.LockedException("collection is locked")
+
+    monkeypatch.setattr(backend._kr, "get_password", locked)
+    monkeypatch.setattr(backend._kr, "set_password", locked)
+    with pytest.raises(KeyStoreError, match="read failed: LockedException") as info:
+        backend.get("alice", 1)
+    assert isinstance(info.value.__cause__, secretstorage.exceptions.LockedException)
+    with pytest.raises(KeyStoreError, match="write failed"):
+        backend.put("alice", 1, b"\x01" * 32)
