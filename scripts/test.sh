@@ -24,18 +24,33 @@ export PYTHON_KEYRING_BACKEND=keyring.backends.SecretService.Keyring
 eval "$(printf %s 'pqselfenc-test' | gnome-keyring-daemon --unlock --components=secrets)"
 eval "$(gnome-keyring-daemon --start --components=secrets)"
 export GNOME_KEYRING_CONTROL
-if python3 -c '
+probe() {
+    python3 -c '
 import keyring, sys
-keyring.set_password("pqselfenc-probe", "probe", "ok")
-ok = keyring.get_password("pqselfenc-probe", "probe") == "ok"
-keyring.delete_password("pqselfenc-probe", "probe")
+try:
+    keyring.set_password("pqselfenc-probe", "probe", "ok")
+    ok = keyring.get_password("pqselfenc-probe", "probe") == "ok"
+    keyring.delete_password("pqselfenc-probe", "probe")
+except Exception as exc:
+    print(f"probe: {type(exc).__name__}: {exc}", file=sys.stderr)
+    ok = False
 sys.exit(0 if ok else 1)
-'; then
-    export PQSELFENC_SECRET_SERVICE=1
-    echo "scripts/test.sh: Secret Service is up (gnome-keyring)"
-else
-    echo "scripts/test.sh: Secret Service probe failed" >&2
-    exit 1
-fi
+'
+}
+# The daemon creates the login collection asynchronously after --unlock: retry briefly.
+for attempt in 1 2 3 4 5 6 7 8 9 10; do
+    if probe 2>/tmp/pqselfenc-probe.$$; then
+        export PQSELFENC_SECRET_SERVICE=1
+        echo "scripts/test.sh: Secret Service is up (gnome-keyring, attempt $attempt)"
+        break
+    fi
+    if [ "$attempt" = 10 ]; then
+        cat /tmp/pqselfenc-probe.$$ >&2
+        echo "scripts/test.sh: Secret Service probe failed" >&2
+        exit 1
+    fi
+    sleep 0.5
+done
+rm -f /tmp/pqselfenc-probe.$$
 
 exec python3 -m pytest "$@"
