@@ -91,27 +91,28 @@ def seal(
     A fresh random DMK and envelope id come from ``rng`` (the OS CSPRNG by default); HPKE's
     ephemeral keys always come from OpenSSL's CSPRNG.
     """
-    if not isinstance(data_map, DataMap):
-        raise TypeError("seal takes a DataMap")
+    plaintext = _plaintext(data_map)
     if signer is not None and not isinstance(signer, SigningKey):
         raise TypeError("signer must be a SigningKey or None")
     readers = _recipients(recipients)
     info = _suites.suite(readers[0].suite)
     dmk, envelope_id = _random(rng, P.DMK_SIZE), _random(rng, P.ENVELOPE_ID_SIZE)
-    stanzas = [_wrap(r, dmk, envelope_id, info) for r in readers]
-    if len({s.key_id for s in stanzas}) != len(stanzas):
-        raise ValueError("two recipients share one key id")
-    plaintext = data_map.to_bytes()
-    if len(plaintext) + P.TAG_SIZE > P.ENVELOPE_MAX_PAYLOAD:
-        raise ValueError("the DataMap is too large to seal; shrink it into a parent map first")
+    stanzas = _wrap_all(readers, dmk, envelope_id, info)
     verifying = None if signer is None else signer.verifying_key()
     header = _header(info, envelope_id, stanzas, verifying, len(plaintext) + P.TAG_SIZE)
     mac = P.header_mac(dmk, header)
-    payload = AESGCM(P.payload_key(dmk, envelope_id)).encrypt(
-        P.PAYLOAD_NONCE, plaintext, header + mac
-    )
-    body = header + mac + payload
+    aead = AESGCM(P.payload_key(dmk, envelope_id))
+    body = header + mac + aead.encrypt(P.PAYLOAD_NONCE, plaintext, header + mac)
     return body + (b"" if signer is None else signer.sign(body, P.SIGNATURE_CONTEXT))
+
+
+def _plaintext(data_map: DataMap) -> bytes:
+    if not isinstance(data_map, DataMap):
+        raise TypeError("seal takes a DataMap")
+    plaintext = data_map.to_bytes()
+    if len(plaintext) + P.TAG_SIZE > P.ENVELOPE_MAX_PAYLOAD:
+        raise ValueError("the DataMap is too large to seal; shrink it into a parent map first")
+    return plaintext
 
 
 def _recipients(recipients: Sequence[PublicKey | Recipient]) -> list[Recipient]:
@@ -142,6 +143,15 @@ def _random(rng: Callable[[int], bytes], n: int) -> bytes:
     if not isinstance(value, bytes) or len(value) != n:
         raise ValueError(f"rng must return {n} bytes")
     return value
+
+
+def _wrap_all(
+    readers: list[Recipient], dmk: bytes, envelope_id: bytes, info: _suites.SuiteInfo
+) -> list[Stanza]:
+    stanzas = [_wrap(r, dmk, envelope_id, info) for r in readers]
+    if len({s.key_id for s in stanzas}) != len(stanzas):
+        raise ValueError("two recipients share one key id")
+    return stanzas
 
 
 def _wrap(recipient: Recipient, dmk: bytes, envelope_id: bytes, info: _suites.SuiteInfo) -> Stanza:
