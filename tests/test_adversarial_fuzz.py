@@ -52,7 +52,7 @@ def test_every_parser_has_a_target() -> None:
     assert {"datamap_bytes", "datamap_json", "datamap_decrypt", "chunk_decrypt"} <= names
     expected = {
         "fuzz_kem": {"envelope_open", "envelope_parse", "public_key_text"},
-        "fuzz_keys": {"keystore_metadata", "audit_lines"},
+        "fuzz_keys": {"keystore_metadata", "audit_lines", "audit_checkpoint"},
     }
     for module, targets in expected.items():
         if (FUZZ_DIR / f"{module}.py").exists():
