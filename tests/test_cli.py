@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from _cli_helpers import FakeTerminal, Result, run
 
 from pqselfenc import DataMap, DirectoryChunkStore
 from pqselfenc.cli import _encrypt, main
 from pqselfenc.core._primitives import MAX_MAP_ENTRIES
 from pqselfenc.error import ChunkStoreError
-from tests._cli_helpers import FakeTerminal, Result, run
 
 CHUNK = 64
 SIZES = [0, 1, 2, 3, CHUNK - 1, 3 * CHUNK, 3 * CHUNK + 1, 10 * CHUNK + 7]
@@ -139,17 +139,26 @@ def test_decrypt_range(
     assert (tmp_path / "r").read_bytes() == data[offset : offset + length]
 
 
-def test_hierarchical_map_round_trips_and_is_fully_referenced(
+def test_hierarchical_map_round_trips_is_fully_referenced_and_protects_gc(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     data = write(tmp_path / "big", (MAX_MAP_ENTRIES + 100) * CHUNK)
     assert encrypt(capsys, "big", "--json").code == 0
-    assert DataMap.from_bytes((tmp_path / "big.map").read_bytes()).child == 1
+    parent = DataMap.from_bytes((tmp_path / "big.map").read_bytes())
+    assert parent.child == 1
     assert decrypt(capsys, "big.map", "--out", "big.out").code == 0
     assert (tmp_path / "big.out").read_bytes() == data
     stats = json.loads(run(capsys, "store", "stats", "big.map", "--store", "chunks", "--json").out)
     assert stats["referenced"] == stats["chunks"] > MAX_MAP_ENTRIES + 100
     assert stats["unreferenced"] == stats["missing"] == 0
+    # Without a parent-level chunk the leaf level cannot be read: gc must delete nothing.
+    store = DirectoryChunkStore(tmp_path / "chunks")
+    store.delete(parent.chunks[0])
+    result = run(capsys, "store", "gc", "big.map", "--store", "chunks", "--delete")
+    assert "cannot follow every level of big.map" in result.error_line()
+    assert len(list(store)) == stats["chunks"] - 1
+    stats = run(capsys, "store", "stats", "big.map", "--store", "chunks", "--json")
+    assert stats.code == 1 and json.loads(stats.out)["incomplete"] == ["big.map"]
 
 
 # -- stdout and terminals ------------------------------------------------------------------------
@@ -398,23 +407,6 @@ def test_gc_reports_then_deletes_only_unreferenced(
     assert decrypt(capsys, "keep.bin.map", "--out", "k").code == 0
     assert (tmp_path / "k").read_bytes() == keep
     assert decrypt(capsys, "drop.bin.map", "--out", "d").code == 1
-
-
-def test_gc_refuses_when_a_map_cannot_be_followed(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path
-) -> None:
-    write(tmp_path / "big", (MAX_MAP_ENTRIES + 10) * CHUNK)
-    write(tmp_path / "other", 4 * CHUNK)
-    encrypt(capsys, "big", "other", "--out", ".")
-    parent = DataMap.from_bytes((tmp_path / "big.map").read_bytes())
-    store = DirectoryChunkStore(tmp_path / "chunks")
-    before = len(list(store))
-    store.delete(parent.chunks[0])
-    result = run(capsys, "store", "gc", "big.map", "--store", "chunks", "--delete")
-    assert "cannot follow every level of big.map" in result.error_line()
-    assert len(list(store)) == before - 1
-    stats = run(capsys, "store", "stats", "big.map", "--store", "chunks", "--json")
-    assert stats.code == 1 and json.loads(stats.out)["incomplete"] == ["big.map"]
 
 
 def test_gc_refuses_an_unreadable_map(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

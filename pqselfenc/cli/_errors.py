@@ -35,8 +35,8 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (err.DecryptionError, "the map is not sealed for any of your keys, or it was tampered with"),
     (
         err.SignatureError,
-        "add the sender with 'pqselfenc recipients add' to trust their "
-        "signature, or drop the signature requirement",
+        "--signer NAME accepts only maps NAME signed: check who sealed it (their "
+        "verifying key comes with 'recipients add'), or drop --signer",
     ),
     (err.EncryptionError, "check the options and the input"),
 )

@@ -93,20 +93,21 @@ def _choose_backend(session: Session, path: Path) -> str:
 
 
 def _user_keyring() -> Any:
-    """The keyring the user chose with ``PYTHON_KEYRING_BACKEND``, else None (the native one).
+    """The keyring the user named in ``PYTHON_KEYRING_BACKEND``, else None (the native one).
 
-    The key store checks it against its allowlist and refuses a plaintext or fail backend.
+    Loaded afresh each time (never keyring's process-wide default). The key store checks it
+    against its allowlist and refuses a plaintext or fail backend.
     """
-    if not os.environ.get("PYTHON_KEYRING_BACKEND"):
+    name = os.environ.get("PYTHON_KEYRING_BACKEND")
+    if not name:
         return None
-    import keyring
+    from keyring.core import load_keyring
 
     try:
-        return keyring.get_keyring()
-    except Exception as exc:  # keyring raises whatever its backend loader raised
-        raise KeyringUnavailable(
-            f"PYTHON_KEYRING_BACKEND does not load: {type(exc).__name__}"
-        ) from exc
+        return load_keyring(name)
+    except Exception as exc:  # keyring raises whatever loading or probing the backend raised
+        reason = type(exc).__name__
+        raise KeyringUnavailable(f"PYTHON_KEYRING_BACKEND={name} does not load: {reason}") from exc
 
 
 def _probe_keyring() -> None:

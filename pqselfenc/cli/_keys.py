@@ -296,7 +296,10 @@ def _recipient_line(r: RecipientEntry) -> str:
 def add_recipient(session: Session) -> int:
     args = session.args
     public, verifying = parse_key_text(_key_argument(args.key))
-    entry = key_store(session, create=True).recipients.add(
+    store = key_store(session, create=True)
+    if args.name in store.recipients and not args.replace:
+        raise CliError(f"recipient {args.name!r} exists", hint="use --replace to change their key")
+    entry = store.recipients.add(
         args.name, public, verifying_key=verifying, replace_existing=args.replace
     )
     session.console.result(_recipient_doc(entry), [f"added {_recipient_line(entry)}"])

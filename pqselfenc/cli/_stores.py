@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import os
 import threading
 from collections.abc import Iterator
@@ -40,21 +39,12 @@ def open_store(spec: str, *, create: bool) -> ChunkStore:
 
 
 def _open_s3(url: str) -> ChunkStore:
+    from pqselfenc.core.stores.s3 import S3ChunkStore  # boto3 (the [s3] extra) loads on use
+
     try:
-        module = importlib.import_module("pqselfenc.core.stores.s3")
-    except ImportError as exc:
-        raise CliError(
-            "S3 chunk stores are not available in this installation",
-            hint="install the extra: pip install 'pqselfenc[s3]'",
-        ) from exc
-    factory = getattr(module, "S3ChunkStore", None)
-    from_url = getattr(factory, "from_url", None)
-    if from_url is None:
-        raise CliError("this pqselfenc build has no S3 store constructor for URLs")
-    store = from_url(url)
-    if not isinstance(store, ChunkStore):
-        raise CliError("the S3 store did not return a chunk store")
-    return store
+        return S3ChunkStore.from_url(url)
+    except ValueError as exc:
+        raise CliError(str(exc), hint="e.g. --store 's3://bucket/prefix?endpoint=URL'") from exc
 
 
 class CountingStore(ChunkStore):

@@ -1,0 +1,379 @@
+"""The key commands in-process, on both backends: sealing for recipients, keys, recipients,
+rewrap, audit, and the one-line errors of the key store (wrong key, unknown recipient, locked
+keyring, wrong or missing passphrase)."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from _cli_helpers import FakeTerminal, Result, run
+
+from pqselfenc.keys import KeyStore
+
+PASSPHRASE = "gravel orbit candle mosaic tundra"
+EXPORT_PASSPHRASE = "lantern quarry velvet pigeon harbor"
+FAIL_KEYRING = "keyring.backends.fail.Keyring"
+SECRET_SERVICE = os.environ.get("PQSELFENC_SECRET_SERVICE") == "1"
+needs_secret_service = pytest.mark.skipif(
+    not SECRET_SERVICE, reason="needs the Secret Service that scripts/test.sh starts"
+)
+BACKENDS = [pytest.param("keyring", marks=[pytest.mark.keyring, needs_secret_service]), "file"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PQSELFENC_HOME", str(tmp_path / "alice"))
+    monkeypatch.setenv("PQSELFENC_STORE", str(tmp_path / "chunks"))
+    monkeypatch.setenv("PQSELFENC_PASSPHRASE", PASSPHRASE)
+    monkeypatch.delenv("PQSELFENC_EXPORT_PASSPHRASE", raising=False)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which backend "auto" ends up with: the Secret Service, or the file after the fallback."""
+    if request.param == "file":
+        monkeypatch.setenv("PYTHON_KEYRING_BACKEND", FAIL_KEYRING)
+    return str(request.param)
+
+
+@pytest.fixture
+def file_backend(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", FAIL_KEYRING)
+
+
+def ok(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Result:
+    result = run(capsys, *argv)
+    assert result.code == 0, result.err
+    return result
+
+
+def setup_bob(capsys: pytest.CaptureFixture[str]) -> None:
+    """Bob makes a key in his home; Alice adds his public key; both have identities."""
+    ok(capsys, "keys", "generate", "bob", "--home", "bob")
+    ok(capsys, "keys", "export", "bob", "--public", "--home", "bob", "--out", "bob.pub")
+    ok(capsys, "keys", "generate", "alice")
+    ok(capsys, "recipients", "add", "bob", "bob.pub")
+
+
+def make_file(path: Path, size: int = 3000) -> bytes:
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return data
+
+
+# -- the main flow -------------------------------------------------------------------------------
+
+
+def test_seal_for_a_recipient_who_alone_can_open_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, backend: str
+) -> None:
+    setup_bob(capsys)
+    data = make_file(tmp_path / "report.bin")
+    result = ok(capsys, "encrypt", "report.bin", "--to", "bob", "--out", "report.map")
+    assert "warning" not in result.err  # sealed: no unsealed-map warning
+    assert (tmp_path / "report.map").read_bytes().startswith(b"PQSESEAL")
+    ok(capsys, "decrypt", "report.map", "--home", "bob", "--out", "bob.bin")
+    assert (tmp_path / "bob.bin").read_bytes() == data
+    wrong = run(capsys, "decrypt", "report.map", "--out", "alice.bin")  # alice is not a recipient
+    assert wrong.error_line() == "the envelope did not open with any local identity"
+    assert "not sealed for any of your keys" in wrong.err
+    assert not (tmp_path / "alice.bin").exists()
+
+
+def test_the_command_names_its_backend(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, backend: str
+) -> None:
+    first = ok(capsys, "keys", "generate", "alice")
+    label = "OS keyring" if backend == "keyring" else "passphrase-protected file"
+    assert f"pqselfenc: key store {tmp_path / 'alice' / 'keys'} ({label})" in first.err
+    fallback = [x for x in first.err.splitlines() if x.startswith("pqselfenc: warning:")]
+    if backend == "file":  # the fallback is loud: one line that names the backend
+        assert len(fallback) == 1 and "passphrase-protected file backend" in fallback[0]
+    else:
+        assert fallback == []
+    again = ok(capsys, "keys", "list", "--quiet")
+    assert again.err == ""  # --quiet drops the note; the store reopens with its own backend
+    other = "file" if backend == "keyring" else "keyring"
+    refused = run(capsys, "keys", "list", "--backend", other)
+    assert "keeps its keys in the" in refused.error_line()
+
+
+def test_sign_and_require_the_signer(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    setup_bob(capsys)
+    ok(capsys, "keys", "export", "alice", "--public", "--out", "alice.pub")
+    ok(capsys, "recipients", "add", "alice", "alice.pub", "--home", "bob")
+    data = make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--to", "bob", "--sign-as", "alice", "--out", "f.map")
+    ok(capsys, "decrypt", "f.map", "--home", "bob", "--signer", "alice", "--out", "g")
+    assert (tmp_path / "g").read_bytes() == data
+    unsigned = ok(capsys, "encrypt", "f", "--to", "bob", "--out", "u.map")
+    assert unsigned.code == 0
+    refused = run(capsys, "decrypt", "u.map", "--home", "bob", "--signer", "alice", "--out", "h")
+    assert refused.error_line() == "the envelope is not signed, but a signer was expected"
+    assert not (tmp_path / "h").exists()
+    usage = run(capsys, "encrypt", "f", "--sign-as", "alice", "--out", "x.map")
+    assert usage.code == 2 and "--sign-as" in usage.error_line()
+
+
+# -- errors of the key store ---------------------------------------------------------------------
+
+
+def test_unknown_recipient_fails_before_any_work(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    make_file(tmp_path / "f")
+    result = run(capsys, "encrypt", "f", "--to", "nobody")
+    assert result.error_line() == "no recipient or identity named 'nobody'"
+    assert "recipients list" in result.err
+    assert not (tmp_path / "f.map").exists() and not (tmp_path / "chunks").exists()
+
+
+def test_no_key_store_is_said_and_not_created(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    setup_bob(capsys)
+    make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--to", "bob", "--out", "f.map")
+    for argv in (["decrypt", "f.map", "--out", "o"], ["keys", "list"], ["audit", "verify"]):
+        result = run(capsys, *argv, "--home", "nobody")
+        assert result.error_line() == f"no key store in {Path('nobody') / 'keys'}"
+        assert "keys generate" in result.err
+    assert not (tmp_path / "nobody").exists()
+
+
+@pytest.mark.keyring
+@needs_secret_service
+def test_locked_keyring(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from keyring.backends.SecretService import Keyring
+    from keyring.errors import KeyringLocked
+
+    ok(capsys, "keys", "generate", "alice")
+
+    def locked(self: object, service: str, username: str) -> str | None:
+        raise KeyringLocked("Failed to unlock the collection!")
+
+    monkeypatch.setattr(Keyring, "get_password", locked)
+    result = run(capsys, "keys", "list")
+    assert result.error_line() == "the OS keyring is locked"
+    assert "pqselfenc: hint: unlock it" in result.err
+
+
+def test_wrong_passphrase(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, file_backend: None
+) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    monkeypatch.setenv("PQSELFENC_PASSPHRASE", "tarmac lobster velvet fjord")
+    result = run(capsys, "keys", "list")
+    assert "wrong passphrase" in result.error_line()
+    assert "PQSELFENC_PASSPHRASE" in result.err
+
+
+def test_passphrase_from_file_or_nowhere(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    file_backend: None,
+) -> None:
+    monkeypatch.delenv("PQSELFENC_PASSPHRASE")
+    result = run(capsys, "keys", "generate", "alice")  # pytest's stdin is not a terminal
+    assert result.error_line() == "no passphrase given and no terminal to ask on"
+    assert "PQSELFENC_PASSPHRASE" in result.err and "--passphrase-file" in result.err
+    (tmp_path / "pass.txt").write_text(PASSPHRASE + "\n")
+    ok(capsys, "keys", "generate", "alice", "--passphrase-file", "pass.txt")
+    monkeypatch.setenv("PQSELFENC_PASSPHRASE", PASSPHRASE)  # the file's newline was dropped
+    ok(capsys, "keys", "list")
+    weak = run(capsys, "keys", "generate", "x", "--home", "weak", "--passphrase-file", "/dev/null")
+    assert "no passphrase" in weak.error_line() or "too weak" in weak.error_line()
+
+
+def test_prompted_passphrase_is_confirmed_on_creation(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, file_backend: None
+) -> None:
+    import getpass
+
+    monkeypatch.delenv("PQSELFENC_PASSPHRASE")
+    monkeypatch.setattr(sys, "stdin", FakeTerminal())
+    answers = iter([PASSPHRASE, PASSPHRASE + "x"])
+    monkeypatch.setattr(getpass, "getpass", lambda prompt: next(answers))
+    assert run(capsys, "keys", "generate", "alice").error_line() == "the two passphrases differ"
+    answers = iter([PASSPHRASE, PASSPHRASE, PASSPHRASE])
+    ok(capsys, "keys", "generate", "alice")
+    ok(capsys, "keys", "list")  # reopening asks once
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_sealed_map(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, damage: str
+) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--to", "alice", "--out", "f.map")
+    raw = bytearray((tmp_path / "f.map").read_bytes())
+    if damage == "flip":
+        raw[-20] ^= 0x40
+    else:
+        del raw[len(raw) // 2 :]
+    (tmp_path / "f.map").write_bytes(bytes(raw))
+    result = run(capsys, "decrypt", "f.map", "--out", "o")
+    assert result.code == 1 and result.error_line()
+    assert not (tmp_path / "o").exists()
+
+
+# -- keys ----------------------------------------------------------------------------------------
+
+
+def test_rotate_rewrap_destroy(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    data = make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--to", "alice", "--out", "kept.map")
+    ok(capsys, "encrypt", "f", "--to", "alice", "--out", "stale.map")
+    (tmp_path / "kept.map").chmod(0o640)
+    rotated = json.loads(ok(capsys, "keys", "rotate", "alice", "--json").out)
+    assert rotated["rotated"][0]["version"] == 2
+    ok(capsys, "rewrap", "kept.map")
+    assert stat.S_IMODE((tmp_path / "kept.map").stat().st_mode) == 0o640
+    refused = run(capsys, "keys", "destroy", "alice", "--version", "1")
+    assert "irreversible" in refused.error_line() and "--yes" in refused.err
+    ok(capsys, "keys", "destroy", "alice", "--version", "1", "--yes")
+    ok(capsys, "decrypt", "kept.map", "--out", "k")
+    assert (tmp_path / "k").read_bytes() == data
+    gone = run(capsys, "decrypt", "stale.map", "--out", "s")
+    assert gone.error_line() == "the envelope is addressed only to destroyed key versions"
+    assert "destroyed" in gone.err.splitlines()[-1]
+    listing = json.loads(ok(capsys, "keys", "list", "--json").out)
+    states = [v["state"] for v in listing["identities"][0]["versions"]]
+    assert states == ["destroyed", "active"]
+
+
+def test_rotate_due_uses_the_rotation_interval(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, file_backend: None
+) -> None:
+    past = datetime(2020, 1, 1, tzinfo=UTC)
+    with KeyStore.open(
+        tmp_path / "alice" / "keys", passphrase=PASSPHRASE, clock=lambda: past
+    ) as ks:
+        ks.generate("old")
+    ok(capsys, "keys", "generate", "fresh")
+    listing = json.loads(ok(capsys, "keys", "list", "--json").out)
+    due = {i["name"]: i["rotation_due"] for i in listing["identities"]}
+    assert due == {"fresh": False, "old": True}
+    rotated = json.loads(ok(capsys, "keys", "rotate", "--due", "--json").out)["rotated"]
+    assert [(r["name"], r["version"]) for r in rotated] == [("old", 2)]
+    assert "no identity is due" in ok(capsys, "keys", "rotate", "--due").out
+    usage = run(capsys, "keys", "rotate")
+    assert usage.code == 2 and "--due" in usage.error_line()
+
+
+def test_export_and_import_an_identity(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    data = make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--to", "alice", "--out", "f.map")
+    missing = run(capsys, "keys", "export", "alice", "--out", "alice.key")
+    assert "PQSELFENC_EXPORT_PASSPHRASE" in missing.err
+    monkeypatch.setenv("PQSELFENC_EXPORT_PASSPHRASE", EXPORT_PASSPHRASE)
+    terminal = FakeTerminal()
+    with monkeypatch.context() as patch:
+        patch.setattr(sys, "stdout", terminal)
+        assert "terminal" in run(capsys, "keys", "export", "alice").error_line()
+    assert terminal.buffer.getvalue() == b""
+    ok(capsys, "keys", "export", "alice", "--out", "alice.key")
+    assert stat.S_IMODE((tmp_path / "alice.key").stat().st_mode) == 0o600
+    ok(capsys, "keys", "import", "alice.key", "--name", "laptop", "--home", "other")
+    ok(capsys, "decrypt", "f.map", "--home", "other", "--out", "g")
+    assert (tmp_path / "g").read_bytes() == data
+    monkeypatch.setenv("PQSELFENC_EXPORT_PASSPHRASE", "wrong " + EXPORT_PASSPHRASE)
+    wrong = run(capsys, "keys", "import", "alice.key", "--home", "third")
+    assert "wrong passphrase" in wrong.error_line()
+
+
+# -- recipients ----------------------------------------------------------------------------------
+
+
+def test_recipients_add_list_replace_remove(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    setup_bob(capsys)
+    ok(capsys, "keys", "generate", "carol", "--home", "carol")
+    carol = ok(capsys, "keys", "export", "carol", "--public", "--home", "carol").out
+    listing = json.loads(ok(capsys, "recipients", "list", "--json").out)["recipients"]
+    assert [(r["name"], r["verifying_key"]) for r in listing] == [("bob", True)]
+    exists = run(capsys, "recipients", "add", "bob", carol.split()[0])
+    assert exists.error_line() == "recipient 'bob' exists" and "--replace" in exists.err
+    ok(capsys, "recipients", "add", "bob", carol.split()[0], "--replace")  # key text, no file
+    listing = json.loads(ok(capsys, "recipients", "list", "--json").out)["recipients"]
+    assert listing[0]["verifying_key"] is False
+    bad = run(capsys, "recipients", "add", "dave", "pqse-pub-x-wing:aaaa")
+    assert "key text" in bad.error_line()
+    (tmp_path / "two.pub").write_text(carol + carol)
+    assert "expected one public key" in run(capsys, "recipients", "add", "e", "two.pub").err
+    ok(capsys, "recipients", "remove", "bob")
+    assert "no recipients" in ok(capsys, "recipients", "list").out
+    assert "no recipient named 'bob'" in run(capsys, "recipients", "remove", "bob").error_line()
+
+
+def test_rewrap_refuses_unsealed_maps(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--out", "f.map")
+    before = (tmp_path / "f.map").read_bytes()
+    assert run(capsys, "rewrap", "f.map").error_line() == "f.map is not a sealed map"
+    assert (tmp_path / "f.map").read_bytes() == before
+
+
+# -- audit, private dedup, gc over sealed maps ---------------------------------------------------
+
+
+def test_audit_show_and_verify(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    ok(capsys, "keys", "rotate", "alice")
+    events = json.loads(ok(capsys, "audit", "show", "--json").out)["events"]
+    assert [e["action"] for e in events if e["action"] != "checkpoint"][:3] == [
+        "store-create", "generate", "rotate",
+    ]  # fmt: skip
+    assert len(json.loads(ok(capsys, "audit", "show", "--last", "1", "--json").out)["events"]) == 1
+    assert json.loads(ok(capsys, "audit", "verify", "--json").out)["ok"] is True
+    log = tmp_path / "alice" / "keys" / "audit.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"generate"', b'"generatE"')
+    log.write_bytes(b"".join(lines))
+    broken = run(capsys, "audit", "verify", "--json")
+    assert broken.error_line().startswith("audit log broken")
+    assert json.loads(broken.out)["ok"] is False
+
+
+def test_private_dedup_needs_the_domain_secret(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    setup_bob(capsys)
+    data = make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--private-dedup", "--to", "alice", "--to", "bob", "--out", "p.map")
+    ok(capsys, "decrypt", "p.map", "--out", "mine")
+    assert (tmp_path / "mine").read_bytes() == data
+    theirs = run(capsys, "decrypt", "p.map", "--home", "bob", "--out", "theirs")
+    assert "convergence secret" in theirs.error_line()
+    assert not (tmp_path / "theirs").exists()
+
+
+def test_gc_reads_sealed_maps(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    make_file(tmp_path / "keep", 5000)
+    make_file(tmp_path / "drop", 7000)
+    ok(capsys, "encrypt", "keep", "drop", "--to", "alice", "--out", ".")
+    # The maps are sealed: gc opens them with the key store to know what they reference.
+    dry = json.loads(ok(capsys, "store", "gc", "keep.map", "--json").out)
+    assert (dry["chunks"], dry["referenced"], dry["unreferenced"]) == (6, 3, 3)
+    ok(capsys, "store", "gc", "keep.map", "--delete")
+    ok(capsys, "decrypt", "keep.map", "--out", "k")
+    assert run(capsys, "decrypt", "drop.map", "--out", "d").code == 1
