@@ -16,6 +16,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
 BLOCK = re.compile(r"<!-- test: (?P<name>[a-z-]+) -->\n```sh\n(?P<body>.*?)```", re.DOTALL)
 FAIL_KEYRING = "keyring.backends.fail.Keyring"
+PASSPHRASE = "gravel orbit candle mosaic tundra"
+needs_secret_service = pytest.mark.skipif(
+    os.environ.get("PQSELFENC_SECRET_SERVICE") != "1",
+    reason="needs the Secret Service that scripts/test.sh starts",
+)
 
 
 def doc_block(name: str) -> str:
@@ -53,6 +58,34 @@ def test_main_job_block_runs_verbatim(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("OK")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize(
+    "backend", [pytest.param("keyring", marks=[pytest.mark.keyring, needs_secret_service]), "file"]
+)
+def test_quickstart_block_runs_verbatim(tmp_path: Path, backend: str) -> None:
+    """What a person with only the README types: generate, add a recipient, encrypt, decrypt."""
+    extra = {} if backend == "keyring" else {
+        "PYTHON_KEYRING_BACKEND": FAIL_KEYRING, "PQSELFENC_PASSPHRASE": PASSPHRASE,
+    }  # fmt: skip
+    done = run_block("quickstart", tmp_path, **extra)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.rstrip().endswith("OK")
+    assert "Traceback" not in done.stderr and "error" not in done.stderr
+    label = "(OS keyring)" if backend == "keyring" else "(passphrase-protected file)"
+    notes = [x for x in done.stderr.splitlines() if x.startswith("pqselfenc: key store ")]
+    assert notes and all(x.endswith(label) for x in notes)
+    fallbacks = [x for x in done.stderr.splitlines() if "no secure OS keyring" in x]
+    assert len(fallbacks) == (0 if backend == "keyring" else 2)  # once per new key store
+    sealed = (tmp_path / "work" / "report.txt.map").read_bytes()
+    assert sealed.startswith(b"PQSESEAL")
+
+
+def test_install_block_names_this_distribution() -> None:
+    """The install command cannot run offline; it must at least install this project."""
+    install = DOC.read_text().split("## Install", 1)[1].split("```sh\n", 1)[1]
+    assert install.splitlines()[0].split("#")[0].split() == ["pip", "install", "pqselfenc"]
+    assert 'name = "pqselfenc"' in (ROOT / "pyproject.toml").read_text()
 
 
 def test_the_console_script_is_declared() -> None:
