@@ -73,6 +73,8 @@ class Session:
         """The chunk store of ``--store`` (``$PQSELFENC_STORE``, else the default folder)."""
         key = f"store:{create}"
         if key not in self._opened:
-            self._opened[key] = open_store(self.store_spec(), create=create)
-        store: ChunkStore = self._opened[key]
-        return store
+            store = open_store(self.store_spec(), create=create)
+            close = getattr(store, "close", None)  # e.g. the S3 store's connection pool
+            self.keep(key, store, close if callable(close) else None)
+        opened: ChunkStore = self._opened[key]
+        return opened
