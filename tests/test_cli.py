@@ -264,8 +264,11 @@ def test_existing_outputs_need_force(capsys: pytest.CaptureFixture[str], tmp_pat
 # -- one-line errors -----------------------------------------------------------------------------
 
 
-def test_missing_input_file(capsys: pytest.CaptureFixture[str]) -> None:
+def test_missing_or_odd_input_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert encrypt(capsys, "nope.bin").error_line() == "input file nope.bin does not exist"
+    assert encrypt(capsys, ".").error_line() == "input file . is not a regular file"
+    assert encrypt(capsys, "/dev/null").error_line() == "input file /dev/null is not a regular file"
+    assert not (tmp_path / "chunks").exists()
 
 
 def test_missing_or_unreadable_store(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -326,6 +329,8 @@ def test_usage_errors_are_one_line_with_a_hint(capsys: pytest.CaptureFixture[str
     assert "pqselfenc: hint: see 'pqselfenc encrypt --help'" in result.err
     assert run(capsys, "decrypt", "m", "--range", "x").code == 2
     assert "unknown-command" in run(capsys, "unknown-command").error_line()
+    extra = run(capsys, "store", "gc", "x.map", "--bogus")
+    assert extra.code == 2 and "pqselfenc: hint: see 'pqselfenc store gc --help'" in extra.err
 
 
 def test_bad_option_values(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -377,3 +377,11 @@ def test_gc_reads_sealed_maps(capsys: pytest.CaptureFixture[str], tmp_path: Path
     ok(capsys, "store", "gc", "keep.map", "--delete")
     ok(capsys, "decrypt", "keep.map", "--out", "k")
     assert run(capsys, "decrypt", "drop.map", "--out", "d").code == 1
+
+
+def test_invalid_names_are_usage_errors(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    for argv in (["keys", "generate", "Bad Name"], ["encrypt", "f", "--to", "a b"],
+                 ["recipients", "remove", "../x"]):  # fmt: skip
+        result = run(capsys, *argv)
+        assert result.code == 2 and "invalid name" in result.error_line()
+    assert not (tmp_path / "alice").exists()

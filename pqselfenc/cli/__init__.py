@@ -99,16 +99,31 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
     console = Console()
+    parser = build_parser()
+    words = list(sys.argv[1:] if argv is None else argv)
     try:
-        args = build_parser().parse_args(argv)
+        args = parser.parse_args(words)
     except _UsageError as exc:
-        console.error(exc.message, f"see '{exc.command} --help'")
+        command = exc.command if exc.command != PROG else _command_of(parser, words)
+        console.error(exc.message, f"see '{command} --help'")
         return EXIT_USAGE
     except SystemExit as exc:  # --help and --version exit 0 through argparse
         return exc.code if isinstance(exc.code, int) else 0
     console.json, console.quiet = args.json, args.quiet
     func: Callable[[Session], int] = args.func
     return _run(func, Session(args, console), console)
+
+
+def _command_of(parser: argparse.ArgumentParser, words: list[str]) -> str:
+    """``pqselfenc store gc`` from the leading command words of ``words`` (for help hints)."""
+    command = [PROG]
+    for word in words:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is None or word not in sub.choices:
+            break
+        command.append(word)
+        parser = sub.choices[word]
+    return " ".join(command)
 
 
 def _call(func: Callable[[Session], int], session: Session) -> int:

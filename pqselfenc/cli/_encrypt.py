@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pqselfenc.cli import _maps
-from pqselfenc.cli._keyring import check_recipients, secret_config
+from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     CliError,
     atomic_file,
@@ -45,11 +45,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         metavar="NAME",
+        type=name_arg,
         help="seal the map for NAME, a recipient or one of your identities (repeatable)",
     )
     enc.add_argument(
         "--sign-as",
         metavar="NAME",
+        type=name_arg,
         help="sign the sealed map with this identity of yours (needs --to)",
     )
     enc.add_argument(
@@ -97,6 +99,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     dec.add_argument(
         "--signer",
         metavar="NAME",
+        type=name_arg,
         help="require a sealed map signed by NAME (an identity or a recipient)",
     )
     dec.add_argument(
@@ -190,8 +193,9 @@ def _check_inputs(files: list[Path]) -> None:
 
 def encrypt(session: Session) -> int:
     args = session.args
-    maps = _map_paths(args.files, args.out)
     _check_inputs(args.files)
+    maps = _map_paths(args.files, args.out)
+    args.to = list(dict.fromkeys(args.to))  # one stanza per recipient, however often named
     for target in maps:
         check_writable(target, args.force)
     if args.sign_as and not args.to:

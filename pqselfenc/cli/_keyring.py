@@ -8,6 +8,7 @@ existing store always reopens with the backend it was created with.
 
 from __future__ import annotations
 
+import argparse
 import getpass
 import os
 import sys
@@ -21,12 +22,14 @@ from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError, KeyNotFound, KeyringUnavailable
 from pqselfenc.keys import KeyStore
 from pqselfenc.keys._metadata import read_metadata
+from pqselfenc.keys.config import check_name
 
 __all__ = [
     "check_recipients",
     "convergence_secret",
     "key_store",
     "key_store_path",
+    "name_arg",
     "open_sealed",
     "read_secret",
     "seal_map",
@@ -36,6 +39,14 @@ __all__ = [
 PASSPHRASE_ENV = "PQSELFENC_PASSPHRASE"  # noqa: S105 (the name of a variable, not a value)
 BACKEND_LABELS = {"keyring": "OS keyring", "file": "passphrase-protected file"}
 _MAX_PASSPHRASE_FILE = 64 << 10
+
+
+def name_arg(text: str) -> str:
+    """An identity or recipient name, checked as the key store checks it (usage error if not)."""
+    try:
+        return check_name(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"invalid name {text!r}: {exc}") from exc
 
 
 def key_store_path(session: Session) -> Path:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from pqselfenc.cli._keyring import key_store, read_secret
+from pqselfenc.cli._keyring import key_store, name_arg, read_secret
 from pqselfenc.cli._maps import is_sealed
 from pqselfenc.cli._output import (
     CliError,
@@ -41,7 +41,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "recipients' current key versions (after a rotation). The chunks are not touched.",
     )  # fmt: skip
     rewrap.add_argument("maps", nargs="+", metavar="MAP", type=Path)
-    rewrap.add_argument("--sign-as", metavar="NAME", help="sign with this local identity")
+    rewrap.add_argument(
+        "--sign-as", metavar="NAME", type=name_arg, help="sign with this local identity"
+    )
     rewrap.set_defaults(func=rewrap_maps)
 
 
@@ -53,7 +55,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     actions = keys.add_subparsers(dest="action", metavar="ACTION", required=True)
     gen = actions.add_parser("generate", parents=[common], help="create a new identity")
-    gen.add_argument("name", metavar="NAME")
+    gen.add_argument("name", metavar="NAME", type=name_arg)
     gen.add_argument("--suite", choices=SUITES, help="KEM suite (default x-wing)")
     gen.add_argument("--signature", choices=SIGNATURES, help="signature (default ml-dsa-65)")
     gen.set_defaults(func=generate)
@@ -62,7 +64,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     rotate = actions.add_parser(
         "rotate", parents=[common], help="new active version; the old one stays for decryption"
     )
-    rotate.add_argument("names", nargs="*", metavar="NAME")
+    rotate.add_argument("names", nargs="*", metavar="NAME", type=name_arg)
     rotate.add_argument(
         "--due",
         action="store_true",
@@ -72,7 +74,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     destroy = actions.add_parser(
         "destroy", parents=[common], help="crypto-shred one key version (irreversible)"
     )
-    destroy.add_argument("name", metavar="NAME")
+    destroy.add_argument("name", metavar="NAME", type=name_arg)
     destroy.add_argument("--version", type=int, required=True, metavar="N")
     destroy.add_argument(
         "--yes",
@@ -83,7 +85,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     export = actions.add_parser(
         "export", parents=[common], help="public key text, or a passphrase-protected secret export"
     )
-    export.add_argument("name", metavar="NAME")
+    export.add_argument("name", metavar="NAME", type=name_arg)
     export.add_argument(
         "--public", action="store_true", help="the public keys to give people who encrypt for you"
     )
@@ -97,7 +99,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     export.set_defaults(func=export_key)
     imp = actions.add_parser("import", parents=[common], help="add an exported identity")
     imp.add_argument("file", metavar="FILE", type=Path)
-    imp.add_argument("--name", metavar="NAME", help="import under another name")
+    imp.add_argument("--name", metavar="NAME", type=name_arg, help="import under another name")
     imp.add_argument(
         "--export-passphrase-file",
         metavar="FILE",
@@ -114,7 +116,7 @@ def _recipient_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     actions = rec.add_subparsers(dest="action", metavar="ACTION", required=True)
     add = actions.add_parser("add", parents=[common], help="add a recipient's public key")
-    add.add_argument("name", metavar="NAME")
+    add.add_argument("name", metavar="NAME", type=name_arg)
     add.add_argument(
         "key",
         metavar="KEYFILE|KEYTEXT",
@@ -125,7 +127,7 @@ def _recipient_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", parents=[common], help="list recipients")
     listing.set_defaults(func=list_recipients)
     remove = actions.add_parser("remove", parents=[common], help="forget a recipient")
-    remove.add_argument("name", metavar="NAME")
+    remove.add_argument("name", metavar="NAME", type=name_arg)
     remove.set_defaults(func=remove_recipient)
 
 
