@@ -38,7 +38,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "(FILE.map by default). With --to the map is sealed for the named recipients; "
         "without, it is an unsealed secret written with mode 0600.",
     )
-    enc.add_argument("files", nargs="+", metavar="FILE", type=Path)
+    enc.add_argument("files", nargs="+", metavar="FILE", type=Path, help="files to encrypt")
     _store_option(enc)
     enc.add_argument(
         "--to",
