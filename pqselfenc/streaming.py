@@ -89,6 +89,7 @@ class StreamEncryptor:
             kind = type(data).__name__
             raise TypeError(f"data must be bytes, bytearray or memoryview, not {kind}")
         async with self._lock:
+            self._core.check_open()
             if len(data) < self._core.room:
                 self._core.write(data)  # only a copy into the current chunk: no thread hop
             else:
@@ -97,6 +98,7 @@ class StreamEncryptor:
     async def finalize(self) -> DataMap:
         """Finish the last chunks and return the DataMap."""
         async with self._lock:
+            self._core.check_open()
             try:
                 self._map = await self._step(self._core.finish)
             finally:
@@ -107,7 +109,8 @@ class StreamEncryptor:
     async def abort(self) -> None:
         """Cancel everything in flight; the encryptor cannot be used afterwards."""
         async with self._lock:
-            await self._step(self._core.abort)
+            if self._core.state == "open":
+                await self._step(self._core.abort)
             self._feeder.shutdown(wait=False)
 
     async def __aenter__(self) -> StreamEncryptor:

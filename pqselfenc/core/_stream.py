@@ -69,12 +69,12 @@ class StreamEncryption:
         self._fill, self._pos = bytearray(self._size), 0
         self.total = 0
         self._fixed = False  # the layout is known to be fixed-size pieces
-        self._state = "open"
+        self.state = "open"
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``; blocks while the task window is full."""
         view = _view(data)
-        self._check_open()
+        self.check_open()
         with self._failing():
             while view:
                 n = min(len(view), self._size - self._pos)
@@ -85,7 +85,7 @@ class StreamEncryption:
     def write_from(self, readinto: Reader) -> int:
         """Read once via ``readinto`` straight into the chunk being filled; returns the count
         (0 at the end of the input)."""
-        self._check_open()
+        self.check_open()
         with self._failing():
             n = readinto(memoryview(self._fill)[self._pos :])
             if not isinstance(n, int) or not 0 <= n <= self._size - self._pos:
@@ -95,19 +95,19 @@ class StreamEncryption:
 
     def finish(self) -> DataMap:
         """Encrypt what is left, wait for every task and return the (shrunk) DataMap."""
-        self._check_open()
+        self.check_open()
         try:
             with self._failing():
                 data_map = self._finish()
         finally:
             self._pool.close()
-        self._state = "finished"
+        self.state = "finished"
         return data_map
 
     def abort(self) -> None:
         """Cancel the tasks in flight and drop the buffers; the stream cannot be used again."""
-        if self._state == "open":
-            self._state = "failed"
+        if self.state == "open":
+            self.state = "failed"
         self._job.abort()
         self._pool.close()
         self._pending, self._fill = [], bytearray()
@@ -158,9 +158,10 @@ class StreamEncryption:
             while self._pending:
                 self._job.add(memoryview(self._pending.pop(0)))
 
-    def _check_open(self) -> None:
-        if self._state != "open":
-            raise EncryptionError(f"this stream is {self._state}; start a new one")
+    def check_open(self) -> None:
+        """``EncryptionError`` unless the stream still takes writes."""
+        if self.state != "open":
+            raise EncryptionError(f"this stream is {self.state}; start a new one")
 
     @contextlib.contextmanager
     def _failing(self) -> Iterator[None]:
