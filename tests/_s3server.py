@@ -244,11 +244,11 @@ class _Shared:
     server: S3Server | None = None
 
 
-def _acquire(root: Path) -> S3Server:
+def _acquire(factory: pytest.TempPathFactory) -> S3Server:
     with _Shared.lock:
         if _Shared.server is None:
             stack = contextlib.ExitStack()
-            _Shared.server = stack.enter_context(running_weed(root))
+            _Shared.server = stack.enter_context(running_weed(factory.mktemp("weed")))
             _Shared.stack = stack
         _Shared.users += 1
         return _Shared.server
@@ -276,7 +276,7 @@ def require_weed() -> None:
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
     """A running SeaweedFS S3 server with bucket ``chunks``, for the whole session."""
     require_weed()
-    server = _acquire(tmp_path_factory.mktemp("weed"))
+    server = _acquire(tmp_path_factory)
     try:
         yield server
     finally:
