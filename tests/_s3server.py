@@ -156,6 +156,7 @@ class WeedServer:
         return [str(weed_binary()), "mini", *(f"-{k}={v}" for k, v in flags.items())]
 
     def start(self) -> S3Server:
+        self.root.mkdir(parents=True, exist_ok=True)
         access, secret = "PQS" + secrets.token_hex(8).upper(), secrets.token_urlsafe(30)
         ports = dict(zip(PORT_FLAGS, free_ports(len(PORT_FLAGS)), strict=True))
         command = self._command(ports, self._write_identities(access, secret))
