@@ -42,6 +42,7 @@ class WorkerPool:
 
     @property
     def executor(self) -> Executor:
+        """The pool's executor; ``EncryptionError`` once the pool is closed."""
         with self._lock:
             if self._executor is None:
                 raise EncryptionError("this WorkerPool is closed")

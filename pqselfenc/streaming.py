@@ -155,6 +155,7 @@ class StreamDecryptor:
         clock: Callable[[], float] = time.monotonic,
         executor: Executor | None = None,
     ) -> StreamDecryptor:
+        """A decryptor of ``data_map`` from ``chunk_store`` (a store or the chunk list)."""
         if not isinstance(data_map, DataMap):
             raise TypeError("data_map must be a DataMap")
         memory = memory if memory is not None else MemoryConfig()

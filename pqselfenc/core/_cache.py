@@ -58,6 +58,7 @@ class CachingChunkStore(ChunkStore):
 
     @property
     def cached_bytes(self) -> int:
+        """Bytes of chunk content held in the cache now."""
         with self._lock:
             return self._bytes
 
@@ -89,6 +90,7 @@ class CachingChunkStore(ChunkStore):
         return iter(self.inner)
 
     def clear(self) -> None:
+        """Drop every cached chunk (the inner store is untouched)."""
         with self._lock:
             self._entries.clear()
             self._bytes = 0
