@@ -197,3 +197,57 @@ def test_a_tampered_last_line_blocks_appends(open_store: StoreFactory) -> None:
     with pytest.raises(AuditError, match="malformed"):
         ks.rotate("alice")
     assert ks.identity("alice").latest == 1
+
+
+# -- strict JSON: what an insider can write into the log fails with our errors -----------------
+
+STRICT_REFUSED = {
+    "duplicate-key": b'{"seq": 1, "seq": 2}',
+    "infinity": b'{"seq": Infinity}',
+    "deep-in-a-field": b'{"detail": ' + b"[" * 40 + b"]" * 40 + b"}",
+    "not-an-object": b"[1, 2, 3]",
+    "utf-16": '{"seq": 1}'.encode("utf-16"),
+}
+
+
+@pytest.mark.parametrize("raw", STRICT_REFUSED.values(), ids=STRICT_REFUSED.keys())
+def test_lines_that_are_not_strict_json_objects_are_malformed(
+    open_store: StoreFactory, raw: bytes
+) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    with ks.audit.path.open("ab") as fh:
+        fh.write(raw + b"\n")
+    report = ks.audit.verify()
+    assert not report.ok and report.kind == "malformed"
+    with pytest.raises(AuditError, match=f"audit line {report.line} does not parse"):
+        list(ks.audit.events())
+    with pytest.raises(AuditError, match="malformed"):
+        ks.generate("bob")  # fail closed: nothing is chained onto it
+    with pytest.raises(AuditError, match="malformed"):
+        ks.close()  # the closing checkpoint reads the last line too
+
+
+def test_a_duplicate_key_cannot_hide_a_field_from_verify(open_store: StoreFactory) -> None:
+    """Two readers of ``{"name": "alice", ..., "name": "mallory"}`` could disagree on the name;
+    the line is refused whole, even when its hash matches one reading of it."""
+    ks = open_store()
+    ks.generate("alice")
+    lines = ks.audit.path.read_bytes().splitlines(keepends=True)
+    last = lines[-1].rstrip(b"\n")
+    assert b'"name":"alice"' in last
+    lines[-1] = last[:-1] + b',"name":"alice"}\n'  # same value twice: the hash still matches
+    ks.audit.path.write_bytes(b"".join(lines))
+    report = ks.audit.verify()
+    assert (report.kind, report.line) == ("malformed", len(lines))
+
+
+def test_an_overlong_line_stops_events(open_store: StoreFactory) -> None:
+    ks = open_store()
+    ks.generate("alice")
+    with ks.audit.path.open("ab") as fh:
+        fh.write(b'{"detail": "' + b"x" * (1 << 20) + b'"}\n')
+    events = ks.audit.events()
+    assert [e["action"] for e in (next(events), next(events))] == ["store-create", "generate"]
+    with pytest.raises(AuditError, match="longer than 1 MiB"):
+        list(events)

@@ -353,6 +353,23 @@ def test_audit_show_and_verify(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert json.loads(broken.out)["ok"] is False
 
 
+def test_audit_show_on_a_line_that_does_not_parse(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    ok(capsys, "keys", "rotate", "alice")
+    log = tmp_path / "alice" / "keys" / "audit.jsonl"
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[1] = b"[" * 50_000 + b"]" * 50_000 + b"\n"  # RecursionError for a plain json.loads
+    log.write_bytes(b"".join(lines))
+    shown = run(capsys, "audit", "show")
+    assert shown.error_line() == "audit line 2 does not parse"
+    assert "pqselfenc audit verify" in shown.err
+    verified = run(capsys, "audit", "verify", "--json")
+    assert json.loads(verified.out)["problem"] == "malformed"
+    assert json.loads(verified.out)["line"] == 2
+
+
 def test_private_dedup_needs_the_domain_secret(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

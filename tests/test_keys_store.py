@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import stat
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -327,6 +328,42 @@ def test_metadata_parser_is_strict(open_store: StoreFactory) -> None:
     path.write_text("{not json")
     with pytest.raises(InvalidDataError):
         KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+
+
+@pytest.mark.parametrize(
+    "edit",
+    [
+        lambda text: text.replace('"backend"', '"backend": "keyring", "backend"', 1),
+        lambda text: text.replace('"version": 1', '"version": NaN', 1),
+        lambda text: text.replace(
+            '"recipients": {}', '"recipients": {}, "x": ' + "[" * 20 + "]" * 20
+        ),
+        lambda text: text.encode("utf-16").decode("latin-1"),
+    ],
+    ids=["duplicate-key", "nan", "nested-too-deep", "utf-16"],
+)
+def test_metadata_is_strict_json(open_store: StoreFactory, edit: Callable[[str], str]) -> None:
+    """Duplicate keys (two readers could pick different backends), NaN, absurd nesting and
+    non-UTF-8 encodings are all refused, even where the field itself would be ignored."""
+    ks = open_store()
+    path = ks.directory / "keystore.json"
+    text = path.read_text()
+    assert edit(text) != text
+    path.write_bytes(edit(text).encode("latin-1"))
+    with pytest.raises(InvalidDataError, match="keystore metadata"):
+        KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+
+
+def test_an_identity_export_is_strict_json(open_store: StoreFactory) -> None:
+    """The export's JSON is authenticated by its passphrase, and still parsed strictly."""
+    from pqselfenc.core import _primitives as P
+    from pqselfenc.keys._vault import passphrase_encrypt
+
+    ks = open_store()
+    for plain in (b"[" * 100_000 + b"]" * 100_000, b'{"format": NaN}', b"\xff"):
+        blob = passphrase_encrypt(P.EXPORT_MAGIC, P.EXPORT_LABEL, plain, PASSPHRASE)
+        with pytest.raises(InvalidDataError, match="identity export"):
+            ks.import_identity(blob, PASSPHRASE)
 
 
 def test_secrets_never_in_repr(open_store: StoreFactory) -> None:

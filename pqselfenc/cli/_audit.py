@@ -9,6 +9,7 @@ from typing import Any
 from pqselfenc.cli._keyring import key_store
 from pqselfenc.cli._output import CliError
 from pqselfenc.cli._session import Session
+from pqselfenc.error import AuditError
 
 __all__ = ["add_parsers"]
 
@@ -35,9 +36,8 @@ def _events(session: Session, last: int | None) -> list[dict[str, Any]]:
     events = key_store(session).audit.events()
     try:
         return list(deque(events, maxlen=last))
-    except ValueError as exc:  # a line that is not JSON: only verify can say more
-        raise CliError("the audit log has a line that does not parse",
-                       hint="run 'pqselfenc audit verify' to find it") from exc  # fmt: skip
+    except AuditError as exc:  # a line that does not parse: verify says more
+        raise CliError(str(exc), hint="run 'pqselfenc audit verify' to find out why") from exc
 
 
 def _line(event: dict[str, Any]) -> str:

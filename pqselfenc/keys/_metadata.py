@@ -17,6 +17,7 @@ from typing import Any
 
 from pqselfenc.error import InvalidDataError, KeyNotFound
 from pqselfenc.keys._fsutil import atomic_write
+from pqselfenc.keys._json import loads
 
 __all__ = [
     "FORMAT",
@@ -274,11 +275,7 @@ def _parse_recipient(name: str, obj: object) -> RecipientEntry:
 
 
 def from_json(data: bytes) -> Metadata:
-    try:
-        doc = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidDataError("keystore metadata is not valid JSON") from exc
-    r = _Reader(doc, "top level")
+    r = _Reader(loads(data, InvalidDataError, "keystore metadata"), "top level")
     if r.get("format", str) != FORMAT or r.get("version", int) != _VERSION:
         raise InvalidDataError("not pqselfenc keystore metadata of a known version")
     created = r.time("created")

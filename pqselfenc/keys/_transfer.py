@@ -18,6 +18,7 @@ from pqselfenc.core import _primitives as P
 from pqselfenc.error import Error, InvalidDataError, KeyStoreError
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._entropy import check_passphrase
+from pqselfenc.keys._json import loads
 from pqselfenc.keys._material import KeyPair, decode_pair, encode_pair
 from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion
 from pqselfenc.keys._vault import passphrase_decrypt, passphrase_encrypt
@@ -50,8 +51,8 @@ def export_identity(store: KeyStore, name: str, passphrase: str) -> bytes:
 
 
 def _parse(plain: bytes) -> dict[str, Any]:
+    doc = loads(plain, InvalidDataError, "the identity export")
     try:
-        doc = json.loads(plain)
         ok = doc["format"] == _FORMAT and doc["version"] == 1 and isinstance(doc["versions"], list)
     except (ValueError, KeyError, TypeError) as exc:
         raise InvalidDataError("the identity export does not parse") from exc

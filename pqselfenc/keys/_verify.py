@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from pqselfenc.core import _primitives as P
-from pqselfenc.error import SignatureError
+from pqselfenc.error import InvalidDataError, SignatureError
+from pqselfenc.keys._json import loads
 
 if TYPE_CHECKING:
     from pqselfenc.keys.audit import AuditLog, Verifier
@@ -56,9 +56,9 @@ class _Walk:
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
-        obj = json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise _Broken("malformed", "the line is not JSON") from exc
+        obj = loads(raw, InvalidDataError, "the line")
+    except InvalidDataError as exc:
+        raise _Broken("malformed", str(exc)) from exc
     if not isinstance(obj, dict):
         raise _Broken("malformed", "the line is not a JSON object")
     keys = _CHECKPOINT_KEYS if obj.get("action") == "checkpoint" else _EVENT_KEYS

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from pqselfenc.core import _primitives as P
-from pqselfenc.error import AuditError, Error
+from pqselfenc.error import AuditError, Error, InvalidDataError
 from pqselfenc.keys._fsutil import atomic_write, fsync_dir
+from pqselfenc.keys._json import loads
 from pqselfenc.keys._metadata import fmt_time
 
 __all__ = ["AuditLog", "AuditReport"]
@@ -36,6 +37,7 @@ _EVENT_KEYS = frozenset({"seq", "time", *_FIELDS, "envelope_id", "detail", "prev
 _CHECKPOINT_KEYS = _EVENT_KEYS | {"signer", "signature"}
 _TAIL_READ = 64 * 1024
 _MAX_LINE = 1 << 20
+_MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
 
 
 class Signer(Protocol):
@@ -66,6 +68,17 @@ class AuditReport:
         if self.ok:
             return f"audit log ok: {self.events} lines, checkpoint at seq {self.checkpoint_seq}"
         return f"audit log broken ({self.kind}) at line {self.line}, seq {self.seq}: {self.detail}"
+
+
+def parse_line(raw: bytes, message: str) -> dict[str, Any]:
+    """One audit line as a JSON object (strict JSON); ``AuditError(message)`` if it is not."""
+    try:
+        obj = loads(raw, InvalidDataError, "the audit line")
+    except InvalidDataError as exc:
+        raise AuditError(message) from exc
+    if not isinstance(obj, dict):
+        raise AuditError(message)
+    return obj
 
 
 def canonical(obj: dict[str, Any]) -> bytes:
@@ -134,8 +147,8 @@ class AuditLog:
 
     def checkpoint_if_needed(self) -> int | None:
         """A checkpoint unless the last line already is one (or the log is empty)."""
-        last = self._last_line()
-        if last is None or json.loads(last).get("action") == "checkpoint":
+        last = self._last_event()
+        if last is None or last["action"] == "checkpoint":
             return None
         return self.checkpoint()
 
@@ -173,14 +186,28 @@ class AuditLog:
 
     def _head(self) -> tuple[int, bytes]:
         """(seq, hash) of the last line, or (0, genesis); a broken tail refuses appends."""
-        last = self._last_line()
+        last = self._last_event()
         if last is None:
             return 0, P.AUDIT_GENESIS
         try:
-            obj = json.loads(last)
-            return int(obj["seq"]), bytes.fromhex(obj["hash"])
-        except (ValueError, KeyError, TypeError) as exc:
-            raise AuditError("the last audit line is malformed; run audit.verify()") from exc
+            digest = bytes.fromhex(last["hash"])
+        except ValueError as exc:
+            raise AuditError(_MALFORMED_LAST) from exc
+        if len(digest) != len(P.AUDIT_GENESIS):
+            raise AuditError(_MALFORMED_LAST)
+        return last["seq"], digest
+
+    def _last_event(self) -> dict[str, Any] | None:
+        """The last line parsed, or None for an empty log; ``AuditError`` if it is malformed."""
+        last = self._last_line()
+        if last is None:
+            return None
+        obj = parse_line(last, _MALFORMED_LAST)
+        if type(obj.get("seq")) is not int or not all(
+            isinstance(obj.get(k), str) for k in ("hash", "action")
+        ):
+            raise AuditError(_MALFORMED_LAST)
+        return obj
 
     def _last_line(self) -> bytes | None:
         try:
@@ -225,13 +252,20 @@ class AuditLog:
     # -- reading ---------------------------------------------------------------------------
 
     def events(self) -> Iterator[dict[str, Any]]:
-        """Every parsed line (no verification; use ``verify`` for that)."""
+        """Every line parsed, oldest first, without verification (``verify`` checks them).
+
+        ``AuditError`` for a line that is not a strict JSON object (or longer than 1 MiB):
+        reading stops there, and ``verify`` says exactly what is wrong.
+        """
         try:
-            with self.path.open("rb") as fh:
-                for raw in fh:
-                    yield json.loads(raw)
+            fh = self.path.open("rb")
         except FileNotFoundError:
             return
+        with fh:
+            for number, raw in enumerate(iter(lambda: fh.readline(_MAX_LINE + 1), b""), 1):
+                if len(raw) > _MAX_LINE:
+                    raise AuditError(f"audit line {number} is longer than 1 MiB")
+                yield parse_line(raw, f"audit line {number} does not parse")
 
     def verify(self, trusted_key: Verifier | None = None) -> AuditReport:
         """Check every link, every checkpoint signature, and truncation against the last one."""
