@@ -421,3 +421,22 @@ def test_gc_refuses_an_unreadable_map(capsys: pytest.CaptureFixture[str], tmp_pa
     result = run(capsys, "store", "gc", "in.bin.map", "junk.map", "--store", "chunks", "--delete")
     assert "junk.map is not a pqselfenc map" in result.error_line()
     assert len(list(DirectoryChunkStore(tmp_path / "chunks"))) == 4
+
+
+def test_the_cli_uses_only_the_public_api_of_keys_and_kem() -> None:
+    """The CLI is a thin layer: it reaches the key store and the envelope through their public
+    names (e.g. ``KeyStore.backend_of``), never their private modules."""
+    import ast
+
+    import pqselfenc.cli
+
+    private = []
+    for path in Path(pqselfenc.cli.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module, *(f"{node.module}.{a.name}" for a in node.names)]
+            for name in names:
+                if name.startswith(("pqselfenc.keys._", "pqselfenc.kem._")):
+                    private.append(f"{path.name}: {name}")
+    assert private == []

@@ -94,6 +94,7 @@ def test_secret_service_round_trip() -> None:
 def test_key_store_on_the_secret_service(tmp_path: Path, clock: FakeClock) -> None:
     ks = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
     assert not (tmp_path / "ks" / "secrets").exists()  # nothing secret on disk
+    assert KeyStore.backend_of(tmp_path / "ks") == "keyring"
     ks.generate("alice")
     data_map = small_map()
     sealed = ks.seal(data_map, to=["alice"], sign_as="alice")

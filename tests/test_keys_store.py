@@ -379,6 +379,27 @@ def test_secrets_never_in_repr(open_store: StoreFactory) -> None:
         assert seed_hex[:16] not in text and ks._secret.root.hex()[:16] not in text
 
 
+def test_backend_of_reads_only_the_metadata(open_store: StoreFactory, tmp_path: Path) -> None:
+    ks = open_store()
+    assert KeyStore.backend_of(ks.directory) == "file"
+    assert KeyStore.backend_of(str(ks.directory)) == "file"
+    with pytest.raises(KeyNotFound, match="no key store"):
+        KeyStore.backend_of(tmp_path / "nowhere")
+    assert not (tmp_path / "nowhere").exists()  # nothing is created
+    audit_before = ks.audit.path.read_bytes()
+    (ks.directory / "vault.key").rename(ks.directory / "vault.key.away")  # no secret needed
+    assert KeyStore.backend_of(ks.directory) == "file"
+    assert ks.audit.path.read_bytes() == audit_before  # and nothing is recorded
+    path = ks.directory / "keystore.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "backend": "plaintext"}))
+    with pytest.raises(InvalidDataError, match="backend"):
+        KeyStore.backend_of(ks.directory)
+    path.write_text("[" * 10_000)
+    with pytest.raises(InvalidDataError):
+        KeyStore.backend_of(ks.directory)
+
+
 def test_backend_mismatch_and_bad_arguments(open_store: StoreFactory, tmp_path: Path) -> None:
     ks = open_store()
     with pytest.raises(KeyStoreError, match="file backend"):

@@ -21,7 +21,6 @@ from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError, KeyNotFound, KeyringUnavailable
 from pqselfenc.keys import KeyStore
-from pqselfenc.keys._metadata import read_metadata
 from pqselfenc.keys.config import check_name
 
 __all__ = [
@@ -63,26 +62,29 @@ def key_store(session: Session, *, create: bool = False) -> KeyStore:
         assert isinstance(opened, KeyStore)
         return opened
     path = key_store_path(session)
-    if not create and not (path / "keystore.json").exists():
+    existing = _existing_backend(path)
+    if not create and existing is None:
         raise CliError(
             f"no key store in {path}",
             hint="create one with 'pqselfenc keys generate NAME' (or pass --home)",
         )
-    kind = _choose_backend(session, path)
-    store = _open(session, path, kind)
+    kind = _choose_backend(session, path, existing)
+    store = _open(session, path, kind, creating=existing is None)
     session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
     session.keep("keys", store, store.close)
     return store
 
 
 def _existing_backend(path: Path) -> str | None:
-    meta = path / "keystore.json"
-    return read_metadata(meta).backend if meta.exists() else None
+    """The backend of the store at ``path``, or None when there is none yet."""
+    try:
+        return KeyStore.backend_of(path)
+    except KeyNotFound:
+        return None
 
 
-def _choose_backend(session: Session, path: Path) -> str:
+def _choose_backend(session: Session, path: Path, existing: str | None) -> str:
     wanted = session.option("backend") or "auto"
-    existing = _existing_backend(path)
     if existing is not None:
         if wanted not in ("auto", existing):
             raise CliError(
@@ -127,10 +129,9 @@ def _probe_keyring() -> None:
     KeyringBackend("probe", _user_keyring())
 
 
-def _open(session: Session, path: Path, kind: str) -> KeyStore:
+def _open(session: Session, path: Path, kind: str, *, creating: bool) -> KeyStore:
     passphrase = None
     if kind == "file":
-        creating = not (path / "keystore.json").exists()
         passphrase = read_secret(session, "passphrase_file", PASSPHRASE_ENV,
                                  f"passphrase for {path}", confirm=creating)  # fmt: skip
     keyring = _user_keyring() if kind == "keyring" else None

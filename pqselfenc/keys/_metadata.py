@@ -20,6 +20,7 @@ from pqselfenc.keys._fsutil import atomic_write
 from pqselfenc.keys._json import loads
 
 __all__ = [
+    "BACKENDS",
     "FORMAT",
     "Identity",
     "KeyState",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 FORMAT = "pqselfenc-keystore"
+BACKENDS = ("file", "keyring")
 _VERSION = 1
 _MAX_BYTES = 64 << 20  # refuse absurd metadata files before parsing them
 
@@ -280,9 +282,12 @@ def from_json(data: bytes) -> Metadata:
         raise InvalidDataError("not pqselfenc keystore metadata of a known version")
     created = r.time("created")
     assert created is not None
+    backend = r.get("backend", str)
+    if backend not in BACKENDS:
+        raise InvalidDataError("keystore metadata: backend is neither 'file' nor 'keyring'")
     return Metadata(
         store_id=r.get("store_id", str),
-        backend=r.get("backend", str),
+        backend=backend,
         created=created,
         audit_key=r.get("audit_key", str),
         identities={n: _parse_identity(n, o) for n, o in r.get("identities", dict).items()},

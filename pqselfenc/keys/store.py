@@ -146,6 +146,20 @@ class KeyStore:
         return open_store(cls, Path(path), config, backend, passphrase,
                           clock or _utc_now, actor or _default_actor(), keyring)  # fmt: skip
 
+    @staticmethod
+    def backend_of(path: str | os.PathLike[str]) -> str:
+        """``"file"`` or ``"keyring"``: the backend the store at ``path`` was created with.
+
+        Reads only the (non-secret) metadata: no passphrase, no keyring access, no audit event.
+        ``KeyNotFound`` if there is no store at ``path``, ``InvalidDataError`` if its metadata
+        does not parse. Open the store with this backend: it never changes.
+        """
+        meta_path = Path(path) / "keystore.json"
+        try:
+            return M.read_metadata(meta_path).backend
+        except FileNotFoundError:
+            raise KeyNotFound(f"no key store in {Path(path)}") from None
+
     # -- metadata --------------------------------------------------------------------------
 
     @contextmanager
