@@ -165,7 +165,7 @@ def test_locked_keyring(
     monkeypatch.setattr(Keyring, "get_password", locked)
     result = run(capsys, "keys", "list")
     assert result.error_line() == "the OS keyring is locked"
-    assert "pqselfenc: hint: unlock it" in result.err
+    assert "pqselfenc: hint: unlock the OS keyring" in result.err
 
 
 def test_wrong_passphrase(

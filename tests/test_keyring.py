@@ -136,17 +136,36 @@ def test_keyring_entry_tampering_is_caught(tmp_path: Path, clock: FakeClock) -> 
 
 @needs_secret_service
 def test_keyring_exceptions_are_translated(monkeypatch: pytest.MonkeyPatch) -> None:
+    import keyring.errors
     import secretstorage.exceptions
 
     backend = KeyringBackend(os.urandom(16).hex())
+    secret = b"\x01" * 32
+    raised: list[Exception] = []
 
-    def locked(*args: object) -> None:
-        raise secretstorage.exceptions.LockedException("collection is locked")
+    def failing(*args: object) -> None:
+        raise raised[-1]
 
-    monkeypatch.setattr(backend._kr, "get_password", locked)
-    monkeypatch.setattr(backend._kr, "set_password", locked)
-    with pytest.raises(KeyStoreError, match="read failed: LockedException") as info:
+    monkeypatch.setattr(backend._kr, "get_password", failing)
+    monkeypatch.setattr(backend._kr, "set_password", failing)
+    locked = [
+        keyring.errors.KeyringLocked("Failed to unlock the collection!"),  # prompt dismissed
+        secretstorage.exceptions.LockedException("collection is locked"),  # locked mid-call
+    ]
+    for exc in locked:
+        raised.append(exc)
+        with pytest.raises(KeyringUnavailable) as info:
+            backend.get("alice", 1)
+        assert str(info.value) == "the OS keyring is locked"
+        assert info.value.__cause__ is exc
+        with pytest.raises(KeyringUnavailable, match=r"^the OS keyring is locked$"):
+            backend.put("alice", 1, secret)
+    raised.append(keyring.errors.InitError("Failed to create the collection: Prompt dismissed."))
+    with pytest.raises(KeyringUnavailable, match="no usable collection"):
         backend.get("alice", 1)
-    assert isinstance(info.value.__cause__, secretstorage.exceptions.LockedException)
-    with pytest.raises(KeyStoreError, match="write failed"):
-        backend.put("alice", 1, b"\x01" * 32)
+    raised.append(secretstorage.exceptions.ItemNotFoundException("gone"))
+    with pytest.raises(KeyStoreError, match="read failed: ItemNotFoundException") as other:
+        backend.get("alice", 1)
+    assert not isinstance(other.value, KeyringUnavailable)
+    with pytest.raises(KeyStoreError, match="write failed: ItemNotFoundException"):
+        backend.put("alice", 1, secret)

@@ -10,7 +10,8 @@ __all__ = ["describe"]
 _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (
         err.KeyringUnavailable,
-        "unlock the OS keyring, or use the passphrase-protected file store: --backend file",
+        "unlock the OS keyring (log in to the desktop session, or unlock the login keyring) "
+        "and retry; a new key store can use a passphrase-protected file: --backend file",
     ),
     (
         err.KeyDestroyedError,
@@ -42,10 +43,6 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
-_LOCKED = (
-    "the OS keyring is locked",
-    "unlock it (log in to the desktop session, or unlock the login keyring), then retry",
-)
 _UNLOCK_HINT = "check $PQSELFENC_PASSPHRASE or --passphrase-file (or the export passphrase)"
 
 
@@ -53,24 +50,10 @@ def describe(exc: BaseException) -> tuple[str, str | None]:
     """``(message, hint)`` for a library error or an ``OSError``."""
     if isinstance(exc, OSError):
         return _os_message(exc), None
-    if isinstance(exc, err.KeyStoreError) and _keyring_locked(exc):
-        return _LOCKED
     message = str(exc) or type(exc).__name__
     if isinstance(exc, err.KeyStoreError) and "wrong passphrase" in message:
         return message, _UNLOCK_HINT
     return message, next((h for cls, h in _HINTS if isinstance(exc, cls)), None)
-
-
-def _keyring_locked(exc: BaseException) -> bool:
-    """Whether the keyring library said "locked" somewhere under ``exc``."""
-    from keyring.errors import KeyringLocked
-
-    cause = exc.__cause__
-    while cause is not None:
-        if isinstance(cause, KeyringLocked):
-            return True
-        cause = cause.__cause__
-    return False
 
 
 def _os_message(exc: OSError) -> str:

@@ -27,11 +27,36 @@ SECURE_BACKENDS = {
 }
 
 T = TypeVar("T")
+LOCKED = "the OS keyring is locked"
 
 
 def _is_secure(backend: object) -> bool:
     cls = type(backend)
     return (cls.__module__, cls.__qualname__) in SECURE_BACKENDS.values()
+
+
+def _locked_classes() -> tuple[type[Exception], ...]:
+    """keyring's "locked", and secretstorage's (raised when a collection locks mid-call)."""
+    from keyring.errors import KeyringLocked
+
+    try:
+        from secretstorage.exceptions import LockedException
+    except ImportError:  # not Linux: no Secret Service
+        return (KeyringLocked,)
+    return (KeyringLocked, LockedException)
+
+
+def _translate(exc: Exception, what: str) -> KeyStoreError:
+    """Our error for what the keyring library raised: ``KeyringUnavailable`` when the keyring
+    is locked (the user dismissed, or nobody can answer, the unlock prompt) or its collection
+    cannot be opened; else ``KeyStoreError``. Only class names go into messages."""
+    from keyring.errors import InitError
+
+    if isinstance(exc, _locked_classes()):
+        return KeyringUnavailable(LOCKED)
+    if isinstance(exc, InitError):
+        return KeyringUnavailable("the OS keyring has no usable collection (InitError)")
+    return KeyStoreError(f"OS keyring {what} failed: {type(exc).__name__}")
 
 
 def native_keyring(platform: str = sys.platform) -> Any:
@@ -75,7 +100,7 @@ class KeyringBackend:
         except Error:
             raise
         except Exception as exc:  # keyring, secretstorage and jeepney raise many types
-            raise KeyStoreError(f"OS keyring {what} failed: {type(exc).__name__}") from exc
+            raise _translate(exc, what) from exc
 
     def put(self, name: str, version: int, secret: bytes) -> None:
         text = base64.b64encode(secret).decode("ascii")
