@@ -86,11 +86,13 @@ class CryptographyBackend:
     }
 
     def public_key(self, algorithm: str, seed: bytes) -> bytes:
+        """The encapsulation key of a 64-byte ``d || z`` seed (FIPS 203 KeyGen_internal)."""
         _check(algorithm, seed)
         key = self._PRIVATE[algorithm].from_seed_bytes(seed)
         return bytes(key.public_key().public_bytes_raw())
 
     def encapsulate(self, algorithm: str, public_key: bytes) -> tuple[bytes, bytes]:
+        """(ciphertext, shared secret) for ``public_key``; ``InvalidDataError`` if it is no key."""
         _check(algorithm)
         try:
             key = self._PUBLIC[algorithm].from_public_bytes(public_key)
@@ -100,6 +102,9 @@ class CryptographyBackend:
         return bytes(ciphertext), bytes(secret)
 
     def decapsulate(self, algorithm: str, seed: bytes, ciphertext: bytes) -> bytes:
+        """The shared secret of ``ciphertext`` under the key of ``seed`` (implicit rejection: a
+        tampered ciphertext gives a pseudo-random secret, not an error); ``InvalidDataError``
+        for a ciphertext of the wrong length."""
         _check(algorithm, seed)
         key = self._PRIVATE[algorithm].from_seed_bytes(seed)
         try:
@@ -120,10 +125,12 @@ class LiboqsProbe:
 
     @property
     def available(self) -> bool:
+        """True when both the liboqs shared library and liboqs-python were found."""
         return self.library is not None and self.module
 
     @property
     def reason(self) -> str:
+        """One line for people: what was found, or what is missing and how to install it."""
         if self.available:
             return f"liboqs found ({self.library})"
         if self.library is None:
@@ -178,11 +185,14 @@ class OqsBackend:
             raise EncryptionError(f"liboqs does not provide {algorithm}") from exc
 
     def public_key(self, algorithm: str, seed: bytes) -> bytes:
+        """The encapsulation key of a 64-byte ``d || z`` seed, via liboqs' seeded key generation."""
         _check(algorithm, seed)
         with self._kem(algorithm) as kem:
             return bytes(_call(kem.generate_keypair_seed, seed))
 
     def encapsulate(self, algorithm: str, public_key: bytes) -> tuple[bytes, bytes]:
+        """(ciphertext, shared secret) for ``public_key``; ``InvalidDataError`` for a key of the
+        wrong length."""
         _check(algorithm)
         with self._kem(algorithm) as kem:
             if len(public_key) != kem.details["length_public_key"]:
@@ -191,6 +201,8 @@ class OqsBackend:
         return bytes(ciphertext), bytes(secret)
 
     def decapsulate(self, algorithm: str, seed: bytes, ciphertext: bytes) -> bytes:
+        """The shared secret of ``ciphertext`` under the key of ``seed`` (implicit rejection, as
+        FIPS 203); ``InvalidDataError`` for a ciphertext of the wrong length."""
         _check(algorithm, seed)
         with self._kem(algorithm) as kem:
             if len(ciphertext) != kem.details["length_ciphertext"]:

@@ -51,6 +51,7 @@ class EnvelopeInfo:
 
     @property
     def signer_key_id(self) -> bytes | None:
+        """The claimed signer's verifying key id (a claim only), or None when unsigned."""
         return None if self.signer is None else self.signer.key_id
 
     def __repr__(self) -> str:

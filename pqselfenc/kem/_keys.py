@@ -47,9 +47,13 @@ class Recipient(Protocol):
     """Wraps a DMK for one reader. ``suite`` names the HPKE suite of its stanzas."""
 
     @property
-    def suite(self) -> str: ...
+    def suite(self) -> str:
+        """The suite name (``"x-wing"``, ``"ml-kem-1024"``, ``"ml-kem-768"``) of its stanzas."""
+        ...
 
-    def wrap(self, dmk: bytes, envelope_id: bytes) -> Stanza: ...
+    def wrap(self, dmk: bytes, envelope_id: bytes) -> Stanza:
+        """A stanza that gives ``dmk`` to this reader only, bound to ``envelope_id``."""
+        ...
 
 
 @runtime_checkable
@@ -57,9 +61,14 @@ class Identity(Protocol):
     """Unwraps a stanza addressed to it; returns ``None`` for any stanza it cannot open."""
 
     @property
-    def suite(self) -> str: ...
+    def suite(self) -> str:
+        """The suite name of the stanzas this identity can open."""
+        ...
 
-    def unwrap(self, stanza: Stanza, envelope_id: bytes) -> bytes | None: ...
+    def unwrap(self, stanza: Stanza, envelope_id: bytes) -> bytes | None:
+        """The DMK if ``stanza`` is for this identity and opens under ``envelope_id``; else
+        ``None`` (never an exception, so callers cannot tell "not mine" from "tampered")."""
+        ...
 
 
 @dataclass(frozen=True, repr=False)
@@ -88,14 +97,18 @@ class PublicKey:
         return cls.from_bytes(name, raw)
 
     def to_bytes(self) -> bytes:
+        """The raw public key bytes (ML-KEM encapsulation key, then X25519 for x-wing)."""
         return self._raw
 
     @property
     def key_id(self) -> bytes:
+        """16-byte id that stanzas carry: SHA3-256(``KEY_ID_LABEL`` || suite id || key bytes),
+        truncated. Public, stable, and the same for every envelope sealed to this key."""
         return P.key_id(P.KEY_ID_LABEL, _suites.SUITES[self.suite].id, self._raw)
 
     @property
     def fingerprint(self) -> str:
+        """Short form of ``key_id`` (``xxxxxxxx-xxxxxxxx``) for people to compare out of band."""
         return fingerprint(self.key_id)
 
     def wrap(self, dmk: bytes, envelope_id: bytes) -> Stanza:
@@ -145,14 +158,17 @@ class PrivateKey:
         return self._seed
 
     def recipient(self) -> PublicKey:
+        """The public key that seals to this identity (give its ``str()`` to senders)."""
         return self._public
 
     @property
     def key_id(self) -> bytes:
+        """The ``key_id`` of this identity's public key: stanzas addressed to it carry it."""
         return self._public.key_id
 
     @property
     def fingerprint(self) -> str:
+        """The ``fingerprint`` of this identity's public key."""
         return self._public.fingerprint
 
     def unwrap(self, stanza: Stanza, envelope_id: bytes) -> bytes | None:

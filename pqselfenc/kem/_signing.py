@@ -85,18 +85,23 @@ class VerifyingKey:
         return cls.from_bytes(name, raw)
 
     def to_bytes(self) -> bytes:
+        """The raw FIPS 204 verifying key bytes."""
         return self._raw
 
     @property
     def algorithm_id(self) -> int:
+        """The one-byte id of the signature algorithm as the envelope encodes it."""
         return P.SIG_IDS[self.algorithm]
 
     @property
     def key_id(self) -> bytes:
+        """16-byte id: SHA3-256(``VERIFYING_KEY_ID_LABEL`` || algorithm id || key bytes), truncated;
+        the audit log names checkpoint signers by it."""
         return P.key_id(P.VERIFYING_KEY_ID_LABEL, self.algorithm_id, self._raw)
 
     @property
     def fingerprint(self) -> str:
+        """Short form of ``key_id`` for people (``xxxxxxxx-xxxxxxxx``)."""
         return fingerprint(self.key_id)
 
     def verify(self, signature: bytes, message: bytes, context: bytes) -> None:
@@ -143,15 +148,18 @@ class SigningKey:
         return self._seed
 
     def verifying_key(self) -> VerifyingKey:
+        """The public half: give its ``str()`` to the people who check your signatures."""
         public = self._key.public_key()
         return VerifyingKey(self.algorithm, public.public_bytes_raw(), public)
 
     @property
     def key_id(self) -> bytes:
+        """The ``key_id`` of this key's verifying key."""
         return self.verifying_key().key_id
 
     @property
     def fingerprint(self) -> str:
+        """The ``fingerprint`` of this key's verifying key."""
         return fingerprint(self.key_id)
 
     def sign(self, message: bytes, context: bytes) -> bytes:

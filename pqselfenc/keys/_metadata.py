@@ -79,6 +79,7 @@ class KeyVersion:
 
     @property
     def usable(self) -> bool:
+        """False once destroyed: a usable version still opens envelopes (active or decrypt-only)."""
         return self.state is not KeyState.DESTROYED
 
 
@@ -93,19 +94,23 @@ class Identity:
 
     @property
     def active(self) -> KeyVersion | None:
+        """The version new envelopes are sealed to, or None when every version is retired."""
         return next((v for v in self.versions if v.state is KeyState.ACTIVE), None)
 
     @property
     def latest(self) -> int:
+        """The highest version number (0 for an identity without versions)."""
         return max((v.version for v in self.versions), default=0)
 
     def version(self, number: int) -> KeyVersion:
+        """Version ``number``; ``KeyNotFound`` if the identity has none."""
         for v in self.versions:
             if v.version == number:
                 return v
         raise KeyNotFound(f"identity {self.name!r} has no version {number}")
 
     def with_version(self, new: KeyVersion) -> Identity:
+        """A copy with ``new`` added, or replacing the version of the same number (kept sorted)."""
         rest = tuple(v for v in self.versions if v.version != new.version)
         return replace(self, versions=tuple(sorted((*rest, new), key=lambda v: v.version)))
 

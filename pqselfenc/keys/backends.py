@@ -89,6 +89,8 @@ class FileBackend:
         return P.KEY_FILE_LABEL + header + name.encode() + b"\x00" + _VERSION.pack(version)
 
     def put(self, name: str, version: int, secret: bytes) -> None:
+        """Encrypt ``secret`` under the vault key (AAD binds name and version) and write it
+        atomically to ``secrets/NAME.vN.key``."""
         header = _FILE_HEAD.pack(P.KEY_FILE_MAGIC, P.KEY_FILE_VERSION)
         nonce = os.urandom(P.GCM_NONCE_SIZE)
         body = self._aead.encrypt(nonce, secret, self._aad(header, name, version))
@@ -96,6 +98,8 @@ class FileBackend:
         atomic_write(self._path(name, version), header + nonce + body)
 
     def get(self, name: str, version: int) -> bytes:
+        """The decrypted secret: ``KeyNotFound`` without a file, ``InvalidDataError`` for a
+        malformed one, ``IntegrityError`` if it fails authentication (e.g. another name's file)."""
         try:
             blob = self._path(name, version).read_bytes()
         except FileNotFoundError as exc:
@@ -112,6 +116,8 @@ class FileBackend:
             raise IntegrityError(f"key file of {name} v{version} failed authentication") from exc
 
     def delete(self, name: str, version: int) -> bool:
+        """Overwrite the file with zeros, then unlink it (best effort: see threat-model/keys.md);
+        False if it was absent."""
         return wipe_file(self._path(name, version))
 
 

@@ -103,11 +103,14 @@ class KeyringBackend:
             raise _translate(exc, what) from exc
 
     def put(self, name: str, version: int, secret: bytes) -> None:
+        """Store ``secret`` (base64) as user ``NAME/vN`` of this store's service (replacing)."""
         text = base64.b64encode(secret).decode("ascii")
         user = f"{name}/v{version}"
         self._call(lambda: self._kr.set_password(self._service, user, text), "write")
 
     def get(self, name: str, version: int) -> bytes:
+        """The secret: ``KeyNotFound`` if the keyring has none, ``InvalidDataError`` if the entry
+        is not base64, ``KeyringUnavailable`` if the keyring is locked."""
         user = f"{name}/v{version}"
         text = self._call(lambda: self._kr.get_password(self._service, user), "read")
         if text is None:
@@ -118,6 +121,7 @@ class KeyringBackend:
             raise InvalidDataError(f"keyring entry of {name} v{version} is malformed") from exc
 
     def delete(self, name: str, version: int) -> bool:
+        """Remove the keyring entry; False if it was absent (the keyring decides how it erases)."""
         user = f"{name}/v{version}"
         if self._call(lambda: self._kr.get_password(self._service, user), "read") is None:
             return False

@@ -39,6 +39,7 @@ class RecipientDirectory:
         return name in self._entries()
 
     def get(self, name: str) -> RecipientEntry:
+        """The recipient ``name`` (fresh from the metadata); ``KeyNotFound`` if there is none."""
         try:
             return self._entries()[name]
         except KeyError:

@@ -179,6 +179,7 @@ class KeyStore:
         return dict(self._read().identities)
 
     def identity(self, name: str) -> Identity:
+        """The local identity ``name`` with all its versions; ``KeyNotFound`` if there is none."""
         return self._read().identity(name)
 
     # -- generation and rotation -----------------------------------------------------------
