@@ -310,7 +310,8 @@ def test_recipients_add_list_replace_remove(
     listing = json.loads(ok(capsys, "recipients", "list", "--json").out)["recipients"]
     assert [(r["name"], r["verifying_key"]) for r in listing] == [("bob", True)]
     exists = run(capsys, "recipients", "add", "bob", carol.split()[0])
-    assert exists.error_line() == "recipient 'bob' exists" and "--replace" in exists.err
+    assert exists.error_line() == "recipient 'bob' already exists"
+    assert "pqselfenc: hint: use --replace" in exists.err and "replace_existing" not in exists.err
     ok(capsys, "recipients", "add", "bob", carol.split()[0], "--replace")  # key text, no file
     listing = json.loads(ok(capsys, "recipients", "list", "--json").out)["recipients"]
     assert listing[0]["verifying_key"] is False

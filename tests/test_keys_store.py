@@ -199,8 +199,9 @@ def test_recipient_directory(open_store: StoreFactory) -> None:
     bob1, bob2 = generate_identity(), generate_identity()
     ks.recipients.add("bob", str(bob1.recipient()))
     assert "bob" in ks.recipients and len(ks.recipients) == 1
-    with pytest.raises(KeyStoreError, match="exists"):
+    with pytest.raises(KeyStoreError, match=r"^recipient 'bob' already exists") as exists:
         ks.recipients.add("bob", str(bob2.recipient()))
+    assert "replace_existing" not in str(exists.value)  # the message also reaches CLI users
     with pytest.raises(KeyStoreError, match="local identity"):
         ks.recipients.add("alice", str(bob2.recipient()))
     with pytest.raises(KeyStoreError, match="already exists"):

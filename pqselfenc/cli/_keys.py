@@ -20,6 +20,7 @@ from pqselfenc.cli._output import (
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.core import _primitives as P
+from pqselfenc.error import KeyStoreError
 from pqselfenc.keys import Identity, KeyVersion, RecipientEntry
 
 __all__ = ["add_parsers"]
@@ -299,11 +300,15 @@ def add_recipient(session: Session) -> int:
     args = session.args
     public, verifying = parse_key_text(_key_argument(args.key))
     store = key_store(session, create=True)
-    if args.name in store.recipients and not args.replace:
-        raise CliError(f"recipient {args.name!r} exists", hint="use --replace to change their key")
-    entry = store.recipients.add(
-        args.name, public, verifying_key=verifying, replace_existing=args.replace
-    )
+    try:
+        entry = store.recipients.add(
+            args.name, public, verifying_key=verifying, replace_existing=args.replace
+        )
+    except KeyStoreError as exc:  # checked under the store lock: no race with another process
+        if args.replace or args.name not in store.recipients:
+            raise
+        raise CliError(f"recipient {args.name!r} already exists",
+                       hint="use --replace to change their key") from exc  # fmt: skip
     session.console.result(_recipient_doc(entry), [f"added {_recipient_line(entry)}"])
     return 0
 

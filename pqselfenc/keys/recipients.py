@@ -65,7 +65,9 @@ class RecipientDirectory:
                                    key.fingerprint, store._clock(), vk)  # fmt: skip
             old = meta.recipients.get(name)
             if old is not None and not replace_existing:
-                raise KeyStoreError(f"recipient {name!r} exists (replace_existing=True to change)")
+                raise KeyStoreError(
+                    f"recipient {name!r} already exists; replace it explicitly to change its key"
+                )
             if old is not None and old.key_id != entry.key_id:
                 entry = replace(entry, previous_key_ids=(*old.previous_key_ids, old.key_id))
             store._record_fields("recipient-add", name, entry.key_id, entry.fingerprint)
