@@ -13,21 +13,28 @@ from pathlib import Path
 
 import pytest
 from _cli_helpers import FakeTerminal, Result, run
+from _keys_support import (
+    OwnCollection,
+    isolated_keyring,
+    keyring_leaks_connections,
+    needs_secret_service,
+)
 
 from pqselfenc.keys import KeyStore
 
 PASSPHRASE = "gravel orbit candle mosaic tundra"
 EXPORT_PASSPHRASE = "lantern quarry velvet pigeon harbor"
 FAIL_KEYRING = "keyring.backends.fail.Keyring"
-SECRET_SERVICE = os.environ.get("PQSELFENC_SECRET_SERVICE") == "1"
-needs_secret_service = pytest.mark.skipif(
-    not SECRET_SERVICE, reason="needs the Secret Service that scripts/test.sh starts"
-)
+__all__ = ["isolated_keyring"]
 BACKENDS = [pytest.param("keyring", marks=[pytest.mark.keyring, needs_secret_service]), "file"]
 
 
 @pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def _isolated(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, isolated_keyring: OwnCollection | None
+) -> None:
+    """Own folders and passphrase; with the Secret Service, the tests' own keyring collection
+    (``--backend auto`` picks the keyring there, so nearly every test here uses it)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PQSELFENC_HOME", str(tmp_path / "alice"))
     monkeypatch.setenv("PQSELFENC_STORE", str(tmp_path / "chunks"))
@@ -152,20 +159,22 @@ def test_no_key_store_is_said_and_not_created(
 @pytest.mark.keyring
 @needs_secret_service
 def test_locked_keyring(
-    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, isolated_keyring: OwnCollection | None
 ) -> None:
-    from keyring.backends.SecretService import Keyring
-    from keyring.errors import KeyringLocked
-
-    ok(capsys, "keys", "generate", "alice")
-
-    def locked(self: object, service: str, username: str) -> str | None:
-        raise KeyringLocked("Failed to unlock the collection!")
-
-    monkeypatch.setattr(Keyring, "get_password", locked)
-    result = run(capsys, "keys", "list")
-    assert result.error_line() == "the OS keyring is locked"
-    assert "pqselfenc: hint: unlock the OS keyring" in result.err
+    """The collection locked for real (the unlock prompt cannot be shown, so it is dismissed):
+    one error line that says so, a hint to unlock, and no fallback to another backend."""
+    assert isolated_keyring is not None
+    created = ok(capsys, "keys", "generate", "alice", "--backend", "keyring")
+    assert f"key store {tmp_path / 'alice' / 'keys'} (OS keyring)" in created.err
+    isolated_keyring.lock()
+    with keyring_leaks_connections():
+        for argv in (["keys", "list"], ["keys", "generate", "bob", "--home", "new"]):
+            result = run(capsys, *argv)
+            assert result.error_line() == "the OS keyring is locked"
+            assert "pqselfenc: hint: unlock the OS keyring" in result.err
+    assert not (tmp_path / "new" / "keys" / "keystore.json").exists()
+    isolated_keyring.unlock()
+    assert "alice" in ok(capsys, "keys", "list").out
 
 
 def test_wrong_passphrase(

@@ -11,16 +11,19 @@ from pathlib import Path
 
 import pytest
 from _cli_helpers import clean_env, run_process
+from _keys_support import OwnCollection, isolated_keyring, needs_secret_service
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
 BLOCK = re.compile(r"<!-- test: (?P<name>[a-z-]+) -->\n```sh\n(?P<body>.*?)```", re.DOTALL)
 FAIL_KEYRING = "keyring.backends.fail.Keyring"
 PASSPHRASE = "gravel orbit candle mosaic tundra"
-needs_secret_service = pytest.mark.skipif(
-    os.environ.get("PQSELFENC_SECRET_SERVICE") != "1",
-    reason="needs the Secret Service that scripts/test.sh starts",
-)
+__all__ = ["isolated_keyring"]
+
+
+@pytest.fixture(autouse=True)
+def _own_keyring_collection(isolated_keyring: OwnCollection | None) -> None:
+    """Subprocesses inherit KEYRING_PROPERTY_PREFERRED_COLLECTION: the tests' own collection."""
 
 
 def doc_block(name: str) -> str:

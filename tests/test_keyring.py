@@ -1,7 +1,9 @@
 """The OS keyring backend: a real Secret Service round trip, and refusal of insecure backends.
 
 The round-trip tests need the real gnome-keyring Secret Service that scripts/test.sh starts
-(it sets PQSELFENC_SECRET_SERVICE=1); run outside it they skip, saying so.
+(it sets PQSELFENC_SECRET_SERVICE=1); run outside it they skip, saying so. They keep their items
+in a collection of their own (``secret_service`` in _keys_support.py), never in the daemon's
+login collection, whose start-up state they would otherwise race.
 """
 
 from __future__ import annotations
@@ -13,7 +15,15 @@ import keyring.backends.chainer
 import keyring.backends.fail
 import keyring.backends.null
 import pytest
-from _keys_support import FakeClock, clock, small_map
+from _keys_support import (
+    FakeClock,
+    OwnCollection,
+    clock,
+    keyring_leaks_connections,
+    needs_secret_service,
+    secret_service,
+    small_map,
+)
 
 from pqselfenc.error import (
     IntegrityError,
@@ -25,12 +35,7 @@ from pqselfenc.error import (
 from pqselfenc.keys import KeyringBackend, KeyState, KeyStore
 from pqselfenc.keys.keyring_backend import native_keyring
 
-__all__ = ["clock"]
-
-needs_secret_service = pytest.mark.skipif(
-    os.environ.get("PQSELFENC_SECRET_SERVICE") != "1",
-    reason="needs the real Secret Service that scripts/test.sh starts: run bash scripts/test.sh",
-)
+__all__ = ["clock", "secret_service"]
 
 
 @pytest.mark.parametrize(
@@ -76,7 +81,7 @@ def test_env_var_cannot_downgrade_the_pinned_backend(monkeypatch: pytest.MonkeyP
 
 
 @needs_secret_service
-def test_secret_service_round_trip() -> None:
+def test_secret_service_round_trip(secret_service: OwnCollection) -> None:
     backend = KeyringBackend(os.urandom(16).hex())
     secret = os.urandom(130)
     backend.put("alice", 1, secret)
@@ -91,7 +96,9 @@ def test_secret_service_round_trip() -> None:
 
 
 @needs_secret_service
-def test_key_store_on_the_secret_service(tmp_path: Path, clock: FakeClock) -> None:
+def test_key_store_on_the_secret_service(
+    tmp_path: Path, clock: FakeClock, secret_service: OwnCollection
+) -> None:
     ks = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
     assert not (tmp_path / "ks" / "secrets").exists()  # nothing secret on disk
     assert KeyStore.backend_of(tmp_path / "ks") == "keyring"
@@ -115,7 +122,9 @@ def test_key_store_on_the_secret_service(tmp_path: Path, clock: FakeClock) -> No
 
 
 @needs_secret_service
-def test_keyring_entry_tampering_is_caught(tmp_path: Path, clock: FakeClock) -> None:
+def test_keyring_entry_tampering_is_caught(
+    tmp_path: Path, clock: FakeClock, secret_service: OwnCollection
+) -> None:
     ks = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
     ks.generate("alice")
     ks.generate("bob")
@@ -135,7 +144,9 @@ def test_keyring_entry_tampering_is_caught(tmp_path: Path, clock: FakeClock) -> 
 
 
 @needs_secret_service
-def test_keyring_exceptions_are_translated(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_keyring_exceptions_are_translated(
+    monkeypatch: pytest.MonkeyPatch, secret_service: OwnCollection
+) -> None:
     import keyring.errors
     import secretstorage.exceptions
 
@@ -169,3 +180,35 @@ def test_keyring_exceptions_are_translated(monkeypatch: pytest.MonkeyPatch) -> N
     assert not isinstance(other.value, KeyringUnavailable)
     with pytest.raises(KeyStoreError, match="write failed: ItemNotFoundException"):
         backend.put("alice", 1, secret)
+
+
+@needs_secret_service
+def test_a_really_locked_keyring(
+    tmp_path: Path, clock: FakeClock, secret_service: OwnCollection
+) -> None:
+    """The collection locked for real: keyring asks for an unlock prompt that nobody can answer
+    (no display) and gets it dismissed. Every operation stops with KeyringUnavailable, nothing
+    is written elsewhere, and it all works again once the collection is unlocked."""
+    ks = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+    ks.generate("alice")
+    sealed = ks.seal(small_map(), to=["alice"])
+    meta_before = (tmp_path / "ks" / "keystore.json").read_bytes()
+    fresh = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)  # no seed read yet
+    secret_service.lock()
+    with keyring_leaks_connections():
+        with pytest.raises(KeyringUnavailable) as opening:
+            KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+        assert str(opening.value) == "the OS keyring is locked"
+        with pytest.raises(KeyringUnavailable, match="locked"):
+            ks.generate("bob")  # the new secret is refused before any metadata names it
+        with pytest.raises(KeyringUnavailable, match="locked"):
+            fresh.open(sealed)  # alice's seed must come from the keyring now
+        with pytest.raises(KeyringUnavailable, match="locked"):
+            KeyStore.open(tmp_path / "new", backend="keyring", clock=clock)
+        del opening
+    assert (tmp_path / "ks" / "keystore.json").read_bytes() == meta_before
+    assert not (tmp_path / "new" / "keystore.json").exists()  # no half-made store
+    secret_service.unlock()
+    reopened = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+    assert reopened.open(sealed).to_bytes() == small_map().to_bytes()
+    assert "bob" not in reopened.identities and reopened.audit.verify().ok
