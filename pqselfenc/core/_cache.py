@@ -66,7 +66,13 @@ class CachingChunkStore(ChunkStore):
         return self.inner.store(chunk)
 
     def store_chunk(self, chunk: EncryptedChunk) -> None:
+        """Pass a named chunk to the wrapped store (which checks the name)."""
         self.inner.store_chunk(chunk)
+
+    def _store_named(self, chunk: EncryptedChunk) -> None:
+        if self._hooks_store(CachingChunkStore):
+            return super()._store_named(chunk)
+        self.inner._store_named(chunk)
 
     def retrieve(self, info: ChunkInfo) -> bytes:
         hit = self._lookup(info.name)

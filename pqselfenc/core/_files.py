@@ -48,7 +48,7 @@ def encrypt_file(
     """
     store = _check_store(chunk_store)
     config = resolve_config(config, key_store)
-    stream = StreamEncryption(config, store.store_chunk, memory, executor)
+    stream = StreamEncryption(config, store._store_named, memory, executor)
     try:
         with open(path, "rb") as f:
             _feed(stream, f)

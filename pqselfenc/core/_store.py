@@ -66,6 +66,7 @@ class EncryptedChunk:
 
     @property
     def info(self) -> ChunkInfo:
+        """The ``ChunkInfo`` that names this chunk in a store."""
         return ChunkInfo(name=self.name)
 
     def __repr__(self) -> str:
@@ -119,6 +120,18 @@ class ChunkStore(abc.ABC):
     def __iter__(self) -> Iterator[ChunkInfo]:
         """Every stored chunk's info, in no particular order."""
         raise ChunkStoreError(f"{type(self).__name__} does not support listing")
+
+    def _store_named(self, chunk: EncryptedChunk) -> None:
+        """The engine's way in: ``chunk.name`` was computed from these exact bytes by the
+        encryptor. Built-in stores override this to skip hashing the chunk a second time
+        (their reads verify the name anyway); the default checks like ``store_chunk``."""
+        self.store_chunk(chunk)
+
+    def _hooks_store(self, base: type[ChunkStore]) -> bool:
+        """True when a subclass of ``base`` overrides ``store`` or ``store_chunk``: then the
+        engine must go through them (a user's hook runs), not around them."""
+        cls = type(self)
+        return cls.store is not base.store or cls.store_chunk is not base.store_chunk
 
     def store_chunk(self, chunk: EncryptedChunk) -> None:
         """Store an already-named chunk; checks the store agrees on the name."""

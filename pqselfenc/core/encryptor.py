@@ -20,7 +20,9 @@ Data = bytes | bytearray | memoryview
 class ConvergenceSecretSource(Protocol):
     """Anything that supplies the convergence secret of a domain (e.g. a ``KeyStore``)."""
 
-    def convergence_secret(self) -> bytes: ...
+    def convergence_secret(self) -> bytes:
+        """The 32-byte convergence secret of this source's deduplication domain."""
+        ...
 
 
 def resolve_config(
@@ -79,6 +81,7 @@ class SelfEncryptor:
 
     @property
     def config(self) -> EncryptionConfig:
+        """The configuration in effect, with any key store's convergence secret applied."""
         return self._config
 
     def __repr__(self) -> str:
@@ -87,7 +90,7 @@ class SelfEncryptor:
     def encrypt(self) -> tuple[DataMap, list[EncryptedChunk]]:
         """Encrypt; returns the DataMap and the chunks (empty if they went into a store)."""
         chunks: list[EncryptedChunk] = []
-        sink = self._store.store_chunk if self._store is not None else chunks.append
+        sink = self._store._store_named if self._store is not None else chunks.append
         with E.executor_for(self._config, self._executor) as executor:
             data_map = E.encrypt_bytes(self._data, self._config, sink, executor)
         chunks.sort(key=lambda c: c.name)  # encryption order depends on workers; this does not

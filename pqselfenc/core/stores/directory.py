@@ -14,7 +14,13 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from pqselfenc.core._store import ChunkInfo, ChunkStore, short_name, verify_chunk
+from pqselfenc.core._store import (
+    ChunkInfo,
+    ChunkStore,
+    EncryptedChunk,
+    short_name,
+    verify_chunk,
+)
 from pqselfenc.error import ChunkNotFound, ChunkStoreError
 
 __all__ = ["DirectoryChunkStore"]
@@ -39,6 +45,8 @@ class DirectoryChunkStore(ChunkStore):
     def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        if self.root.exists() and not self.root.is_dir():
+            raise ChunkStoreError(f"{self.root} is not a directory")
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -52,21 +60,33 @@ class DirectoryChunkStore(ChunkStore):
         return f"DirectoryChunkStore({str(self.root)!r})"
 
     def path_of(self, info: ChunkInfo) -> Path:
+        """Where the chunk named by ``info`` lives: ``ROOT/ab/abcdef…`` (hex name, sharded
+        by its first two digits). The file may not exist."""
         name = info.hex_name
         return self.root / name[:2] / name
 
     def store(self, chunk: bytes) -> ChunkInfo:
         info = ChunkInfo.for_chunk(chunk)
+        self._keep(info, chunk)
+        return info
+
+    def _store_named(self, chunk: EncryptedChunk) -> None:
+        """Store a chunk the engine named from these exact bytes, without hashing it again
+        (every read verifies the name anyway)."""
+        if self._hooks_store(DirectoryChunkStore):
+            return super()._store_named(chunk)
+        self._keep(chunk.info, chunk.content)
+
+    def _keep(self, info: ChunkInfo, chunk: bytes) -> None:
         path = self.path_of(info)
         if path.exists():
-            return info  # deduplicated: same name, same bytes
+            return  # deduplicated: same name, same bytes
         try:
             self._write(path, chunk)
         except OSError as exc:
             raise ChunkStoreError(
                 f"cannot write chunk {short_name(info.name)} to {self.root}: {exc.strerror}"
             ) from exc
-        return info
 
     def _write(self, path: Path, chunk: bytes) -> None:
         folder = path.parent

@@ -37,7 +37,7 @@ from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from pqselfenc.core import _primitives as P
-from pqselfenc.core._store import ChunkInfo, ChunkStore, short_name, verify_chunk
+from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk, short_name, verify_chunk
 from pqselfenc.error import ChunkNotFound, ChunkStoreError
 
 __all__ = ["RetryPolicy", "S3ChunkStore"]
@@ -343,12 +343,21 @@ class S3ChunkStore(ChunkStore):
 
     def store(self, chunk: bytes) -> ChunkInfo:
         info = ChunkInfo.for_chunk(chunk)
-        body = chunk if isinstance(chunk, bytes) else bytes(chunk)
+        self._keep(info, chunk if isinstance(chunk, bytes) else bytes(chunk))
+        return info
+
+    def _store_named(self, chunk: EncryptedChunk) -> None:
+        """Store a chunk the engine named, without hashing it here: the upload carries
+        ``ChecksumSHA256`` = the name, so the server refuses bytes that do not match it."""
+        if self._hooks_store(S3ChunkStore):
+            return super()._store_named(chunk)
+        self._keep(chunk.info, chunk.content)
+
+    def _keep(self, info: ChunkInfo, body: bytes) -> None:
         if self.conditional_put:
             self._call("store", info, functools.partial(self._put_if_absent, info, body))
         elif not self._call("store", info, functools.partial(self._head, info)):
             self._call("store", info, functools.partial(self._put, info, body))
-        return info
 
     def retrieve(self, info: ChunkInfo) -> bytes:
         content = self._call("retrieve", info, functools.partial(self._get, info))
