@@ -83,7 +83,10 @@ class Ordered:
             return fut.result()
         except BaseException as exc:
             self.cancel()
-            raise _translate(exc) from exc
+            translated = _translate(exc)
+            if translated is exc:
+                raise  # ours already: re-raise as is (never make an error its own cause)
+            raise translated from exc
 
 
 def _run_into(fut: Future[object], task: Callable[[], object]) -> None:
