@@ -29,6 +29,8 @@ import pdoc.doc
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUTPUT = ROOT / "docs" / "api"
 PACKAGE = "pqselfenc"
+# Document the tree this script sits in, even when another checkout is installed.
+sys.path.insert(0, str(ROOT))
 
 
 def public_modules(package: str = PACKAGE) -> list[str]:

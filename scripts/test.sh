@@ -22,7 +22,6 @@ export PYTHON_KEYRING_BACKEND=keyring.backends.SecretService.Keyring
 
 # --unlock reads the password on stdin and exits 0 even when it fails, so probe afterwards.
 eval "$(printf %s 'pqselfenc-test' | gnome-keyring-daemon --unlock --components=secrets)"
-eval "$(gnome-keyring-daemon --start --components=secrets)"
 export GNOME_KEYRING_CONTROL
 probe() {
     python3 -c '

@@ -254,6 +254,7 @@ def key_text_checksum(prefix: bytes, raw: bytes) -> bytes:
     digest = hashlib.sha3_256(KEY_TEXT_LABEL + len(prefix).to_bytes(2, "big") + prefix + raw)
     return digest.digest()[:KEY_TEXT_CHECKSUM_SIZE]
 
+
 # --------------------------------------------------------------------------------------------
 # 4. Keys and audit (keys/)
 # --------------------------------------------------------------------------------------------

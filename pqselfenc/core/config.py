@@ -62,6 +62,7 @@ class CompressionConfig:
 
     @property
     def algorithm_id(self) -> int:
+        """The algorithm's one-byte id in the pipeline id (docs/format.md, section 1)."""
         return P.COMPRESSION_IDS[self.algorithm]
 
     @property
@@ -130,6 +131,7 @@ class EncryptionConfig:
 
     @property
     def chunking(self) -> ChunkConfig:
+        """The chunk size and minimum chunk count as one ``ChunkConfig``."""
         return ChunkConfig(self.chunk_size, self.min_chunks)
 
     @property
@@ -151,23 +153,30 @@ class EncryptionConfig:
         return P.secret_id(self.convergence_secret)
 
     def with_chunk_size(self, chunk_size: int) -> EncryptionConfig:
+        """A copy with another maximum chunk size (validated like the constructor)."""
         return dataclasses.replace(self, chunk_size=chunk_size)
 
     def with_min_chunks(self, min_chunks: int) -> EncryptionConfig:
+        """A copy with another minimum number of chunks (at least 3)."""
         return dataclasses.replace(self, min_chunks=min_chunks)
 
     def with_chunk_config(self, chunking: ChunkConfig) -> EncryptionConfig:
+        """A copy taking chunk size and minimum chunk count from ``chunking``."""
         return dataclasses.replace(
             self, chunk_size=chunking.chunk_size, min_chunks=chunking.min_chunks
         )
 
     def with_compression(self, compression: CompressionConfig | str) -> EncryptionConfig:
+        """A copy with other compression: a ``CompressionConfig`` or an algorithm name
+        (``"none"``, ``"zstd"``) at its default level."""
         if isinstance(compression, str):
             compression = CompressionConfig(algorithm=compression)
         return dataclasses.replace(self, compression=compression)
 
     def with_parallel(self, parallel: ParallelConfig) -> EncryptionConfig:
+        """A copy with other worker settings (these never change the output)."""
         return dataclasses.replace(self, parallel=parallel)
 
     def with_convergence_secret(self, secret: bytes | None) -> EncryptionConfig:
+        """A copy that scopes deduplication to ``secret`` (32 bytes), or to nothing (``None``)."""
         return dataclasses.replace(self, convergence_secret=secret)

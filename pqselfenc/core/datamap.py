@@ -81,10 +81,12 @@ class DataMap:
 
     @property
     def pipeline(self) -> bytes:
+        """The pipeline id (format version, compression, level) every chunk was made with."""
         return P.pipeline_id(self.compression, self.level)
 
     @property
     def pipeline_name(self) -> str:
+        """The pipeline for people: ``"none"`` or ``"zstd:LEVEL"``."""
         name = P.COMPRESSION_NAMES[self.compression]
         return name if self.compression == P.COMPRESSION_NONE else f"{name}:{self.level}"
 
