@@ -20,7 +20,7 @@ def short_name(name: bytes) -> str:
     return name[:4].hex()
 
 
-@dataclass(frozen=True, repr=False)
+@dataclass(frozen=True, repr=False, slots=True)
 class ChunkInfo:
     """One chunk: its name, and, inside a DataMap, what it decrypts to.
 

@@ -2,7 +2,7 @@
 
 Written atomically (temp + fsync + rename + fsync folder) and only under the store's file lock,
 always re-read under that lock before a change, so two processes never lose each other's updates.
-docs/format-keys.md describes every field.
+docs/format.md section 4 describes every field.
 """
 
 from __future__ import annotations
