@@ -4,10 +4,11 @@ The tree::
 
     Error                          base class: catch this to catch everything below
     ├── InvalidDataError           malformed input: DataMap bytes/JSON, envelope, key text,
-    │                              metadata or audit lines that do not parse
+    │                              key store metadata that does not parse
     ├── IntegrityError             authenticated data failed verification (chunk name,
     │   │                          GCM tag, size, content hash, MAC, hash chain)
-    │   └── AuditError             the audit log is broken, truncated or cannot be written
+    │   └── AuditError             the audit log is broken (incl. a line that does not
+    │                              parse), truncated, or cannot be written
     ├── EncryptionError            an operation could not be carried out (missing or wrong
     │   │                          convergence secret, compression failure, worker failure)
     │   ├── DecryptionError        a sealed envelope did not open: "not for me", wrong key and
