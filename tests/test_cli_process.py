@@ -15,6 +15,8 @@ from _keys_support import OwnCollection, isolated_keyring, needs_secret_service
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
+README = ROOT / "README.md"
+DOCS = [pytest.param(README, id="README"), pytest.param(DOC, id="cli.md")]
 BLOCK = re.compile(r"<!-- test: (?P<name>[a-z-]+) -->\n```sh\n(?P<body>.*?)```", re.DOTALL)
 FAIL_KEYRING = "keyring.backends.fail.Keyring"
 PASSPHRASE = "gravel orbit candle mosaic tundra"
@@ -26,10 +28,10 @@ def _own_keyring_collection(isolated_keyring: OwnCollection | None) -> None:
     """Subprocesses inherit KEYRING_PROPERTY_PREFERRED_COLLECTION: the tests' own collection."""
 
 
-def doc_block(name: str) -> str:
-    """The ``sh`` block marked ``<!-- test: NAME -->`` in docs/cli.md, exactly as written."""
-    blocks = {m["name"]: m["body"] for m in BLOCK.finditer(DOC.read_text())}
-    assert name in blocks, f"docs/cli.md has no block marked <!-- test: {name} -->"
+def doc_block(name: str, doc: Path = DOC) -> str:
+    """The ``sh`` block marked ``<!-- test: NAME -->`` in ``doc``, exactly as written."""
+    blocks = {m["name"]: m["body"] for m in BLOCK.finditer(doc.read_text())}
+    assert name in blocks, f"{doc.name} has no block marked <!-- test: {name} -->"
     return blocks[name]
 
 
@@ -40,13 +42,15 @@ def path_env(home: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def run_block(name: str, tmp_path: Path, **extra: str) -> subprocess.CompletedProcess[str]:
+def run_block(
+    name: str, tmp_path: Path, doc: Path = DOC, **extra: str
+) -> subprocess.CompletedProcess[str]:
     home = tmp_path / "home"
     work = tmp_path / "work"
     home.mkdir()
     work.mkdir()
     return subprocess.run(
-        ["bash", "-euo", "pipefail", "-c", doc_block(name)],
+        ["bash", "-euo", "pipefail", "-c", doc_block(name, doc)],
         cwd=work,
         env=path_env(home, **extra),
         capture_output=True,
@@ -56,22 +60,27 @@ def run_block(name: str, tmp_path: Path, **extra: str) -> subprocess.CompletedPr
     )
 
 
-def test_main_job_block_runs_verbatim(tmp_path: Path) -> None:
-    done = run_block("main-job", tmp_path)
+@pytest.mark.parametrize("doc", DOCS)
+def test_main_job_block_runs_verbatim(tmp_path: Path, doc: Path) -> None:
+    done = run_block("main-job", tmp_path, doc)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("OK")
     assert "Traceback" not in done.stderr
+    if doc == README:  # the README's main job runs on the embedded default store
+        default_store = tmp_path / "home" / ".local" / "share" / "pqselfenc" / "chunks"
+        assert sum(1 for p in default_store.rglob("*") if p.is_file()) >= 3
 
 
+@pytest.mark.parametrize("doc", DOCS)
 @pytest.mark.parametrize(
     "backend", [pytest.param("keyring", marks=[pytest.mark.keyring, needs_secret_service]), "file"]
 )
-def test_quickstart_block_runs_verbatim(tmp_path: Path, backend: str) -> None:
+def test_quickstart_block_runs_verbatim(tmp_path: Path, backend: str, doc: Path) -> None:
     """What a person with only the README types: generate, add a recipient, encrypt, decrypt."""
     extra = {} if backend == "keyring" else {
         "PYTHON_KEYRING_BACKEND": FAIL_KEYRING, "PQSELFENC_PASSPHRASE": PASSPHRASE,
     }  # fmt: skip
-    done = run_block("quickstart", tmp_path, **extra)
+    done = run_block("quickstart", tmp_path, doc, **extra)
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("OK")
     assert "Traceback" not in done.stderr and "error" not in done.stderr
