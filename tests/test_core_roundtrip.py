@@ -17,6 +17,7 @@ from pqselfenc import (
 )
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._chunking import Layout
+from pqselfenc.error import InvalidDataError
 
 CHUNK = 64
 SECRET = bytes(range(32))
@@ -160,6 +161,37 @@ def test_hierarchical_map_round_trip() -> None:
     dec = SelfEncryptor.from_data_map(m, store)
     assert dec.decrypt() == data
     assert dec.read_range(4097, 9) == data[4097:4106]
+
+
+def test_levels_name_every_chunk_a_map_needs() -> None:
+    """``levels()`` walks a hierarchical map top first: together its levels reference exactly
+    the chunks the store received, and the last level is the content's own map."""
+    cfg = EncryptionConfig(chunk_size=4)
+    data = os.urandom(4 * (P.MAX_MAP_ENTRIES + 5))
+    store = MemoryChunkStore()
+    m, _ = SelfEncryptor(data, cfg, chunk_store=store).encrypt()
+    levels = list(SelfEncryptor.from_data_map(m, store).levels())
+    assert [level.child for level in levels] == [1, 0] and levels[0] == m
+    assert len(levels[1].chunks) == P.MAX_MAP_ENTRIES + 5
+    assert {c.name for level in levels for c in level.chunks} == {i.name for i in store}
+
+    small, chunks = SelfEncryptor(os.urandom(3 * CHUNK), config()).encrypt()
+    assert list(SelfEncryptor.from_data_map(small, chunks).levels()) == [small]
+
+
+def test_levels_refuse_a_child_that_does_not_match_its_parent() -> None:
+    cfg = EncryptionConfig(chunk_size=4)
+    store = MemoryChunkStore()
+    data = os.urandom(4 * (P.MAX_MAP_ENTRIES + 5))
+    m, _ = SelfEncryptor(data, cfg, chunk_store=store).encrypt()
+    lying = DataMap(
+        total_size=m.total_size + 1, chunks=m.chunks, compression=m.compression,
+        level=m.level, secret_id=m.secret_id, child=m.child,
+    )  # fmt: skip
+    walk = SelfEncryptor.from_data_map(lying, store).levels()
+    assert next(walk) == lying
+    with pytest.raises(InvalidDataError, match="inconsistent child"):
+        next(walk)
 
 
 def test_read_range_matches_slicing() -> None:

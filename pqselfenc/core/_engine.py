@@ -132,13 +132,27 @@ def expand(
     window: int = 4,
 ) -> DataMap:
     """Follow parent maps down to the level-0 map, checking each level against its parent."""
+    for level in iter_levels(data_map, store, config, executor, window):
+        data_map = level
+    return data_map
+
+
+def iter_levels(
+    data_map: DataMap,
+    store: ChunkStore,
+    config: EncryptionConfig | None,
+    executor: Executor | None = None,
+    window: int = 4,
+) -> Iterator[DataMap]:
+    """Every level of a map, top first, each child decrypted and checked against its parent."""
+    yield data_map
     while data_map.child > 0:
         keys = keys_for_map(data_map, config)
         blob = b"".join(iter_plain(data_map, store, keys, executor, window))
         child = DataMap.from_bytes(blob)
         _check_child(data_map, child)
         data_map = child
-    return data_map
+        yield data_map
 
 
 def _check_child(parent: DataMap, child: DataMap) -> None:

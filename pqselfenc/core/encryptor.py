@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from typing import Protocol, runtime_checkable
 
@@ -129,6 +130,19 @@ class SelfEncryptor:
         """Verified bytes ``[offset, offset + length)``; fetches only the chunks it needs."""
         leaf, store, keys = self._reader()
         return E.read_range(leaf, store, keys, offset, length, self._executor)
+
+    def levels(self) -> Iterator[DataMap]:
+        """Every level of the map, top first, down to the level-0 map of the content.
+
+        A small map has one level. A hierarchical one yields each parent, then the child it
+        decrypts to (each checked against its parent), so ``{c.name for m in levels() for c in
+        m.chunks}`` is every chunk the map needs: what ``store gc`` must keep. Fetching a
+        parent's chunks may raise ``ChunkNotFound`` part-way; the levels yielded stay valid.
+        """
+        if self._map is None or self._chunks is None:
+            raise ValueError("nothing to walk: call encrypt() or use from_data_map()")
+        store = as_store(self._chunks)
+        return E.iter_levels(self._map, store, self._config, self._executor)
 
     def _reader(self) -> tuple[DataMap, ChunkStore, ChunkKeys]:
         if self._map is None or self._chunks is None:
