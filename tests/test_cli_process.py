@@ -36,9 +36,13 @@ def doc_block(name: str, doc: Path = DOC) -> str:
 
 
 def path_env(home: Path, **extra: str) -> dict[str, str]:
-    """A fresh HOME with the installed ``pqselfenc`` console script first on PATH."""
+    """A fresh HOME with the installed ``pqselfenc`` console script first on PATH (after
+    ``PATH_PREFIX``, if given)."""
+    prefix = extra.pop("PATH_PREFIX", None)
     env = clean_env(home, **extra)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    if prefix:
+        env["PATH"] = f"{prefix}{os.pathsep}{env['PATH']}"
     return env
 
 
@@ -62,13 +66,34 @@ def run_block(
 
 @pytest.mark.parametrize("doc", DOCS)
 def test_main_job_block_runs_verbatim(tmp_path: Path, doc: Path) -> None:
-    done = run_block("main-job", tmp_path, doc)
+    # The README's one command starts with "pip install -e ." (a fresh machine's set-up). This
+    # checkout is already installed that way, so a pip shim records the call and succeeds;
+    # everything after it runs for real.
+    shim = tmp_path / "bin"
+    shim.mkdir()
+    calls = tmp_path / "pip-calls"
+    (shim / "pip").write_text(f'#!/bin/sh\necho "$@" >> {calls}\n')
+    (shim / "pip").chmod(0o755)
+    done = run_block("main-job", tmp_path, doc, PATH_PREFIX=str(shim))
     assert done.returncode == 0, done.stderr
     assert done.stdout.rstrip().endswith("OK")
     assert "Traceback" not in done.stderr
-    if doc == README:  # the README's main job runs on the embedded default store
+    if doc == README:  # set-up and the job in one command, on the embedded default store
+        assert calls.read_text().split() == ["install", "-e", "."]
+        import pqselfenc
+
+        assert Path(pqselfenc.__file__).resolve().is_relative_to(ROOT)
         default_store = tmp_path / "home" / ".local" / "share" / "pqselfenc" / "chunks"
         assert sum(1 for p in default_store.rglob("*") if p.is_file()) >= 3
+
+
+def test_readme_test_command_is_what_ci_runs() -> None:
+    readme = README.read_text().split("## Run the tests", 1)[1].split("```sh\n", 1)[1]
+    command = readme.split("```", 1)[0].strip()
+    assert command.endswith("bash scripts/test.sh")
+    assert "pip install -e '.[dev,s3]'" in command
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "-e '.[dev,s3]'" in ci and "bash scripts/test.sh" in ci
 
 
 @pytest.mark.parametrize("doc", DOCS)
