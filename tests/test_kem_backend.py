@@ -1,5 +1,7 @@
-"""ML-KEM backends: the default one, the liboqs probe (which must never import ``oqs``), and a
-cross-check against liboqs that runs wherever the liboqs shared library is installed."""
+"""ML-KEM backends: the default one, the liboqs probe (which must never import ``oqs``), and
+cross-checks against independent implementations: liboqs wherever its shared library is
+installed, and always kyber-py (pure Python FIPS 203, a dev dependency), through the same
+``KemBackend`` protocol."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from pqselfenc.error import EncryptionError, InvalidDataError
+from pqselfenc.error import EncryptionError, InvalidDataError, WeakSecretError
 from pqselfenc.kem import (
     CryptographyBackend,
     KemBackend,
@@ -171,25 +173,74 @@ def test_cryptography_backend_misuse_and_bad_input() -> None:
         backend.decapsulate("ML-KEM-768", bytes(64), bytes(1087))
 
 
-# -- liboqs cross-check (only where liboqs is installed) -------------------------------------
+# -- cross-checks against independent implementations ---------------------------------------
 
 LIBOQS = probe_liboqs()
 needs_liboqs = pytest.mark.skipif(not LIBOQS.available, reason=LIBOQS.reason)
 
 
+class KyberPyBackend:
+    """kyber-py (pure-Python FIPS 203, written from the standard, sharing no code with OpenSSL
+    or liboqs) behind the ``KemBackend`` protocol. Not constant time: tests only."""
+
+    name = "kyber-py"
+
+    def __init__(self) -> None:
+        from kyber_py.ml_kem import ML_KEM_768, ML_KEM_1024
+
+        self._kem = {"ML-KEM-768": ML_KEM_768, "ML-KEM-1024": ML_KEM_1024}
+
+    def public_key(self, algorithm: str, seed: bytes) -> bytes:
+        ek, _ = self._kem[algorithm].key_derive(seed)
+        return bytes(ek)
+
+    def encapsulate(self, algorithm: str, public_key: bytes) -> tuple[bytes, bytes]:
+        shared, ciphertext = self._kem[algorithm].encaps(public_key)
+        return bytes(ciphertext), bytes(shared)
+
+    def decapsulate(self, algorithm: str, seed: bytes, ciphertext: bytes) -> bytes:
+        _, dk = self._kem[algorithm].key_derive(seed)
+        return bytes(self._kem[algorithm].decaps(dk, ciphertext))
+
+
+def _agrees_with_cryptography(other: KemBackend, suite: str, algorithm: str, filename: str) -> None:
+    """KAT answers from ``other``, and keys and ciphertexts crossing between the two."""
+    ref = CryptographyBackend()
+    for i, v in enumerate(rsp_records(VECTORS / "asymmetric" / "MLKEM" / filename)):
+        if i == 10:
+            break
+        seed = bytes.fromhex(v["d"] + v["z"])
+        assert other.public_key(algorithm, seed).hex() == v["pk"]
+        assert other.decapsulate(algorithm, seed, bytes.fromhex(v["ct"])).hex() == v["ss"]
+        assert other.decapsulate(algorithm, seed, bytes.fromhex(v["ct_n"])).hex() == v["ss_n"]
+        ct, ss = other.encapsulate(algorithm, ref.public_key(algorithm, seed))
+        assert ref.decapsulate(algorithm, seed, ct) == ss
+        ct, ss = ref.encapsulate(algorithm, other.public_key(algorithm, seed))
+        assert other.decapsulate(algorithm, seed, ct) == ss
+        PrivateKey.from_seed(suite, seed).self_test(other)
+
+
 @needs_liboqs
 @pytest.mark.parametrize(("suite", "algorithm", "filename"), MLKEM)
 def test_liboqs_agrees_with_cryptography(suite: str, algorithm: str, filename: str) -> None:
-    oqs, ref = OqsBackend(), CryptographyBackend()
-    for i, v in enumerate(rsp_records(VECTORS / "asymmetric" / "MLKEM" / filename)):
-        if i == 25:
-            break
-        seed = bytes.fromhex(v["d"] + v["z"])
-        assert oqs.public_key(algorithm, seed).hex() == v["pk"]
-        assert oqs.decapsulate(algorithm, seed, bytes.fromhex(v["ct"])).hex() == v["ss"]
-        assert oqs.decapsulate(algorithm, seed, bytes.fromhex(v["ct_n"])).hex() == v["ss_n"]
-        ct, ss = oqs.encapsulate(algorithm, ref.public_key(algorithm, seed))
-        assert ref.decapsulate(algorithm, seed, ct) == ss
-        ct, ss = ref.encapsulate(algorithm, oqs.public_key(algorithm, seed))
-        assert oqs.decapsulate(algorithm, seed, ct) == ss
-        PrivateKey.from_seed(suite, seed).self_test(oqs)
+    _agrees_with_cryptography(OqsBackend(), suite, algorithm, filename)
+
+
+@pytest.mark.parametrize(("suite", "algorithm", "filename"), MLKEM)
+def test_kyber_py_agrees_with_cryptography(suite: str, algorithm: str, filename: str) -> None:
+    backend = KyberPyBackend()
+    assert isinstance(backend, KemBackend)
+    _agrees_with_cryptography(backend, suite, algorithm, filename)
+
+
+def test_a_backend_that_disagrees_fails_the_key_self_test() -> None:
+    """The self-test is a real check: a backend whose shared secrets differ is caught."""
+
+    class Wrong(KyberPyBackend):
+        def decapsulate(self, algorithm: str, seed: bytes, ciphertext: bytes) -> bytes:
+            return bytes(32)
+
+    seed = bytes(range(64))
+    PrivateKey.from_seed("ml-kem-768", seed).self_test(KyberPyBackend())
+    with pytest.raises(WeakSecretError, match="pairwise consistency"):
+        PrivateKey.from_seed("ml-kem-768", seed).self_test(Wrong())

@@ -184,7 +184,8 @@ class PrivateKey:
 
     def self_test(self, backend: KemBackend | None = None) -> None:
         """Pairwise consistency: a DMK wrapped to this key unwraps; with a second ``backend``,
-        its ML-KEM key from the seed and its encapsulation agree with `cryptography`.
+        its ML-KEM key from the seed, its encapsulation and its decapsulation agree with
+        `cryptography`.
         ``WeakSecretError`` on any mismatch."""
         dmk, envelope_id = os.urandom(P.DMK_SIZE), os.urandom(P.ENVELOPE_ID_SIZE)
         ok = self.unwrap(self._public.wrap(dmk, envelope_id), envelope_id) == dmk
@@ -214,7 +215,10 @@ def _backends_agree(info: _suites.SuiteInfo, seed: bytes, backend: KemBackend) -
     if public != _suites.mlkem_public_bytes(info, seed):
         return False
     ciphertext, secret = backend.encapsulate(info.mlkem, public)
-    return reference.decapsulate(info.mlkem, mlkem_seed, ciphertext) == secret
+    if not hmac.compare_digest(reference.decapsulate(info.mlkem, mlkem_seed, ciphertext), secret):
+        return False
+    ciphertext, secret = reference.encapsulate(info.mlkem, public)  # and the other way round
+    return hmac.compare_digest(backend.decapsulate(info.mlkem, mlkem_seed, ciphertext), secret)
 
 
 def generate_identity(suite: str = "x-wing") -> PrivateKey:
