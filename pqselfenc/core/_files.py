@@ -1,9 +1,11 @@
 """Synchronous file helpers over the streaming core: files of any size in bounded memory.
 
 ``encrypt_file`` reads straight into the chunk buffers of ``StreamEncryption`` (``readinto``,
-no extra copy); ``decrypt_file`` writes the verified pieces of ``StreamDecryption`` to a temp
-file next to the target and renames it into place only when every chunk has verified, so a
-failure never leaves a partial output under the target's name.
+no extra copy) and stores through the store's ``_batch``, so a directory store fsyncs many
+chunks at once and the DataMap is returned only when all are durable. ``decrypt_file`` writes
+the verified pieces of ``StreamDecryption`` to a temp file next to the target and renames it
+into place only when every chunk has verified, so a failure never leaves a partial output
+under the target's name.
 """
 
 from __future__ import annotations
@@ -48,14 +50,16 @@ def encrypt_file(
     """
     store = _check_store(chunk_store)
     config = resolve_config(config, key_store)
-    stream = StreamEncryption(config, store._store_named, memory, executor)
-    try:
-        with open(path, "rb") as f:
-            _feed(stream, f)
-    except OSError as exc:
-        stream.abort()
-        raise EncryptionError(f"cannot read {os.fspath(path)}: {exc.strerror}") from exc
-    return stream.finish()
+    with store._batch() as sink:  # exits only when every chunk is durable: then the map
+        stream = StreamEncryption(config, sink, memory, executor)
+        try:
+            with open(path, "rb") as f:
+                _feed(stream, f)
+        except OSError as exc:
+            stream.abort()
+            raise EncryptionError(f"cannot read {os.fspath(path)}: {exc.strerror}") from exc
+        data_map = stream.finish()
+    return data_map
 
 
 def _feed(stream: StreamEncryption, f: io.BufferedReader) -> None:

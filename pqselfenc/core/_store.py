@@ -8,7 +8,8 @@ Retries, caching and limits are wrapper stores, not flags on this class.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator
+import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from pqselfenc.core import _primitives as P
@@ -126,6 +127,15 @@ class ChunkStore(abc.ABC):
         encryptor. Built-in stores override this to skip hashing the chunk a second time
         (their reads verify the name anyway); the default checks like ``store_chunk``."""
         self.store_chunk(chunk)
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
+        """The engine's way to store many chunks: yields a ``_store_named`` that any thread may
+        call; once the block exits without error every chunk is as durable as ``store`` makes
+        one, and only then may a DataMap point at them. A store that can group that work (one
+        wave of fsyncs instead of one per chunk) overrides this; the default stores each chunk
+        as it comes."""
+        yield self._store_named
 
     def _hooks_store(self, base: type[ChunkStore]) -> bool:
         """True when a subclass of ``base`` overrides ``store`` or ``store_chunk``: then the

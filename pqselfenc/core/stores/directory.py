@@ -4,6 +4,12 @@ Layout: ``ROOT/ab/abcdef…`` (64 hex digits, spread over 256 two-hex-digit fold
 to a temp file in the same folder, is fsynced, renamed over the final name and the folder is
 fsynced: a crash leaves either the whole chunk or nothing under its name (a stray ``.tmp-*``
 file at most, which ``__iter__`` ignores and ``clean_temp`` removes). Every read is verified.
+
+The engine writes a whole run through ``_batch``: the same steps, but the fsyncs of many chunks
+run at once on a few I/O threads while the workers go on encrypting (the kernel groups
+concurrent fsyncs into one journal commit), and each folder touched is fsynced once at the end.
+The order per chunk is unchanged (content durable, then renamed), and the batch only returns,
+so a DataMap can only be written, once every name it made or reused is durable.
 """
 
 from __future__ import annotations
@@ -11,7 +17,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 from pqselfenc.core._store import (
@@ -26,6 +34,10 @@ from pqselfenc.error import ChunkNotFound, ChunkStoreError
 __all__ = ["DirectoryChunkStore"]
 
 _TEMP_PREFIX = ".tmp-"
+# A batch's I/O threads mostly sleep in fsync (no GIL held); files written but not yet fsynced
+# and renamed are bounded, so open descriptors and dirty pages stay bounded too.
+_FSYNC_THREADS = 8
+_FSYNC_IN_FLIGHT = 32
 
 
 def _fsync_dir(path: Path) -> None:
@@ -77,6 +89,19 @@ class DirectoryChunkStore(ChunkStore):
             return super()._store_named(chunk)
         self._keep(chunk.info, chunk.content)
 
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
+        if not self.fsync or self._hooks_store(DirectoryChunkStore):
+            yield self._store_named  # nothing to group (or a user's hook must see each write)
+            return
+        batch = _Batch(self)
+        try:
+            yield batch.put
+        except BaseException:
+            batch.close(commit=False)
+            raise
+        batch.close(commit=True)
+
     def _keep(self, info: ChunkInfo, chunk: bytes) -> None:
         path = self.path_of(info)
         if path.exists():
@@ -84,30 +109,21 @@ class DirectoryChunkStore(ChunkStore):
         try:
             self._write(path, chunk)
         except OSError as exc:
-            raise ChunkStoreError(
-                f"cannot write chunk {short_name(info.name)} to {self.root}: {exc.strerror}"
-            ) from exc
+            raise self._write_error(info.name, exc) from exc
 
     def _write(self, path: Path, chunk: bytes) -> None:
-        folder = path.parent
-        fresh = not folder.exists()
-        folder.mkdir(exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(chunk)
-                if self.fsync:
-                    f.flush()
-                    os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        fresh = _make_folder(path.parent)
+        fd, tmp = _write_temp(path.parent, chunk)
+        _settle(fd, tmp, path, self.fsync)
         if self.fsync:
-            _fsync_dir(folder)
+            _fsync_dir(path.parent)
             if fresh:
                 _fsync_dir(self.root)
+
+    def _write_error(self, name: bytes, exc: OSError) -> ChunkStoreError:
+        return ChunkStoreError(
+            f"cannot write chunk {short_name(name)} to {self.root}: {exc.strerror}"
+        )
 
     def retrieve(self, info: ChunkInfo) -> bytes:
         try:
@@ -147,6 +163,130 @@ class DirectoryChunkStore(ChunkStore):
             tmp.unlink(missing_ok=True)
             removed += 1
         return removed
+
+
+def _make_folder(folder: Path) -> bool:
+    """Create a shard folder if missing; True when this call created it."""
+    try:
+        folder.mkdir()
+    except FileExistsError:
+        return False
+    return True
+
+
+def _write_temp(folder: Path, chunk: bytes) -> tuple[int, str]:
+    """A new temp file in ``folder`` holding ``chunk``, still open (not yet fsynced)."""
+    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)
+    try:
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+    except BaseException:
+        _discard(fd, tmp)
+        raise
+    return fd, tmp
+
+
+def _settle(fd: int, tmp: str, path: Path, fsync: bool) -> None:
+    """fsync (if asked) and close the temp file, then rename it to its final name: a name only
+    ever appears over complete (and, with fsync, durable) content."""
+    try:
+        if fsync:
+            os.fsync(fd)
+        os.close(fd)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        _discard(fd, tmp)
+        raise
+
+
+def _discard(fd: int, tmp: str) -> None:
+    if fd >= 0:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+class _Batch:
+    """The chunks of one engine run (see the module docstring). ``put`` runs on the workers:
+    it writes the temp file and queues its fsync and rename on the I/O threads. ``close``
+    waits for them, then fsyncs every folder the run wrote to or deduplicated into (so a name
+    another writer renamed but did not yet fsync is durable too) and, after new folders, the
+    root. The first failure is raised by the next ``put`` and by ``close``."""
+
+    def __init__(self, store: DirectoryChunkStore) -> None:
+        self.store = store
+        self.names: set[bytes] = set()
+        self.folders: set[Path] = set()
+        self.fresh = False
+        self.lock = threading.Lock()
+        self.room = threading.BoundedSemaphore(_FSYNC_IN_FLIGHT)
+        self.pool = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="pqselfenc-fsync")
+        self.pending: list[Future[None]] = []
+        self.failure: ChunkStoreError | None = None
+
+    def put(self, chunk: EncryptedChunk) -> None:
+        path = self.store.path_of(chunk.info)
+        with self.lock:
+            self._check()
+            if chunk.name in self.names:
+                return  # deduplicated within the batch
+            self.names.add(chunk.name)
+            self.folders.add(path.parent)
+        if path.exists():
+            return  # deduplicated: same name, same bytes
+        try:
+            fresh = _make_folder(path.parent)
+            fd, tmp = _write_temp(path.parent, chunk.content)
+        except OSError as exc:
+            raise self._fail(chunk.name, exc) from exc
+        self.room.acquire()
+        with self.lock:
+            self.fresh |= fresh
+            self.pending.append(self.pool.submit(self._settle, chunk.name, fd, tmp, path))
+
+    def _settle(self, name: bytes, fd: int, tmp: str, path: Path) -> None:
+        try:
+            _settle(fd, tmp, path, fsync=True)
+        except OSError as exc:
+            raise self._fail(name, exc) from exc
+        finally:
+            self.room.release()
+
+    def _fail(self, name: bytes, exc: OSError) -> ChunkStoreError:
+        error = self.store._write_error(name, exc)
+        with self.lock:
+            if self.failure is None:
+                self.failure = error
+        return error
+
+    def _check(self) -> None:
+        if self.failure is not None:
+            raise self.failure
+
+    def close(self, *, commit: bool) -> None:
+        """Wait for every queued chunk; with ``commit``, make the names durable or raise."""
+        try:
+            for future in self.pending:
+                future.exception()  # wait; the failure is recorded in self.failure
+            if commit:
+                self._check()
+                self._fsync_folders()
+        finally:
+            self.pool.shutdown(wait=True)
+
+    def _fsync_folders(self) -> None:
+        folders = sorted(self.folders)
+        try:
+            list(self.pool.map(_fsync_dir, folders))
+            if self.fresh:
+                _fsync_dir(self.store.root)
+        except OSError as exc:
+            raise ChunkStoreError(
+                f"cannot make the chunks in {self.store.root} durable: {exc.strerror}"
+            ) from exc
 
 
 def _info_of(file_name: str, folder: str) -> ChunkInfo | None:

@@ -1,0 +1,200 @@
+"""The directory store's batched writes (``encrypt_file`` goes through ``_batch``): fsyncs run
+on I/O threads, folders are fsynced once at the end, and still no name ever appears before its
+content is durable, no map is returned before every chunk is, duplicates are written once, and
+a failure or a SIGKILL at any step leaves only whole chunks under final names."""
+
+from __future__ import annotations
+
+import os
+import signal
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import pytest
+
+from pqselfenc import DirectoryChunkStore, EncryptionConfig, ParallelConfig, SelfEncryptor
+from pqselfenc.core import _primitives as P
+from pqselfenc.core.stores import directory
+from pqselfenc.error import ChunkStoreError
+from pqselfenc.streaming import decrypt_file, encrypt_file
+
+CHUNK = 128
+CFG = EncryptionConfig(chunk_size=CHUNK, min_chunks=3, parallel=ParallelConfig(max_threads=2))
+
+
+class Recorder:
+    """Logs fsync (by path) and replace calls, from every thread, in the order they happen."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, ...]] = []
+        self.lock = threading.Lock()
+        real_fsync, real_replace = os.fsync, os.replace
+
+        def fsync(fd: int) -> None:
+            real_fsync(fd)
+            self.add("fsync", os.readlink(f"/proc/self/fd/{fd}"))
+
+        def replace(src: str, dst: str) -> None:
+            real_replace(src, dst)
+            self.add("replace", os.fspath(src), os.fspath(dst))
+
+        monkeypatch.setattr(directory.os, "fsync", fsync)
+        monkeypatch.setattr(directory.os, "replace", replace)
+
+    def add(self, *event: str) -> None:
+        with self.lock:
+            self.events.append(event)
+
+    def replaced(self) -> list[tuple[int, str, str]]:
+        return [(i, e[1], e[2]) for i, e in enumerate(self.events) if e[0] == "replace"]
+
+    def fsynced_at(self, path: str) -> list[int]:
+        return [i for i, e in enumerate(self.events) if e[0] == "fsync" and e[1] == path]
+
+
+def write(tmp_path: Path, data: bytes) -> Path:
+    path = tmp_path / "in.bin"
+    path.write_bytes(data)
+    return path
+
+
+def test_content_is_durable_before_its_name_and_names_before_the_map(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(40 * CHUNK + 7)
+    rec = Recorder(monkeypatch)
+    store = DirectoryChunkStore(tmp_path / "store")
+    data_map = encrypt_file(write(tmp_path, data), store, CFG)
+    rec.add("returned")
+    replaced = rec.replaced()
+    assert len(replaced) == len(list(store)) == 41
+    for at, src, _dst in replaced:  # the temp file was fsynced before it got its name
+        assert any(i < at for i in rec.fsynced_at(src)), src
+    for folder in {os.path.dirname(dst) for _, _, dst in replaced}:
+        last = max(at for at, _, dst in replaced if os.path.dirname(dst) == folder)
+        assert any(i > last for i in rec.fsynced_at(folder)), folder  # the name is durable
+    last_rename = replaced[-1][0]
+    assert any(i > last_rename for i in rec.fsynced_at(str(store.root)))  # new folders too
+    assert rec.events[-1][0] == "returned"  # nothing ran on after the map was returned
+    expected, chunks = SelfEncryptor(data, CFG).encrypt()
+    assert data_map.to_bytes() == expected.to_bytes()
+    assert {i.name for i in store} == {c.name for c in chunks}
+    for chunk in chunks:
+        assert store.path_of(chunk.info).read_bytes() == chunk.content
+
+
+def test_duplicates_in_one_batch_are_written_once_and_present_names_never(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = b"\x5a" * (30 * CHUNK)  # equal content and equal neighbours: 30 equal chunks
+    rec = Recorder(monkeypatch)
+    store = DirectoryChunkStore(tmp_path / "store")
+    data_map = encrypt_file(write(tmp_path, data), store, CFG)
+    assert len({c.name for c in data_map.chunks}) == 1
+    assert len(rec.replaced()) == 1 and len(list(store)) == 1
+    path = store.path_of(data_map.chunks[0])
+    before = path.stat()
+    rec.events.clear()
+    assert encrypt_file(write(tmp_path, data), store, CFG) == data_map
+    assert rec.replaced() == []  # already stored: not rewritten
+    assert path.stat().st_ino == before.st_ino
+    assert rec.fsynced_at(str(path.parent))  # but its folder is made durable for our map
+    assert list(tmp_path.glob("store/*/.tmp-*")) == []
+
+
+@pytest.mark.parametrize("step", ["fsync", "write"])
+def test_a_failure_mid_batch_is_a_store_error_and_leaves_only_whole_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+) -> None:
+    real = getattr(os, step)
+    calls: list[int] = []
+    lock = threading.Lock()
+
+    def failing(*args: object) -> object:
+        with lock:
+            calls.append(1)
+            fail = len(calls) == 9
+        if fail:
+            raise OSError(5, "Input/output error")
+        return real(*args)
+
+    monkeypatch.setattr(directory.os, step, failing)
+    store = DirectoryChunkStore(tmp_path / "store")
+    with pytest.raises(ChunkStoreError, match="Input/output error"):
+        encrypt_file(write(tmp_path, os.urandom(60 * CHUNK)), store, CFG)
+    monkeypatch.undo()
+    stored = list(store)
+    assert 0 < len(stored) < 60
+    for info in stored:  # every visible chunk is whole: it hashes to its name
+        assert P.chunk_name(store.path_of(info).read_bytes()) == info.name
+    assert list(tmp_path.glob("store/*/.tmp-*")) == []
+
+
+CHILD = """
+import os, signal, stat, sys, threading
+from pathlib import Path
+from pqselfenc import EncryptionConfig, ParallelConfig
+from pqselfenc.core.stores import DirectoryChunkStore, directory
+from pqselfenc.streaming import encrypt_file
+
+point, n, source, root, map_path = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+real_fsync, real_replace, count, lock = os.fsync, os.replace, [0], threading.Lock()
+
+def hit(kind):
+    with lock:
+        if kind == point:
+            count[0] += 1
+            if count[0] == n:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+def fsync(fd):
+    hit("dir-fsync" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file-fsync")
+    real_fsync(fd)
+
+def replace(src, dst):
+    hit("replace")
+    real_replace(src, dst)
+
+directory.os.fsync, directory.os.replace = fsync, replace
+cfg = EncryptionConfig(chunk_size=128, min_chunks=3, parallel=ParallelConfig(max_threads=2))
+data_map = encrypt_file(source, DirectoryChunkStore(root), cfg)
+Path(map_path).write_bytes(data_map.to_bytes())
+"""
+
+
+KILL_POINTS = [
+    ("file-fsync", 1),  # first temp file written, nothing named yet
+    ("file-fsync", 23),  # some chunks named, more temp files in flight
+    ("replace", 1),
+    ("replace", 31),
+    ("dir-fsync", 1),  # every chunk named, folders not yet durable
+    ("dir-fsync", 5),
+]
+
+
+@pytest.mark.parametrize(("point", "n"), KILL_POINTS)
+def test_sigkill_at_any_step_leaves_only_whole_chunks_and_no_map(
+    tmp_path: Path, point: str, n: int
+) -> None:
+    data = os.urandom(40 * CHUNK)
+    source, root, map_path = write(tmp_path, data), tmp_path / "store", tmp_path / "map"
+    proc = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(CHILD), point, str(n), str(source), str(root),
+         str(map_path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    assert not map_path.exists()
+    store = DirectoryChunkStore(root)
+    for info in store:
+        store.retrieve(info)  # verifies the name: no partial chunk is visible under a name
+    for tmp in root.glob("*/.tmp-*"):
+        assert stat.S_ISREG(tmp.stat().st_mode)  # leftovers are only temp files
+    store.clean_temp()
+    data_map = encrypt_file(source, store, CFG)  # a rerun completes and decrypts
+    decrypt_file(data_map, store, tmp_path / "out.bin", CFG)
+    assert (tmp_path / "out.bin").read_bytes() == data
