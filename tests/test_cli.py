@@ -14,7 +14,7 @@ from _cli_helpers import FakeTerminal, Result, run
 from pqselfenc import DataMap, DirectoryChunkStore
 from pqselfenc.cli import _encrypt, main
 from pqselfenc.core._primitives import MAX_MAP_ENTRIES
-from pqselfenc.error import ChunkStoreError
+from pqselfenc.core.stores import directory
 
 CHUNK = 64
 SIZES = [0, 1, 2, 3, CHUNK - 1, 3 * CHUNK, 3 * CHUNK + 1, 10 * CHUNK + 7]
@@ -219,20 +219,22 @@ def test_store_failing_halfway_leaves_input_and_no_map(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     data = write(tmp_path / "in.bin", 10 * CHUNK)
-    real_store = DirectoryChunkStore.store
-    calls: list[int] = []
+    real_write, calls = os.write, []
 
-    def flaky(self: DirectoryChunkStore, chunk: bytes) -> object:
+    def flaky(fd: int, chunk: bytes) -> int:  # the directory store writes chunks with os.write
         calls.append(1)
         if len(calls) == 4:
-            raise ChunkStoreError("disk full (injected)")
-        return real_store(self, chunk)
+            raise OSError(28, "No space left on device")
+        return real_write(fd, chunk)
 
-    monkeypatch.setattr(DirectoryChunkStore, "store", flaky)
+    monkeypatch.setattr(directory.os, "write", flaky)
     result = encrypt(capsys, "in.bin")
-    assert "disk full" in result.error_line()
+    assert "No space left" in result.error_line()
     assert (tmp_path / "in.bin").read_bytes() == data
     assert sorted(p.name for p in tmp_path.iterdir()) == ["chunks", "in.bin"]
+    store = DirectoryChunkStore(tmp_path / "chunks")
+    assert all(store.retrieve(info) for info in store)  # what is named is whole
+    assert list((tmp_path / "chunks").glob("*/.tmp-*")) == []
 
 
 def test_failed_decrypt_leaves_no_output(

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from pqselfenc.cli._output import CliError, Progress
-from pqselfenc.core._store import ChunkInfo, ChunkStore
+from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk
 from pqselfenc.core.stores import DirectoryChunkStore
 
 __all__ = ["CountingStore", "default_store_path", "open_store"]
@@ -75,6 +76,20 @@ class CountingStore(ChunkStore):
         info = self._inner.store(chunk)
         self._count(len(chunk))
         return info
+
+    def _store_named(self, chunk: EncryptedChunk) -> None:
+        self._inner._store_named(chunk)  # the engine named it: the inner store need not rehash
+        self._count(len(chunk.content))
+
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
+        with self._inner._batch() as put:
+
+            def counted(chunk: EncryptedChunk) -> None:
+                put(chunk)
+                self._count(len(chunk.content))
+
+            yield counted
 
     def retrieve(self, info: ChunkInfo) -> bytes:
         content = self._inner.retrieve(info)
