@@ -19,10 +19,10 @@ from pqselfenc.cli._output import (
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._stores import CountingStore
+from pqselfenc.core._files import encrypt_file
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import CompressionConfig, EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
-from pqselfenc.streaming import StreamDecryptor, encrypt_file
 
 __all__ = ["add_parsers"]
 
@@ -278,6 +278,8 @@ def _decrypt_into(
     span = session.args.range
     total = data_map.total_size if span is None else min(span[1], data_map.total_size)
     with session.console.progress(total, f"decrypt {session.args.map.name}") as bar:
+        from pqselfenc.streaming import StreamDecryptor  # asyncio: only decrypt needs it
+
         counting = CountingStore(store, bar, total)
         reader = StreamDecryptor.from_data_map(data_map, counting, config)
         pieces = iter(reader) if span is None else iter([reader.read_range(*span)])

@@ -13,15 +13,16 @@ import getpass
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pqselfenc.cli._output import CliError, is_tty
 from pqselfenc.cli._session import Session
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError, KeyNotFound, KeyringUnavailable
-from pqselfenc.keys import KeyStore
-from pqselfenc.keys.config import check_name
+
+if TYPE_CHECKING:  # the keys layer (KEM, argon2, zxcvbn, keyring) loads only when a command
+    from pqselfenc.keys import KeyStore  # touches keys: encrypt without --to starts faster
 
 __all__ = [
     "check_recipients",
@@ -42,6 +43,8 @@ _MAX_PASSPHRASE_FILE = 64 << 10
 
 def name_arg(text: str) -> str:
     """An identity or recipient name, checked as the key store checks it (usage error if not)."""
+    from pqselfenc.keys.config import check_name
+
     try:
         return check_name(text)
     except ValueError as exc:
@@ -57,6 +60,8 @@ def key_store(session: Session, *, create: bool = False) -> KeyStore:
 
     Only commands that add keys (``create``) make a new store; the others say there is none.
     """
+    from pqselfenc.keys import KeyStore
+
     opened = session.opened("keys")
     if opened is not None:
         assert isinstance(opened, KeyStore)
@@ -77,6 +82,8 @@ def key_store(session: Session, *, create: bool = False) -> KeyStore:
 
 def _existing_backend(path: Path) -> str | None:
     """The backend of the store at ``path``, or None when there is none yet."""
+    from pqselfenc.keys import KeyStore
+
     try:
         return KeyStore.backend_of(path)
     except KeyNotFound:
@@ -134,6 +141,8 @@ def _open(session: Session, path: Path, kind: str, *, creating: bool) -> KeyStor
     if kind == "file":
         passphrase = read_secret(session, "passphrase_file", PASSPHRASE_ENV,
                                  f"passphrase for {path}", confirm=creating)  # fmt: skip
+    from pqselfenc.keys import KeyStore
+
     keyring = _user_keyring() if kind == "keyring" else None
     return KeyStore.open(path, backend=kind, passphrase=passphrase, keyring=keyring)
 

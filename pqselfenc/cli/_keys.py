@@ -7,7 +7,7 @@ import re
 import stat
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pqselfenc.cli._keyring import key_store, name_arg, read_secret
 from pqselfenc.cli._maps import is_sealed
@@ -21,7 +21,9 @@ from pqselfenc.cli._output import (
 from pqselfenc.cli._session import Session
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import KeyStoreError
-from pqselfenc.keys import Identity, KeyVersion, RecipientEntry
+
+if TYPE_CHECKING:
+    from pqselfenc.keys import Identity, KeyVersion, RecipientEntry
 
 __all__ = ["add_parsers"]
 

@@ -17,8 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
 
-from tqdm import tqdm
-
 PROG = "pqselfenc"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -97,6 +95,8 @@ class Console:
         if not self.interactive:
             yield _NoProgress()
             return
+        from tqdm import tqdm  # only with a person watching: a script never pays for it
+
         bar = tqdm(
             total=total,
             desc=description,
