@@ -167,3 +167,24 @@ def test_decrypt_pipes_plaintext_and_exits_zero(tmp_path: Path) -> None:
     assert run_process("encrypt", "in.bin", "--store", "s", env=env, cwd=tmp_path).returncode == 0
     done = run_process("decrypt", "in.bin.map", "--store", "s", env=env, cwd=tmp_path)
     assert done.returncode == 0 and done.stdout == bytes(range(256)) * 40
+
+
+def test_encrypt_without_recipients_loads_no_keys_layer(tmp_path: Path) -> None:
+    """Start-up is part of every encrypt's wall time: without --to, the KEM, argon2, zxcvbn,
+    keyring, tqdm and asyncio never load."""
+    (tmp_path / "in.bin").write_bytes(os.urandom(5000))
+    probe = (
+        "import sys; from pqselfenc.cli import main; "
+        "code = main(sys.argv[1:]); "
+        "heavy = ['pqselfenc.keys', 'pqselfenc.kem', 'argon2', 'zxcvbn', 'keyring', 'tqdm', "
+        "'asyncio']; "
+        "print(sorted(m for m in heavy if m in sys.modules)); sys.exit(code)"
+    )
+    args = ["encrypt", str(tmp_path / "in.bin"), "--store", str(tmp_path / "chunks"),
+            "--home", str(tmp_path / "home"), "-q"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", probe, *args],
+        capture_output=True, text=True, env=clean_env(tmp_path), timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1] == "[]"
