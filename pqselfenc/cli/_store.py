@@ -106,32 +106,18 @@ class References:
     incomplete: list[str] = field(default_factory=list)
 
 
-def _level_as_content(level: DataMap) -> DataMap:
-    """A parent level's own chunks as a level-0 map, whose "content" is the child map's bytes."""
-    return DataMap(
-        total_size=level.content_size,
-        chunks=level.chunks,
-        compression=level.compression,
-        level=level.level,
-        secret_id=level.secret_id,
-    )
-
-
 def _walk(
     data_map: DataMap, store: ChunkStore, config: EncryptionConfig, refs: References, where: str
 ) -> None:
-    level: DataMap | None = data_map
-    while level is not None:
+    """Record every chunk each level of ``data_map`` names; a parent level with absent chunks
+    cannot be followed, so the map is reported incomplete rather than guessed at."""
+    for level in SelfEncryptor.from_data_map(data_map, store, config).levels():
         refs.names.update(c.name for c in level.chunks)
         absent = {c.name for c in level.chunks if not store.has(c)}
         refs.missing |= absent
-        if level.child == 0:
-            return
-        if absent:
+        if absent and level.child > 0:
             refs.incomplete.append(where)
             return
-        blob = SelfEncryptor.from_data_map(_level_as_content(level), store, config).decrypt()
-        level = DataMap.from_bytes(blob)
 
 
 def references(session: Session, maps: list[Path], store: ChunkStore) -> References:
