@@ -50,7 +50,7 @@ def audit_of(d: Path) -> AuditLog:
 @pytest.mark.parametrize("raw", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
 def test_hostile_metadata_is_invalid_data(raw: bytes) -> None:
     with pytest.raises(InvalidDataError):
-        M.from_json(raw)
+        M.from_json(raw, None)
 
 
 @pytest.mark.parametrize("raw", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())

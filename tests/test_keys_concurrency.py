@@ -36,7 +36,7 @@ def test_injected_failure_between_key_and_metadata(
     ks.generate("alice")
     sealed = ks.seal(small_map(), to=["alice"])
 
-    def boom(path: Path, meta: M.Metadata) -> None:
+    def boom(path: Path, meta: M.Metadata, mac_key: bytes) -> None:
         raise KeyStoreError("disk full (injected)")
 
     monkeypatch.setattr(M, "write_metadata", boom)
@@ -68,7 +68,7 @@ def test_sigkill_between_key_and_metadata_leaves_a_store_that_opens(
         from pqselfenc.keys import _metadata as M
         from _keys_support import PASSPHRASE
         ks = KeyStore.open(sys.argv[1], passphrase=PASSPHRASE)
-        M.write_metadata = lambda path, meta: os.kill(os.getpid(), signal.SIGKILL)
+        M.write_metadata = lambda path, meta, mac_key: os.kill(os.getpid(), signal.SIGKILL)
         ks.rotate("alice")
         """,
         str(ks.directory),
@@ -153,7 +153,7 @@ def test_two_processes_writing_leave_consistent_metadata(open_store: StoreFactor
     for proc in procs:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0 and out.strip() == "done", err
-    meta = M.read_metadata(ks.directory / "keystore.json")
+    meta = M.read_metadata(ks.directory / "keystore.json", ks._meta_key)  # MAC checked
     assert sorted(meta.recipients) == sorted(f"{t}-r{i}" for t in "pq" for i in range(12))
     assert sorted(meta.identities) == sorted(f"{t}-id{i}" for t in "pq" for i in (0, 4, 8))
     for tag in "pq":
@@ -163,6 +163,7 @@ def test_two_processes_writing_leave_consistent_metadata(open_store: StoreFactor
     actions = [e["action"] for e in ks.audit.events()]
     assert actions.count("recipient-add") == 24 and actions.count("open") == 6
     assert actions.count("generate") == 6 and actions.count("rotate") == 2
+    assert meta.generation == 1 + 24 + 6 + 2  # create, then one generation per write: none lost
 
 
 def test_fake_clock_is_used_for_every_event(open_store: StoreFactory, clock: FakeClock) -> None:

@@ -7,6 +7,7 @@ import stat
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _keys_support import PASSPHRASE, FakeClock, StoreFactory, clock, open_store, small_map
@@ -14,6 +15,7 @@ from _keys_support import PASSPHRASE, FakeClock, StoreFactory, clock, open_store
 from pqselfenc import MemoryChunkStore, SelfEncryptor
 from pqselfenc.error import (
     DecryptionError,
+    IntegrityError,
     InvalidDataError,
     KeyDestroyedError,
     KeyNotFound,
@@ -324,7 +326,9 @@ def test_metadata_parser_is_strict(open_store: StoreFactory) -> None:
     broken.append(state)
     for doc in broken:
         path.write_text(json.dumps(doc))
-        with pytest.raises(InvalidDataError):
+        with pytest.raises(InvalidDataError):  # before unlock: the unauthenticated parse
+            KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+        with pytest.raises(IntegrityError):  # unlocked: the MAC is checked before any field
             ks.identity("alice")
     path.write_text("{not json")
     with pytest.raises(InvalidDataError):
@@ -422,3 +426,139 @@ def test_backend_mismatch_and_bad_arguments(open_store: StoreFactory, tmp_path: 
             KeyConfig(min_entropy=bad)
     with pytest.raises(ValueError):
         KeyConfig(rotation_interval=timedelta(0))
+
+
+# -- keystore.json is authenticated (threat-model/keys.md "Metadata tampering") ---------------
+
+
+def _rewrite(path: Path, edit: Callable[[dict[str, Any]], None]) -> None:
+    """What an insider without the root secret can do: edit the JSON and re-serialise it validly
+    (the old ``mac`` field kept, since they cannot compute a new one)."""
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+
+
+def _unchanged_after(ks: KeyStore, action: Callable[[], object], error: str) -> None:
+    """``action`` fails with ``IntegrityError`` and writes nothing: no metadata, no audit."""
+    files = {p.name: p.read_bytes() for p in ks.directory.iterdir() if p.is_file()}
+    with pytest.raises(IntegrityError, match=error):
+        action()
+    assert {p.name: p.read_bytes() for p in ks.directory.iterdir() if p.is_file()} == files
+
+
+def test_swapped_recipient_key_is_refused(open_store: StoreFactory) -> None:
+    """The attack the MAC exists for: bob's public key replaced by mallory's in keystore.json."""
+    ks = open_store()
+    ks.recipients.add("bob", str(generate_identity().recipient()))
+    mallory = generate_identity().recipient()
+
+    def swap(doc: dict[str, Any]) -> None:
+        doc["recipients"]["bob"] |= {"public_key": str(mallory), "key_id": mallory.key_id.hex(),
+                                     "fingerprint": mallory.fingerprint}  # fmt: skip
+
+    _rewrite(ks.directory / "keystore.json", swap)
+    assert KeyStore.backend_of(ks.directory) == "file"  # still parses: only the MAC catches it
+    _unchanged_after(ks, lambda: ks.seal(small_map(), to=["bob"]), "MAC check")
+    _unchanged_after(ks, lambda: ks.recipients.add("carol", str(mallory)), "MAC check")
+    _unchanged_after(ks, lambda: ks.recipients.get("bob"), "MAC check")
+    reopen = lambda: KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)  # noqa: E731
+    _unchanged_after(ks, reopen, "MAC check")
+
+
+def test_flipped_state_is_refused(open_store: StoreFactory) -> None:
+    """destroyed -> active would make a shredded version look usable (and sealed to); and
+    active -> destroyed, on open, would make the store delete a live secret."""
+    ks = open_store()
+    ks.generate("alice")
+    sealed = ks.seal(small_map(), to=["alice"])
+    ks.rotate("alice")
+    ks.destroy("alice", 1)
+    path = ks.directory / "keystore.json"
+    good = path.read_bytes()
+
+    def undestroy(doc: dict[str, Any]) -> None:
+        v1, v2 = doc["identities"]["alice"]["versions"]
+        v1 |= {"state": "active", "destroyed": None}
+        v2 |= {"state": "decrypt-only", "retired": v2["created"]}
+
+    _rewrite(path, undestroy)
+    _unchanged_after(ks, lambda: ks.open(sealed), "MAC check")
+    _unchanged_after(ks, lambda: ks.seal(small_map(), to=["alice"]), "MAC check")
+    _unchanged_after(ks, lambda: ks.rotate("alice"), "MAC check")
+
+    path.write_bytes(good)
+
+    def destroy_live(doc: dict[str, Any]) -> None:
+        doc["identities"]["alice"]["versions"][1] |= {
+            "state": "destroyed", "destroyed": "2026-01-01T00:00:00.000000Z"}  # fmt: skip
+
+    _rewrite(path, destroy_live)
+    reopen = lambda: KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)  # noqa: E731
+    _unchanged_after(ks, reopen, "MAC check")
+    assert (ks.directory / "secrets" / "alice.v2.key").exists()  # not shredded on open
+
+
+def test_missing_or_forged_mac_is_refused(open_store: StoreFactory) -> None:
+    from pqselfenc.keys import _metadata as M
+
+    ks = open_store()
+    ks.generate("alice")
+    path = ks.directory / "keystore.json"
+    good = path.read_bytes()
+    _rewrite(path, lambda doc: doc.pop("mac"))
+    _unchanged_after(ks, lambda: ks.identities, "no MAC")
+    reopen = lambda: KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)  # noqa: E731
+    _unchanged_after(ks, reopen, "no MAC")
+    for bad in (None, 7, "", "00" * 32, "é" * 64, ["x"]):
+        _rewrite(path, lambda doc, bad=bad: doc.update(mac=bad))  # type: ignore[misc]
+        _unchanged_after(ks, lambda: ks.identities, "MAC check")
+    # a MAC under any other key (another store's, a guessed one) is just as wrong
+    path.write_bytes(M.to_json(M.from_json(good, None), bytes(32)))
+    _unchanged_after(ks, lambda: ks.identity("alice"), "MAC check")
+    path.write_bytes(good)
+    assert ks.identity("alice").latest == 1
+
+
+def test_mac_and_generation_on_a_legitimate_life_cycle(
+    open_store: StoreFactory, clock: FakeClock
+) -> None:
+    """Every write stores a fresh MAC and one more generation; reopening checks it and works.
+    The MAC is recomputed here from docs/format.md section 4, independently of the code."""
+    import hashlib
+    import hmac
+
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    ks = open_store()
+    path = ks.directory / "keystore.json"
+    generations = [json.loads(path.read_text())["generation"]]
+    steps: list[Callable[[], object]] = [
+        lambda: ks.generate("alice"),
+        lambda: ks.recipients.add("bob", str(generate_identity().recipient())),
+        lambda: ks.rotate("alice"),
+        lambda: ks.destroy("alice", 1),
+        lambda: ks.recipients.remove("bob"),
+    ]
+    for step in steps:
+        clock.advance(days=1)
+        step()
+        generations.append(json.loads(path.read_text())["generation"])
+    assert generations == [1, 2, 3, 4, 5, 6]
+    ks.open(ks.seal(small_map(), to=["alice"]))  # reading writes no metadata
+    assert json.loads(path.read_text())["generation"] == 6
+
+    doc = json.loads(path.read_text())
+    mac = doc.pop("mac")
+    key = HKDF(algorithm=hashes.SHA3_256(), length=32, salt=None,
+               info=b"pqselfenc/v1/keystore-metadata-mac").derive(ks._secret.root)  # fmt: skip
+    body = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+    assert mac == hmac.new(key, body, hashlib.sha3_256).hexdigest()
+
+    reopened = KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE, clock=clock)
+    assert [v.state for v in reopened.identity("alice").versions] == [
+        KeyState.DESTROYED, KeyState.ACTIVE]  # fmt: skip
+    reopened.rotate("alice")
+    assert reopened.identity("alice").latest == 3 and reopened.audit.verify().ok
+    assert json.loads(path.read_text())["generation"] == 7

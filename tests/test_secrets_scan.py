@@ -249,6 +249,7 @@ def _store_secrets(scan: Scan, ks: Any) -> None:
     """Every secret a store holds, read through its own backend."""
     scan.secret("store secret", ks._backend.get("_store", 1))
     scan.secret("convergence secret", ks.convergence_secret())
+    scan.secret("keystore.json MAC key", ks._meta_key)
     for ident in ks.identities.values():
         for v in ident.versions:
             if v.usable:

@@ -286,6 +286,12 @@ AUDIT_SIGNATURE_CONTEXT = b"pqselfenc/v1/audit-checkpoint"
 # Convergence secret of a key store's domain: derived per domain from the store's root secret.
 CONVERGENCE_SECRET_LABEL = b"pqselfenc/v1/convergence-secret"
 
+# keystore.json MAC: HMAC-SHA3-256 under HKDF-SHA3-256(root secret, info=label), over the
+# canonical JSON of the metadata without its "mac" field; an insider who can write the store
+# directory but does not hold the root secret cannot forge it (docs/format.md section 4).
+METADATA_MAC_LABEL = b"pqselfenc/v1/keystore-metadata-mac"
+METADATA_MAC_SIZE = 32
+
 # Key store file formats: magics name the file type so one is never parsed as another.
 VAULT_MAGIC = b"PQSEVLT\x00"  # file backend header: argon2id params, salt, wrapped vault key
 KEY_FILE_MAGIC = b"PQSEKEY\x00"  # one encrypted secret of the file backend
@@ -311,3 +317,13 @@ AUDIT_GENESIS = bytes(32)
 def hkdf_sha3(ikm: bytes, *, info: bytes, length: int = 32, salt: bytes | None = None) -> bytes:
     """HKDF-SHA3-256 (RFC 5869 over SHA3-256): the one KDF every derivation above uses."""
     return HKDF(algorithm=hashes.SHA3_256(), length=length, salt=salt, info=info).derive(ikm)
+
+
+def metadata_mac_key(root: bytes) -> bytes:
+    """Key of the keystore.json MAC: HKDF-SHA3-256(store root secret, info=label)."""
+    return hkdf_sha3(root, info=METADATA_MAC_LABEL, length=METADATA_MAC_SIZE)
+
+
+def metadata_mac(key: bytes, canonical: bytes) -> bytes:
+    """HMAC-SHA3-256 over the canonical JSON of the metadata (without its "mac" field)."""
+    return hmac.new(key, canonical, hashlib.sha3_256).digest()

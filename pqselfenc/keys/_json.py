@@ -15,7 +15,7 @@ from typing import Any
 
 from pqselfenc.error import Error
 
-__all__ = ["MAX_DEPTH", "loads"]
+__all__ = ["MAX_DEPTH", "canonical", "loads"]
 
 MAX_DEPTH = 16  # our documents nest at most 5 levels (metadata: identities.NAME.versions[i])
 
@@ -59,3 +59,8 @@ def loads(data: bytes | str, error: type[Error], what: str, max_depth: int = MAX
     if _depth(obj) > max_depth:
         raise error(f"{what} is nested more than {max_depth} levels deep")
     return obj
+
+
+def canonical(obj: dict[str, Any]) -> bytes:
+    """The bytes a hash or MAC covers: sorted keys, no whitespace, ASCII only."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()

@@ -98,3 +98,7 @@ class StoreSecret:
         """32-byte secret of ``domain``: HKDF-SHA3-256(root, info = label || domain)."""
         info = P.CONVERGENCE_SECRET_LABEL + domain.encode("ascii")
         return P.hkdf_sha3(self.root, info=info, length=P.CONVERGENCE_SECRET_SIZE)
+
+    def metadata_mac_key(self) -> bytes:
+        """Key of keystore.json's MAC: HKDF-SHA3-256(root, info = label)."""
+        return P.metadata_mac_key(self.root)

@@ -3,10 +3,18 @@
 Written atomically (temp + fsync + rename + fsync folder) and only under the store's file lock,
 always re-read under that lock before a change, so two processes never lose each other's updates.
 docs/format.md section 4 describes every field.
+
+Authenticated: every write carries ``mac`` = HMAC-SHA3-256 under a key derived from the store's
+root secret (``P.metadata_mac_key``) over the canonical JSON of the document without ``mac``, and
+``generation``, one more than the document it replaces. Every read with the key checks the MAC
+before any field is used (``IntegrityError`` if it is missing or wrong); reading without the key
+(``mac_key=None``) is only for learning which backend holds the secret, before it is unlocked.
+A MAC cannot catch a rollback to an older, validly MACed copy (threat-model/keys.md).
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -15,9 +23,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from pqselfenc.error import InvalidDataError, KeyNotFound
+from pqselfenc.core import _primitives as P
+from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound
 from pqselfenc.keys._fsutil import atomic_write
-from pqselfenc.keys._json import loads
+from pqselfenc.keys._json import canonical, loads
 
 __all__ = [
     "BACKENDS",
@@ -29,6 +38,7 @@ __all__ = [
     "RecipientEntry",
     "fmt_time",
     "parse_time",
+    "read_bytes",
     "read_metadata",
     "write_metadata",
 ]
@@ -139,6 +149,7 @@ class Metadata:
     audit_key: str
     identities: Mapping[str, Identity] = field(default_factory=dict)
     recipients: Mapping[str, RecipientEntry] = field(default_factory=dict)
+    generation: int = 0  # writes so far: each write stores one more (0 = never written)
 
     def identity(self, name: str) -> Identity:
         try:
@@ -183,10 +194,11 @@ def _recipient_json(r: RecipientEntry) -> dict[str, Any]:
     }
 
 
-def to_json(meta: Metadata) -> bytes:
-    doc = {
+def _document(meta: Metadata) -> dict[str, Any]:
+    return {
         "format": FORMAT,
         "version": _VERSION,
+        "generation": meta.generation,
         "store_id": meta.store_id,
         "backend": meta.backend,
         "created": fmt_time(meta.created),
@@ -201,7 +213,35 @@ def to_json(meta: Metadata) -> bytes:
         },
         "recipients": {n: _recipient_json(r) for n, r in sorted(meta.recipients.items())},
     }
+
+
+def _mac(doc: dict[str, Any], mac_key: bytes) -> str:
+    return P.metadata_mac(mac_key, canonical(doc)).hex()
+
+
+def to_json(meta: Metadata, mac_key: bytes) -> bytes:
+    """The file's bytes: the document of ``meta`` with its ``mac`` under ``mac_key``."""
+    doc = _document(meta)
+    doc["mac"] = _mac(doc, mac_key)
     return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+
+
+def _check_mac(doc: dict[str, Any], mac_key: bytes) -> None:
+    """``IntegrityError`` unless ``doc`` carries the right ``mac`` (checked before any field)."""
+    if "mac" not in doc:
+        raise IntegrityError(
+            "keystore.json has no MAC: it was not written by this version of pqselfenc, or "
+            "someone removed it; refusing to trust its keys and states"
+        )
+    body = {k: v for k, v in doc.items() if k != "mac"}
+    stored = doc["mac"]
+    if not isinstance(stored, str) or not hmac.compare_digest(
+        stored.encode("ascii", "replace"), _mac(body, mac_key).encode("ascii")
+    ):
+        raise IntegrityError(
+            "keystore.json failed its MAC check: it was changed outside pqselfenc (public keys, "
+            "states or recipients may have been swapped) or belongs to another store"
+        )
 
 
 class _Reader:
@@ -281,10 +321,18 @@ def _parse_recipient(name: str, obj: object) -> RecipientEntry:
     )
 
 
-def from_json(data: bytes) -> Metadata:
-    r = _Reader(loads(data, InvalidDataError, "keystore metadata"), "top level")
+def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
+    """Parse strict JSON, check the MAC under ``mac_key`` (``IntegrityError``), then the fields
+    (``InvalidDataError``). ``mac_key=None`` skips the MAC: only to learn the backend."""
+    doc = loads(data, InvalidDataError, "keystore metadata")
+    r = _Reader(doc, "top level")
+    if mac_key is not None:
+        _check_mac(doc, mac_key)
     if r.get("format", str) != FORMAT or r.get("version", int) != _VERSION:
         raise InvalidDataError("not pqselfenc keystore metadata of a known version")
+    generation = r.get("generation", int)
+    if generation < 1:
+        raise InvalidDataError("keystore metadata: generation must be at least 1")
     created = r.time("created")
     assert created is not None
     backend = r.get("backend", str)
@@ -297,18 +345,28 @@ def from_json(data: bytes) -> Metadata:
         audit_key=r.get("audit_key", str),
         identities={n: _parse_identity(n, o) for n, o in r.get("identities", dict).items()},
         recipients={n: _parse_recipient(n, o) for n, o in r.get("recipients", dict).items()},
+        generation=generation,
     )
 
 
-def read_metadata(path: Path) -> Metadata:
-    """Parse the metadata file; ``InvalidDataError`` if it is malformed."""
+def read_bytes(path: Path) -> bytes:
+    """The metadata file's bytes, refusing absurd sizes before anything parses them."""
     with path.open("rb") as fh:
         data = fh.read(_MAX_BYTES + 1)
     if len(data) > _MAX_BYTES:
         raise InvalidDataError("keystore metadata is larger than 64 MiB")
-    return from_json(data)
+    return data
 
 
-def write_metadata(path: Path, meta: Metadata) -> None:
-    """Atomically replace the metadata file (the caller holds the store lock)."""
-    atomic_write(path, to_json(meta))
+def read_metadata(path: Path, mac_key: bytes | None) -> Metadata:
+    """Parse the metadata file; ``IntegrityError`` if its MAC under ``mac_key`` is missing or
+    wrong, ``InvalidDataError`` if it is malformed. ``mac_key=None``: see ``from_json``."""
+    return from_json(read_bytes(path), mac_key)
+
+
+def write_metadata(path: Path, meta: Metadata, mac_key: bytes) -> Metadata:
+    """Atomically replace the metadata file with ``meta`` as its next generation, MACed under
+    ``mac_key`` (the caller holds the store lock, and read ``meta`` under it); what was written."""
+    written = replace(meta, generation=meta.generation + 1)
+    atomic_write(path, to_json(written, mac_key))
+    return written

@@ -52,7 +52,7 @@ def _create(directory: Path, kind: str, passphrase: str | None, config: KeyConfi
     backend.put(*STORE_SECRET, secret.to_bytes())  # secret first, then the metadata naming it
     audit_key = str(secret.audit_key.verifying_key())
     meta = Metadata(store_id=store_id, backend=kind, created=now, audit_key=audit_key)
-    M.write_metadata(directory / "keystore.json", meta)
+    meta = M.write_metadata(directory / "keystore.json", meta, secret.metadata_mac_key())
     return meta, backend
 
 
@@ -83,11 +83,17 @@ def open_store(cls: type[KeyStore], directory: Path, config: KeyConfig, kind: st
         if created:
             meta, backend = _create(directory, kind, passphrase, config, keyring, clock())
         else:
-            meta = M.read_metadata(meta_path)
+            # Unauthenticated until the secret is unlocked: used only to find that secret (the
+            # backend, the store id naming it in a keyring, the audit key's algorithm), then the
+            # same bytes are checked against their MAC before anything else is trusted or written.
+            raw = M.read_bytes(meta_path)
+            meta = M.from_json(raw, None)
             if meta.backend != kind:
                 raise KeyStoreError(f"this store keeps its secrets in the {meta.backend} backend")
             backend = _backend(kind, directory, meta.store_id, passphrase, config, keyring)
         secret = _load_secret(meta, backend)
+        if not created:
+            meta = M.from_json(raw, secret.metadata_mac_key())  # IntegrityError: nothing written
         audit = AuditLog(directory, clock=clock, signer=secret.audit_key,
                          verifier=secret.audit_key.verifying_key(),
                          checkpoint_every=config.checkpoint_every, actor=actor)  # fmt: skip
@@ -101,9 +107,10 @@ def open_store(cls: type[KeyStore], directory: Path, config: KeyConfig, kind: st
 def open_envelope(store: KeyStore, sealed: bytes, signer: str | None) -> DataMap:
     """Open ``sealed``; audit success or failure (the failure is re-raised)."""
     envelope_id = None
+    meta = store._read()  # outside the try: a failed MAC check writes nothing, not even audit
     try:
         envelope_id = inspect(sealed).envelope_id.hex()
-        data_map, ident, version = store._open_with(sealed, store._read(), signer)
+        data_map, ident, version = store._open_with(sealed, meta, signer)
     except Error as exc:
         store._record_failure("open", exc, envelope_id=envelope_id)
         raise

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,7 +26,7 @@ from typing import Any, Protocol
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
 from pqselfenc.keys._fsutil import atomic_write, fsync_dir
-from pqselfenc.keys._json import loads
+from pqselfenc.keys._json import canonical, loads
 from pqselfenc.keys._metadata import fmt_time
 
 __all__ = ["AuditLog", "AuditReport"]
@@ -79,10 +78,6 @@ def parse_line(raw: bytes, message: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise AuditError(message)
     return obj
-
-
-def canonical(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def chain_hash(prev: bytes, body: dict[str, Any]) -> bytes:

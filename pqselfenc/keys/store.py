@@ -107,6 +107,7 @@ class KeyStore:
         self._backend, self._secret, self._clock = backend, secret, clock
         self._lock = FileLock(directory / "keystore.lock")
         self._meta_path = directory / "keystore.json"
+        self._meta_key = secret.metadata_mac_key()
         self._pairs: dict[tuple[str, int], KeyPair] = {}
         self.recipients = RecipientDirectory(self)
 
@@ -152,11 +153,12 @@ class KeyStore:
 
         Reads only the (non-secret) metadata: no passphrase, no keyring access, no audit event.
         ``KeyNotFound`` if there is no store at ``path``, ``InvalidDataError`` if its metadata
-        does not parse. Open the store with this backend: it never changes.
+        does not parse. Open the store with this backend: it never changes. The answer is not
+        authenticated (the MAC needs the secret it helps to unlock): ``open`` checks it.
         """
         meta_path = Path(path) / "keystore.json"
         try:
-            return M.read_metadata(meta_path).backend
+            return M.read_metadata(meta_path, None).backend
         except FileNotFoundError:
             raise KeyNotFound(f"no key store in {Path(path)}") from None
 
@@ -168,10 +170,12 @@ class KeyStore:
             yield self._read()
 
     def _read(self) -> Metadata:
-        return M.read_metadata(self._meta_path)
+        """The metadata, its MAC checked (``IntegrityError`` if it was changed behind our back)."""
+        return M.read_metadata(self._meta_path, self._meta_key)
 
     def _write(self, meta: Metadata) -> None:
-        M.write_metadata(self._meta_path, meta)
+        """Write ``meta`` (read under the lock we hold) as the next generation, with its MAC."""
+        M.write_metadata(self._meta_path, meta, self._meta_key)
 
     @property
     def identities(self) -> dict[str, Identity]:

@@ -42,6 +42,7 @@ class SeedStore:
     metadata: bytes
     verifier: object
     signer: object
+    mac_key: bytes
 
 
 @functools.cache
@@ -67,13 +68,20 @@ def seed_store() -> SeedStore:
         (d / "keystore.json").read_bytes(),
         ks._secret.audit_key.verifying_key(),
         ks._secret.audit_key,
+        ks._meta_key,
     )
 
 
 def _parse_metadata(data: bytes) -> object:
-    meta = M.from_json(data)
-    assert M.from_json(M.to_json(meta)) == meta
-    return meta
+    """Unauthenticated parse (as before unlock), round trip, then the MAC check: under the seed
+    store's key only a document with the seed's content may pass it."""
+    meta = M.from_json(data, None)
+    key = seed_store().mac_key
+    assert M.from_json(M.to_json(meta, key), key) == meta
+    seed = seed_store().metadata
+    authenticated = M.from_json(data, key)  # IntegrityError for any change of content
+    assert authenticated == M.from_json(seed, None), "the MAC passed altered metadata"
+    return authenticated
 
 
 @functools.cache
