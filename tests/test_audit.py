@@ -49,10 +49,17 @@ def test_every_operation_is_recorded_without_key_material(
                    "rewrap", "destroy", "export", "recipient-remove", "checkpoint"):  # fmt: skip
         assert action in actions, action
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
+    writes = {"store-create", "generate", "recipient-add", "rotate", "destroy", "import",
+              "recipient-remove"}  # fmt: skip
     for event in events:
         extra = {"signer", "signature"} if event["action"] == "checkpoint" else set()
+        if event["action"] in writes:  # the keystore.json generation each write committed
+            extra = {"generation"}
         assert set(event) == FIELDS | extra
         assert event["time"].endswith("Z") and event["outcome"] in ("success", "failure")
+    recorded = [e["generation"] for e in events if "generation" in e]
+    assert recorded == list(range(1, len(recorded) + 1))  # every write, none skipped
+    assert recorded[-1] == ks._read().generation
     assert ("open", "failure") in [(e["action"], e["outcome"]) for e in events]
     gen = next(e for e in events if e["action"] == "generate")
     v1 = ks.identity("alice").version(1)

@@ -562,3 +562,117 @@ def test_mac_and_generation_on_a_legitimate_life_cycle(
     reopened.rotate("alice")
     assert reopened.identity("alice").latest == 3 and reopened.audit.verify().ok
     assert json.loads(path.read_text())["generation"] == 7
+
+
+def test_rollback_of_keystore_json_alone_is_refused_at_open(open_store: StoreFactory) -> None:
+    """An older, validly MACed keystore.json put back (un-removing a recipient, bringing back
+    an old recipient key) is below the generation the audit log recorded: open refuses it and
+    writes nothing, not even an audit event; the newest copy opens again."""
+    ks = open_store()
+    ks.generate("alice")
+    old_key = str(generate_identity().recipient())
+    ks.recipients.add("bob", old_key)
+    path = ks.directory / "keystore.json"
+    with_bob = path.read_bytes()  # generation 3
+    ks.recipients.remove("bob")
+    ks.recipients.add("carol", str(generate_identity().recipient()))
+    newest = path.read_bytes()  # generation 5, recorded by the recipient-add event
+    ks.close()
+    path.write_bytes(with_bob)
+    reopen = lambda: KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)  # noqa: E731
+    _unchanged_after(
+        ks, reopen, "keystore.json generation 3 is older than generation 5 recorded in the "
+        "audit log: rolled back"
+    )  # fmt: skip
+    # a staged file that is not the next generation this log recorded does not help either
+    (ks.directory / "keystore.json.staged").write_bytes(newest.replace(b"carol", b"carl_"))
+    _unchanged_after(ks, reopen, "rolled back")
+    (ks.directory / "keystore.json.staged").write_bytes(with_bob)
+    _unchanged_after(ks, reopen, "rolled back")
+    (ks.directory / "keystore.json.staged").unlink()
+    path.write_bytes(newest)
+    reopened = reopen()
+    assert "bob" not in reopened.recipients and "carol" in reopened.recipients
+    assert reopened.audit.verify().ok
+
+
+def test_rollback_after_a_single_write_is_refused(open_store: StoreFactory) -> None:
+    ks = open_store()
+    path = ks.directory / "keystore.json"
+    before = path.read_bytes()
+    ks.recipients.add("bob", str(generate_identity().recipient()))
+    path.write_bytes(before)
+    log = ks.audit.path.read_bytes()
+    with pytest.raises(IntegrityError, match="generation 1 is older than generation 2"):
+        KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+    assert ks.audit.path.read_bytes() == log
+
+
+def test_an_old_audit_log_without_generations_still_verifies_and_opens(
+    open_store: StoreFactory,
+) -> None:
+    """Logs written before the field existed carry no generation: they verify, the store opens,
+    and they give no bound until the next write records one."""
+    from pqselfenc.keys.audit import canonical, chain_hash
+
+    ks = open_store(checkpoint_every=1000)  # no checkpoint: the log can be re-chained here
+    ks.generate("alice")
+    path = ks.directory / "keystore.json"
+    older = path.read_bytes()
+    ks.recipients.add("bob", str(generate_identity().recipient()))
+    prev, lines = bytes(32), []
+    for event in ks.audit.events():
+        body = {k: v for k, v in event.items() if k not in ("prev", "hash", "generation")}
+        digest = chain_hash(prev, body)
+        lines.append(canonical(dict(body, prev=prev.hex(), hash=digest.hex())) + b"\n")
+        prev = digest
+    ks.audit.path.write_bytes(b"".join(lines))
+    assert b"generation" not in ks.audit.path.read_bytes()
+    assert ks.audit.verify().ok and ks.audit.last_generation() is None
+    path.write_bytes(older)  # without a recorded generation, no bound: it opens
+    reopened = KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+    assert "bob" not in reopened.recipients
+    reopened.recipients.add("carol", str(generate_identity().recipient()))
+    assert reopened.audit.last_generation() == 3 and reopened.audit.verify().ok
+    path.write_bytes(older)
+    with pytest.raises(IntegrityError, match="rolled back"):
+        KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+
+
+@pytest.mark.parametrize("bad", ["3", -1, 0, True, False, 1.5, None, [3], {"g": 3}])
+def test_an_invalid_generation_in_an_audit_line_is_rejected(
+    open_store: StoreFactory, bad: object
+) -> None:
+    """A re-chained line whose only fault is its generation: verify calls it malformed, and
+    open (which reads the last generation) fails with AuditError, a pqselfenc Error."""
+    from pqselfenc.error import AuditError, Error
+    from pqselfenc.keys.audit import canonical, chain_hash
+
+    ks = open_store(checkpoint_every=1000)
+    ks.recipients.add("bob", str(generate_identity().recipient()))
+    events = list(ks.audit.events())
+    events[-1]["generation"] = bad
+    prev, lines = bytes(32), []
+    for event in events:
+        body = {k: v for k, v in event.items() if k not in ("prev", "hash")}
+        digest = chain_hash(prev, body)
+        lines.append(canonical(dict(body, prev=prev.hex(), hash=digest.hex())) + b"\n")
+        prev = digest
+    ks.audit.path.write_bytes(b"".join(lines))
+    report = ks.audit.verify()
+    assert not report.ok and report.kind == "malformed" and report.seq == len(events)
+    with pytest.raises(AuditError) as info:
+        KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
+    assert isinstance(info.value, Error)
+
+
+def test_a_generation_on_a_checkpoint_line_is_malformed(open_store: StoreFactory) -> None:
+    ks = open_store(checkpoint_every=2)
+    ks.recipients.add("bob", str(generate_identity().recipient()))  # create, add, checkpoint
+    lines = ks.audit.path.read_bytes().splitlines(keepends=True)
+    doc = json.loads(lines[-1])
+    assert doc["action"] == "checkpoint"
+    doc["generation"] = 2
+    lines[-1] = json.dumps(doc, sort_keys=True, separators=(",", ":")).encode() + b"\n"
+    ks.audit.path.write_bytes(b"".join(lines))
+    assert ks.audit.verify().kind == "malformed"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -24,18 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from pqselfenc.core import _primitives as P
-from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound
-from pqselfenc.keys._fsutil import atomic_write
+from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound, KeyStoreError
+from pqselfenc.keys._fsutil import atomic_write, fsync_dir
 from pqselfenc.keys._json import canonical, loads
 
 __all__ = [
     "BACKENDS",
     "FORMAT",
+    "STAGED_NAME",
     "Identity",
     "KeyState",
     "KeyVersion",
     "Metadata",
     "RecipientEntry",
+    "commit_staged",
     "fmt_time",
     "parse_time",
     "read_bytes",
@@ -370,3 +373,15 @@ def write_metadata(path: Path, meta: Metadata, mac_key: bytes) -> Metadata:
     written = replace(meta, generation=meta.generation + 1)
     atomic_write(path, to_json(written, mac_key))
     return written
+
+
+STAGED_NAME = "keystore.json.staged"  # the next generation, before its audit event lands
+
+
+def commit_staged(staged: Path, path: Path) -> None:
+    """Rename the staged next generation over keystore.json, durably (under the store lock)."""
+    try:
+        os.replace(staged, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise KeyStoreError(f"cannot commit {path.name}: {exc.strerror}") from exc

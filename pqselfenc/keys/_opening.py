@@ -73,6 +73,37 @@ def _finish_destroys(meta: Metadata, backend: SecretBackend) -> None:
                 backend.delete(ident.name, version.version)
 
 
+def _check_generation(directory: Path, meta: Metadata, audit: AuditLog, mac_key: bytes) -> Metadata:
+    """Catch a rollback of keystore.json: its generation must be at least the last one the
+    audit log records (``IntegrityError``, nothing written). A write that crashed after its
+    audit event but before its commit left its staged next generation: that is renamed into
+    place first (and a stale staged file, whose event never landed, is deleted)."""
+    recorded = audit.last_generation()
+    staged_path = directory / M.STAGED_NAME
+    staged = None
+    if staged_path.exists():
+        try:
+            staged = M.read_metadata(staged_path, mac_key)
+        except (IntegrityError, InvalidDataError):
+            staged = None  # not a file this store wrote: never trusted, deleted below if safe
+    if (
+        staged is not None
+        and recorded is not None
+        and staged.generation == recorded == meta.generation + 1
+        and staged.store_id == meta.store_id
+    ):
+        M.commit_staged(staged_path, directory / "keystore.json")
+        return staged
+    if recorded is not None and meta.generation < recorded:
+        raise IntegrityError(
+            f"keystore.json generation {meta.generation} is older than generation {recorded} "
+            "recorded in the audit log: rolled back? (restore the newest keystore.json, or "
+            "the whole store directory from one backup)"
+        )
+    staged_path.unlink(missing_ok=True)
+    return meta
+
+
 def open_store(cls: type[KeyStore], directory: Path, config: KeyConfig, kind: str,
                passphrase: str | None, clock: Callable[[], datetime], actor: str,
                keyring: Any) -> KeyStore:  # fmt: skip
@@ -99,7 +130,10 @@ def open_store(cls: type[KeyStore], directory: Path, config: KeyConfig, kind: st
                          checkpoint_every=config.checkpoint_every, actor=actor)  # fmt: skip
         audit.recover_torn_tail()
         if created:
-            audit.record("store-create", key_id=secret.audit_key.key_id.hex(), detail=kind)
+            audit.record("store-create", key_id=secret.audit_key.key_id.hex(), detail=kind,
+                         generation=meta.generation)  # fmt: skip
+        else:
+            meta = _check_generation(directory, meta, audit, secret.metadata_mac_key())
         _finish_destroys(meta, backend)
     return cls(directory, config, backend, secret, audit, clock)
 

@@ -100,6 +100,8 @@ def import_identity(store: KeyStore, blob: bytes, passphrase: str, name: str | N
             raise KeyStoreError(f"{name!r} already exists; import under another name")
         for version, pair in pairs:
             store._backend.put(name, version.version, encode_pair(pair))
-        store._record("import", name, ident.active or ident.versions[-1])
-        store._write(meta.with_identity(ident))
+        shown = ident.active or ident.versions[-1]
+        store._write(
+            meta.with_identity(ident), lambda g: store._record("import", name, shown, generation=g)
+        )
     return replace(ident)

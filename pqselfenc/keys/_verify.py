@@ -17,9 +17,11 @@ if TYPE_CHECKING:
 from pqselfenc.keys.audit import (
     _CHECKPOINT_KEYS,
     _EVENT_KEYS,
+    GENERATION,
     AuditReport,
     _checkpoint_message,
     chain_hash,
+    valid_generation,
 )
 
 __all__ = ["verify_log"]
@@ -62,6 +64,10 @@ def _parse(raw: bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise _Broken("malformed", "the line is not a JSON object")
     keys = _CHECKPOINT_KEYS if obj.get("action") == "checkpoint" else _EVENT_KEYS
+    if GENERATION in obj and keys is _EVENT_KEYS:
+        if not valid_generation(obj[GENERATION]):
+            raise _Broken("malformed", "the line's generation is not an integer of at least 1")
+        keys = keys | {GENERATION}
     if set(obj) != keys or type(obj["seq"]) is not int:
         raise _Broken("malformed", "the line's fields are not those of an audit event")
     if not all(isinstance(obj[k], str) for k in ("prev", "hash", "time", "action")):

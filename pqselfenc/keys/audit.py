@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
@@ -34,6 +34,9 @@ __all__ = ["AuditLog", "AuditReport"]
 _FIELDS = ("actor", "action", "outcome", "name", "key_id", "version", "fingerprint")
 _EVENT_KEYS = frozenset({"seq", "time", *_FIELDS, "envelope_id", "detail", "prev", "hash"})
 _CHECKPOINT_KEYS = _EVENT_KEYS | {"signer", "signature"}
+# Optional in an event (never in a checkpoint): the keystore.json generation an operation that
+# writes the metadata is committing. Older logs lack it; they then give no bound at open.
+GENERATION = "generation"
 _TAIL_READ = 64 * 1024
 _MAX_LINE = 1 << 20
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
@@ -78,6 +81,11 @@ def parse_line(raw: bytes, message: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise AuditError(message)
     return obj
+
+
+def valid_generation(value: object) -> bool:
+    """An audit line's ``generation``: an int (not a bool) of at least 1."""
+    return type(value) is int and value >= 1
 
 
 def chain_hash(prev: bytes, body: dict[str, Any]) -> bytes:
@@ -155,6 +163,7 @@ class AuditLog:
             "fingerprint",
             "envelope_id",
             "detail",
+            GENERATION,
         }
         if unknown:
             raise ValueError(f"unknown audit fields {sorted(unknown)}")
@@ -246,6 +255,30 @@ class AuditLog:
 
     # -- reading ---------------------------------------------------------------------------
 
+    def last_generation(self) -> int | None:
+        """The metadata generation recorded by the last event that carries one (None if none).
+
+        Read backwards from the end, stopping at the first such event: generations only grow
+        along the log (every metadata write appends its event under the store lock). A line
+        that does not parse, or a ``generation`` that is not an int >= 1, is ``AuditError``.
+        """
+        try:
+            fh = self.path.open("rb")
+        except FileNotFoundError:
+            return None
+        with fh:
+            for raw in _reversed_lines(fh):
+                if GENERATION.encode() not in raw:
+                    continue  # cheap: no event of a metadata write
+                obj = parse_line(raw, "an audit line does not parse; run audit.verify()")
+                if GENERATION not in obj:
+                    continue
+                value = obj[GENERATION]
+                if not valid_generation(value) or obj.get("action") == "checkpoint":
+                    raise AuditError("an audit line has an invalid generation; run audit.verify()")
+                return int(value)
+        return None
+
     def events(self) -> Iterator[dict[str, Any]]:
         """Every line parsed, oldest first, without verification (``verify`` checks them).
 
@@ -267,3 +300,19 @@ class AuditLog:
         from pqselfenc.keys._verify import verify_log
 
         return verify_log(self, trusted_key or self._verifier)
+
+
+def _reversed_lines(fh: BinaryIO) -> Iterator[bytes]:
+    """The complete lines of ``fh``, last first (a torn tail without a newline included)."""
+    end = fh.seek(0, os.SEEK_END)
+    rest = b""
+    while end > 0:
+        start = max(0, end - _TAIL_READ)
+        fh.seek(start)
+        block = fh.read(end - start) + rest
+        end = start
+        lines = block.split(b"\n")
+        rest = lines.pop(0) if start > 0 else b""
+        if len(rest) > _MAX_LINE:
+            raise AuditError("an audit line is longer than 1 MiB")
+        yield from (line for line in reversed(lines) if line)

@@ -70,8 +70,9 @@ class RecipientDirectory:
                 )
             if old is not None and old.key_id != entry.key_id:
                 entry = replace(entry, previous_key_ids=(*old.previous_key_ids, old.key_id))
-            store._record_fields("recipient-add", name, entry.key_id, entry.fingerprint)
-            store._write(meta.with_recipients({**meta.recipients, name: entry}))
+            store._write(meta.with_recipients({**meta.recipients, name: entry}),
+                         lambda g: store._record_fields("recipient-add", name, entry.key_id,
+                                                        entry.fingerprint, g))  # fmt: skip
         return entry
 
     def remove(self, name: str) -> None:
@@ -81,6 +82,7 @@ class RecipientDirectory:
             entry = meta.recipients.get(name)
             if entry is None:
                 raise KeyNotFound(f"no recipient named {name!r}")
-            store._record_fields("recipient-remove", name, entry.key_id, entry.fingerprint)
             rest = {n: r for n, r in meta.recipients.items() if n != name}
-            store._write(meta.with_recipients(rest))
+            store._write(meta.with_recipients(rest),
+                         lambda g: store._record_fields("recipient-remove", name, entry.key_id,
+                                                        entry.fingerprint, g))  # fmt: skip

@@ -9,10 +9,14 @@ Layout of a store directory (0700)::
     secrets/NAME.vN.key  file backend only: one AES-256-GCM encrypted seed file per version
 
 Ordering that makes crashes safe: a secret is written before the metadata that names it (a
-crash leaves an orphan secret, never an entry without its secret); the audit event is
-appended before the metadata commit (a crash may leave an event whose change is absent, never
-a change without its event); destroy marks the version destroyed before it deletes the secret,
-and every later ``open`` of the store finishes an interrupted delete.
+crash leaves an orphan secret, never an entry without its secret); a metadata write is staged
+in ``.keystore.json.staged`` (generation n+1, MACed), then its audit event records
+``generation`` n+1, then the staged file is renamed over keystore.json (a crash before the event
+leaves a stale staged file that ``open`` deletes; a crash after it leaves one that ``open``
+renames into place, so an event's change is never lost and never present without its event);
+destroy marks the version destroyed before it deletes the secret, and every later ``open`` of
+the store finishes an interrupted delete. ``open`` refuses keystore.json whose generation is
+below the last one the audit log records (a rollback to an older copy).
 """
 
 from __future__ import annotations
@@ -173,9 +177,20 @@ class KeyStore:
         """The metadata, its MAC checked (``IntegrityError`` if it was changed behind our back)."""
         return M.read_metadata(self._meta_path, self._meta_key)
 
-    def _write(self, meta: Metadata) -> None:
-        """Write ``meta`` (read under the lock we hold) as the next generation, with its MAC."""
-        M.write_metadata(self._meta_path, meta, self._meta_key)
+    def _write(self, meta: Metadata, record: Callable[[int], None]) -> None:
+        """Write ``meta`` (read under the lock we hold) as the next generation, with its MAC.
+
+        Staged first, then ``record(generation)`` appends the audit event (``AuditError``: the
+        staged file is dropped, nothing changes), then the staged file replaces keystore.json.
+        """
+        staged = self._meta_path.with_name(M.STAGED_NAME)
+        written = M.write_metadata(staged, meta, self._meta_key)
+        try:
+            record(written.generation)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        M.commit_staged(staged, self._meta_path)
 
     @property
     def identities(self) -> dict[str, Identity]:
@@ -221,8 +236,10 @@ class KeyStore:
         old = ident.active
         if old is not None:
             ident = ident.with_version(replace(old, state=KeyState.DECRYPT_ONLY, retired=now))
-        self._record(action, ident.name, version)
-        self._write(meta.with_identity(ident.with_version(version)))
+        self._write(
+            meta.with_identity(ident.with_version(version)),
+            lambda g: self._record(action, ident.name, version, generation=g),
+        )
         self._pairs[(ident.name, number)] = pair
         return version
 
@@ -260,8 +277,10 @@ class KeyStore:
                 return old
             now = self._clock()
             new = replace(old, state=KeyState.DESTROYED, destroyed=now, retired=old.retired or now)
-            self._record("destroy", name, new)
-            self._write(meta.with_identity(ident.with_version(new)))
+            self._write(
+                meta.with_identity(ident.with_version(new)),
+                lambda g: self._record("destroy", name, new, generation=g),
+            )
             self._backend.delete(name, version)
             return new
 
@@ -390,9 +409,11 @@ class KeyStore:
         with self._lock:
             self.audit.record(action, name=name, **fields)
 
-    def _record_fields(self, action: str, name: str, key_id: str, fingerprint: str) -> None:
+    def _record_fields(self, action: str, name: str, key_id: str, fingerprint: str,
+                       generation: int) -> None:  # fmt: skip
         with self._lock:
-            self.audit.record(action, name=name, key_id=key_id, fingerprint=fingerprint)
+            self.audit.record(action, name=name, key_id=key_id, fingerprint=fingerprint,
+                              generation=generation)  # fmt: skip
 
     def _record_failure(self, action: str, exc: Error, **fields: Any) -> None:
         with self._lock:

@@ -107,6 +107,9 @@ def _verify(log: bytes, checkpoint: bytes) -> object:
         end = seed.log.index(checkpoint.rstrip(b"\n")) + len(checkpoint)
         assert log[:end] == seed.log[:end], "verify passed a log altered before its checkpoint"
     list(audit.events())  # the unverified reader must also fail only with an Error
+    generation = audit.last_generation()  # the rollback bound read at open: likewise
+    if report.ok:  # a log that verifies carries only valid generations
+        assert generation is None or (type(generation) is int and generation >= 1)
     return report
 
 
