@@ -77,7 +77,7 @@ class CountingStore(ChunkStore):
         self._count(len(chunk))
         return info
 
-    def _store_named(self, chunk: EncryptedChunk) -> None:
+    def _put_named(self, chunk: EncryptedChunk) -> None:
         self._inner._store_named(chunk)  # the engine named it: the inner store need not rehash
         self._count(len(chunk.content))
 

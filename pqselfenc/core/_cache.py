@@ -69,9 +69,8 @@ class CachingChunkStore(ChunkStore):
         """Pass a named chunk to the wrapped store (which checks the name)."""
         self.inner.store_chunk(chunk)
 
-    def _store_named(self, chunk: EncryptedChunk) -> None:
-        if self._hooks_store(CachingChunkStore):
-            return super()._store_named(chunk)
+    def _put_named(self, chunk: EncryptedChunk) -> None:
+        """Pass a chunk the engine named to the wrapped store's own way in."""
         self.inner._store_named(chunk)
 
     def retrieve(self, info: ChunkInfo) -> bytes:

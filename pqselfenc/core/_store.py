@@ -11,6 +11,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
@@ -98,6 +99,16 @@ class ChunkStore(abc.ABC):
 
     verifies_on_retrieve: bool = False
 
+    # Whether the engine may write through ``_put_named``; derived per class, see there.
+    _puts_named: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "_put_named" in vars(cls):
+            cls._puts_named = True
+        elif "store" in vars(cls) or "store_chunk" in vars(cls):
+            cls._puts_named = False  # a subclass hooks writes: the engine must go through them
+
     @abc.abstractmethod
     def store(self, chunk: bytes) -> ChunkInfo:
         """Keep ``chunk`` under its name and return ``ChunkInfo.for_chunk(chunk)``."""
@@ -124,8 +135,17 @@ class ChunkStore(abc.ABC):
 
     def _store_named(self, chunk: EncryptedChunk) -> None:
         """The engine's way in: ``chunk.name`` was computed from these exact bytes by the
-        encryptor. Built-in stores override this to skip hashing the chunk a second time
-        (their reads verify the name anyway); the default checks like ``store_chunk``."""
+        encryptor. Through ``_put_named`` where the class allows it, else ``store_chunk``."""
+        if self._puts_named:
+            self._put_named(chunk)
+        else:
+            self.store_chunk(chunk)
+
+    def _put_named(self, chunk: EncryptedChunk) -> None:
+        """Store a chunk the engine named, without hashing it again. Built-in stores define
+        this (their reads verify every name anyway); a class that defines it may take this
+        path, and a subclass that then overrides ``store`` or ``store_chunk`` turns it off, so
+        a user's hook sees every write. The default checks like ``store_chunk``."""
         self.store_chunk(chunk)
 
     @contextlib.contextmanager
@@ -136,12 +156,6 @@ class ChunkStore(abc.ABC):
         wave of fsyncs instead of one per chunk) overrides this; the default stores each chunk
         as it comes."""
         yield self._store_named
-
-    def _hooks_store(self, base: type[ChunkStore]) -> bool:
-        """True when a subclass of ``base`` overrides ``store`` or ``store_chunk``: then the
-        engine must go through them (a user's hook runs), not around them."""
-        cls = type(self)
-        return cls.store is not base.store or cls.store_chunk is not base.store_chunk
 
     def store_chunk(self, chunk: EncryptedChunk) -> None:
         """Store an already-named chunk; checks the store agrees on the name."""

@@ -82,16 +82,14 @@ class DirectoryChunkStore(ChunkStore):
         self._keep(info, chunk)
         return info
 
-    def _store_named(self, chunk: EncryptedChunk) -> None:
+    def _put_named(self, chunk: EncryptedChunk) -> None:
         """Store a chunk the engine named from these exact bytes, without hashing it again
         (every read verifies the name anyway)."""
-        if self._hooks_store(DirectoryChunkStore):
-            return super()._store_named(chunk)
         self._keep(chunk.info, chunk.content)
 
     @contextlib.contextmanager
     def _batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
-        if not self.fsync or self._hooks_store(DirectoryChunkStore):
+        if not self.fsync or not self._puts_named:
             yield self._store_named  # nothing to group (or a user's hook must see each write)
             return
         batch = _Batch(self)

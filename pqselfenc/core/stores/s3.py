@@ -346,11 +346,9 @@ class S3ChunkStore(ChunkStore):
         self._keep(info, chunk if isinstance(chunk, bytes) else bytes(chunk))
         return info
 
-    def _store_named(self, chunk: EncryptedChunk) -> None:
+    def _put_named(self, chunk: EncryptedChunk) -> None:
         """Store a chunk the engine named, without hashing it here: the upload carries
         ``ChecksumSHA256`` = the name, so the server refuses bytes that do not match it."""
-        if self._hooks_store(S3ChunkStore):
-            return super()._store_named(chunk)
         self._keep(chunk.info, chunk.content)
 
     def _keep(self, info: ChunkInfo, body: bytes) -> None:
