@@ -123,8 +123,9 @@ def open_store(cls: type[KeyStore], directory: Path, config: KeyConfig, kind: st
                 raise KeyStoreError(f"this store keeps its secrets in the {meta.backend} backend")
             backend = _backend(kind, directory, meta.store_id, passphrase, config, keyring)
         secret = _load_secret(meta, backend)
+        mac_key = secret.metadata_mac_key()
         if not created:
-            meta = M.from_json(raw, secret.metadata_mac_key())  # IntegrityError: nothing written
+            meta = M.from_json(raw, mac_key)  # IntegrityError: nothing written
         audit = AuditLog(directory, clock=clock, signer=secret.audit_key,
                          verifier=secret.audit_key.verifying_key(),
                          checkpoint_every=config.checkpoint_every, actor=actor)  # fmt: skip
@@ -133,7 +134,7 @@ def open_store(cls: type[KeyStore], directory: Path, config: KeyConfig, kind: st
             audit.record("store-create", key_id=secret.audit_key.key_id.hex(), detail=kind,
                          generation=meta.generation)  # fmt: skip
         else:
-            meta = _check_generation(directory, meta, audit, secret.metadata_mac_key())
+            meta = _check_generation(directory, meta, audit, mac_key)
         _finish_destroys(meta, backend)
     return cls(directory, config, backend, secret, audit, clock)
 

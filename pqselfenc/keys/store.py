@@ -10,7 +10,7 @@ Layout of a store directory (0700)::
 
 Ordering that makes crashes safe: a secret is written before the metadata that names it (a
 crash leaves an orphan secret, never an entry without its secret); a metadata write is staged
-in ``.keystore.json.staged`` (generation n+1, MACed), then its audit event records
+in ``keystore.json.staged`` (generation n+1, MACed), then its audit event records
 ``generation`` n+1, then the staged file is renamed over keystore.json (a crash before the event
 leaves a stale staged file that ``open`` deletes; a crash after it leaves one that ``open``
 renames into place, so an event's change is never lost and never present without its event);
