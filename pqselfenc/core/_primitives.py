@@ -144,6 +144,15 @@ MAX_MAP_LEVEL = 8
 # Chunk sizes are bounded so a src_size fits u32 and one chunk always fits in memory.
 MAX_CHUNK_SIZE = 1 << 30
 
+# The largest chunk a writer stores: a piece is at most chunk_size + min_chunks - 2 bytes (the
+# last piece takes the remainder, see core/_chunking.py), framed with 1 flag byte (zstd only
+# when smaller), plus the GCM tag. Readers refuse a larger stored chunk without reading it.
+MAX_STORED_CHUNK_SIZE = MAX_CHUNK_SIZE + (MAX_MIN_CHUNKS - 2) + 1 + TAG_SIZE
+
+# Largest map file a reader accepts: the JSON form's bound (the largest of the three forms; a
+# binary map of MAX_PARSE_ENTRIES entries is ~68 MiB, an envelope at most ~130 MiB).
+MAX_MAP_FILE_SIZE = 256 << 20
+
 # --------------------------------------------------------------------------------------------
 # 3. Sealed envelope (kem/)
 # --------------------------------------------------------------------------------------------
@@ -312,6 +321,17 @@ EXPORT_LABEL = b"pqselfenc/v1/key-export"
 
 # First "prev" of the audit hash chain: a fixed all-zero value, as in any hash chain genesis.
 AUDIT_GENESIS = bytes(32)
+
+# Largest files the key store and the CLI read (bounded reads refuse more without reading it):
+# key text (a public and a verifying key, a few KiB), a file-backend secret or vault.key (a
+# seed record under AES-GCM, a few hundred bytes), an identity export (~350 bytes per version:
+# 16 MiB is ~45,000 versions), the audit log read whole by verify (1 GiB is millions of events)
+# and audit.checkpoint (one audit line).
+MAX_KEY_TEXT_FILE_SIZE = 64 << 10
+MAX_SECRET_FILE_SIZE = 64 << 10
+MAX_EXPORT_FILE_SIZE = 16 << 20
+MAX_AUDIT_LOG_SIZE = 1 << 30
+MAX_AUDIT_LINE_SIZE = 1 << 20
 
 
 def hkdf_sha3(ikm: bytes, *, info: bytes, length: int = 32, salt: bytes | None = None) -> bytes:
