@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from filelock import FileLock
 
+from pqselfenc.core._durable import check_private_directory
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import (
     Error,
@@ -108,6 +109,7 @@ def open_store(cls: type[KeyStore], directory: Path, config: KeyConfig, kind: st
                passphrase: str | None, clock: Callable[[], datetime], actor: str,
                keyring: Any) -> KeyStore:  # fmt: skip
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private_directory(directory, KeyStoreError, subfolders=("secrets",))
     meta_path = directory / "keystore.json"
     with FileLock(directory / "keystore.lock"):
         created = not meta_path.exists()

@@ -5,10 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
-from pqselfenc.error import InvalidDataError, SignatureError
+from pqselfenc.error import AuditError, InvalidDataError, SignatureError
 from pqselfenc.keys._json import loads
 
 if TYPE_CHECKING:
@@ -106,10 +108,19 @@ def _bad(walk: _Walk, kind: str, seq: int, line: int, detail: str) -> AuditRepor
     return AuditReport(False, walk.seq, walk.seq, cp, kind, seq, line, detail)
 
 
-def _check_checkpoint_file(log: AuditLog, walk: _Walk) -> AuditReport | None:
+def _read(path: Path, limit: int) -> bytes | None:
+    """A log file's bytes (None if absent): a regular file, never through a link, bounded."""
     try:
-        raw = log.checkpoint_path.read_bytes()
+        return _durable.read_file(path, limit=limit)
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(f"cannot read {_durable.describe(exc)}") from exc
+
+
+def _check_checkpoint_file(log: AuditLog, walk: _Walk) -> AuditReport | None:
+    raw = _read(log.checkpoint_path, P.MAX_AUDIT_LINE_SIZE + 1)
+    if raw is None:
         if walk.checkpoints:
             return _bad(walk, "truncated", walk.seq, walk.seq, "audit.checkpoint is missing")
         return None
@@ -135,10 +146,7 @@ def _check_checkpoint_file(log: AuditLog, walk: _Walk) -> AuditReport | None:
 
 def verify_log(log: AuditLog, verifier: Verifier) -> AuditReport:
     """The first problem in ``log`` (``AuditReport.ok`` False), or an ok report."""
-    try:
-        data = log.path.read_bytes()
-    except FileNotFoundError:
-        data = b""
+    data = _read(log.path, P.MAX_AUDIT_LOG_SIZE) or b""
     walk = _Walk(verifier)
     problem = _walk_lines(data, walk) or _check_checkpoint_file(log, walk)
     if problem is not None:
