@@ -211,3 +211,15 @@ def test_a_map_larger_than_any_map_is_refused_unread(tmp_path: Path, encrypted: 
                    memory=512 << 20)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
     assert f"huge.map is larger than {P.MAX_MAP_FILE_SIZE} bytes" in proc.stderr
+
+
+def test_a_passphrase_file_linked_to_dev_zero_is_too_large_not_memory_error(
+    tmp_path: Path,
+) -> None:
+    """A passphrase file may be a pipe (``<(pass show x)``), so it is not held to regular
+    files; its read is bounded instead."""
+    (tmp_path / "zero").symlink_to("/dev/zero")
+    proc = run_cli(tmp_path, "keys", "generate", "alice", "--backend", "file",
+                   "--passphrase-file", "zero")  # fmt: skip
+    assert proc.returncode == 1, proc.stderr
+    assert "passphrase file zero is too large" in proc.stderr
