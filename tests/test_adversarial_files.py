@@ -130,6 +130,29 @@ def test_torn_tail_recovery_still_moves_the_tail_aside(tmp_path: Path) -> None:
     assert (tmp_path / "ks" / "audit.jsonl.torn").read_bytes() == b'{"seq": 99, "torn\n'
 
 
+def test_a_torn_tail_longer_than_a_line_is_left_for_a_person(tmp_path: Path) -> None:
+    open_keys(tmp_path / "ks").close()
+    log = tmp_path / "ks" / "audit.jsonl"
+    with open(log, "ab") as fh:
+        fh.write(b"x" * (P.MAX_AUDIT_LINE_SIZE + 70_000))  # no crash leaves this much
+    before = log.read_bytes()
+    with pytest.raises(Error, match="longer than one line"):
+        open_keys(tmp_path / "ks")
+    assert log.read_bytes() == before
+    assert not (tmp_path / "ks" / "audit.jsonl.torn").exists()
+
+
+def test_a_key_file_larger_than_any_key_is_refused_unread(tmp_path: Path) -> None:
+    ks = open_keys(tmp_path / "ks")
+    ks.generate("alice")
+    ks.close()
+    with open(tmp_path / "ks" / "secrets" / "alice.v1.key", "r+b") as fh:
+        fh.truncate(P.MAX_SECRET_FILE_SIZE + 1)
+    ks = open_keys(tmp_path / "ks")
+    with pytest.raises(KeyStoreError, match=f"larger than {P.MAX_SECRET_FILE_SIZE} bytes"):
+        ks.signing_key("alice")
+
+
 def test_the_lock_file_is_never_truncated_through_a_link(tmp_path: Path, victim: Path) -> None:
     """filelock >= 3.20.1 opens keystore.lock with O_NOFOLLOW (CVE-2025-68146): a guard on the
     dependency floor in pyproject.toml; older filelock truncated the link's target."""
