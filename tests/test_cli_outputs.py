@@ -190,6 +190,21 @@ def run_cli(tmp_path: Path, *argv: str, memory: int = 1 << 30) -> subprocess.Com
         pytest.fail("the command still runs after 30 s: it hangs")
 
 
+@pytest.mark.parametrize("command", ["decrypt", "verify"])
+def test_a_fifo_planted_as_a_chunk_ends_decrypt_and_verify_promptly(
+    tmp_path: Path, encrypted: bytes, command: str
+) -> None:
+    chunk = next(p for p in (tmp_path / "chunks").glob("??/*") if len(p.name) == 64)
+    chunk.unlink()
+    os.mkfifo(chunk)
+    argv = ["decrypt", "in.map", "--out", "o"] if command == "decrypt" else ["store", "verify"]
+    proc = run_cli(tmp_path, *argv, "--store", "chunks")
+    assert proc.returncode == 1, proc.stderr
+    said = proc.stderr + proc.stdout
+    assert f"cannot read chunk {chunk.name[:8]}: is a FIFO, not a regular file" in said
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_fifo_given_as_the_map_ends_promptly(tmp_path: Path, encrypted: bytes) -> None:
     os.mkfifo(tmp_path / "pipe.map")
     proc = run_cli(tmp_path, "decrypt", "pipe.map", "--store", "chunks", "--out", "o")
