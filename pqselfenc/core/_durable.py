@@ -186,8 +186,9 @@ def _check_private(path: Path, st: os.stat_result, error: Callable[[str], Except
     if not stat.S_ISDIR(st.st_mode):
         raise error(f"{path} is a {kind_of(st.st_mode)}, not a folder; move it out of the way")
     if st.st_uid != os.geteuid():
-        raise error(f"{path} belongs to uid {st.st_uid}, not to this user (uid {os.geteuid()}), "
-                    "who could plant files or links in it; use a folder of your own")  # fmt: skip
+        raise error(f"{path} belongs to uid {st.st_uid}, not to this user "
+                    f"(uid {os.geteuid()}): its owner could plant files or links in it; "
+                    "use a folder of your own")  # fmt: skip
     if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
         mode = stat.S_IMODE(st.st_mode)
         raise error(f"{path} is writable by others (mode {mode:04o}), who could plant files or "
