@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
+from typing import Self
 
-from pqselfenc.core._store import ChunkStore, EncryptedChunk, as_store
-from pqselfenc.core.config import EncryptionConfig, ParallelConfig, _check_int
+from pqselfenc.core._checks import Data, check_int
+from pqselfenc.core._store import ChunkStore, EncryptedChunk
+from pqselfenc.core.config import EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
-from pqselfenc.core.encryptor import ConvergenceSecretSource, Data, SelfEncryptor, resolve_config
+from pqselfenc.core.encryptor import ConvergenceSecretSource, SelfEncryptor, resolve_config
 from pqselfenc.error import EncryptionError
 
 __all__ = ["ParallelEncryptor", "WorkerPool"]
@@ -30,7 +32,7 @@ class WorkerPool:
     (or use it as a context manager)."""
 
     def __init__(self, workers: int = 2) -> None:
-        self.workers = _check_int("workers", workers, 1, 256)
+        self.workers = check_int("workers", workers, 1, 256)
         self._executor: ThreadPoolExecutor | None = ThreadPoolExecutor(
             workers, thread_name_prefix="pqselfenc-worker"
         )
@@ -68,7 +70,8 @@ class WorkerPool:
 
 class ParallelEncryptor(SelfEncryptor):
     """A ``SelfEncryptor`` whose chunks are processed on ``worker_pool`` (or, without one, on
-    ``config.parallel.max_threads`` threads of its own per call)."""
+    ``config.parallel.max_threads`` threads of its own per call). ``executor`` is accepted as
+    ``SelfEncryptor`` takes it, for a pool of the caller's; give one or the other."""
 
     def __init__(
         self,
@@ -77,29 +80,36 @@ class ParallelEncryptor(SelfEncryptor):
         chunk_store: ChunkStore | None = None,
         key_store: ConvergenceSecretSource | None = None,
         *,
+        executor: Executor | None = None,
         worker_pool: WorkerPool | None = None,
     ) -> None:
-        if worker_pool is not None and not isinstance(worker_pool, WorkerPool):
-            raise TypeError("worker_pool must be a WorkerPool")
-        resolved = resolve_config(config, key_store)
-        executor = None
-        if worker_pool is not None:
-            resolved, executor = worker_pool.config_for(resolved), worker_pool.executor
-        super().__init__(data, resolved, chunk_store, executor=executor)
+        config, executor = _on_pool(resolve_config(config, key_store), executor, worker_pool)
+        super().__init__(data, config, chunk_store, executor=executor)
 
     @classmethod
-    def from_data_map(  # type: ignore[override]
+    def from_data_map(
         cls,
         data_map: DataMap,
         chunks: ChunkStore | list[EncryptedChunk],
         config: EncryptionConfig | None = None,
         key_store: ConvergenceSecretSource | None = None,
         *,
+        executor: Executor | None = None,
         worker_pool: WorkerPool | None = None,
-    ) -> ParallelEncryptor:
+    ) -> Self:
         """A parallel decryptor of ``data_map`` (``decrypt``, ``read_range``)."""
-        if not isinstance(data_map, DataMap):
-            raise TypeError("data_map must be a DataMap")
-        self = cls(b"", config, None, key_store, worker_pool=worker_pool)
-        self._map, self._chunks = data_map, as_store(chunks)
-        return self
+        config, executor = _on_pool(resolve_config(config, key_store), executor, worker_pool)
+        return super().from_data_map(data_map, chunks, config, executor=executor)
+
+
+def _on_pool(
+    config: EncryptionConfig, executor: Executor | None, pool: WorkerPool | None
+) -> tuple[EncryptionConfig, Executor | None]:
+    """The config and executor to run on: ``pool``'s when one is given."""
+    if pool is None:
+        return config, executor
+    if not isinstance(pool, WorkerPool):
+        raise TypeError("worker_pool must be a WorkerPool")
+    if executor is not None:
+        raise ValueError("give worker_pool or executor, not both")
+    return pool.config_for(config), pool.executor

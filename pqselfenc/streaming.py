@@ -64,7 +64,7 @@ class StreamEncryptor:
         if chunk_store is not None and not isinstance(chunk_store, ChunkStore):
             raise TypeError("chunk_store must be a ChunkStore")
         self._kept: list[EncryptedChunk] = []
-        sink = chunk_store._store_named if chunk_store is not None else self._kept.append
+        sink = chunk_store.put_named if chunk_store is not None else self._kept.append
         self._core = StreamEncryption(resolve_config(config, key_store), sink, memory, executor)
         self._feeder = _feeder()
         self._lock = asyncio.Lock()

@@ -1,7 +1,7 @@
 """Synchronous file helpers over the streaming core: files of any size in bounded memory.
 
 ``encrypt_file`` reads straight into the chunk buffers of ``StreamEncryption`` (``readinto``,
-no extra copy) and stores through the store's ``_batch``, so a directory store fsyncs many
+no extra copy) and stores through the store's ``batch``, so a directory store fsyncs many
 chunks at once and the DataMap is returned only when all are durable. ``decrypt_file`` writes
 the verified pieces of ``StreamDecryption`` to a temp file next to the target and renames it
 into place only when every chunk has verified, so a failure never leaves a partial output
@@ -50,7 +50,7 @@ def encrypt_file(
     """
     store = _check_store(chunk_store)
     config = resolve_config(config, key_store)
-    with store._batch() as sink:  # exits only when every chunk is durable: then the map
+    with store.batch() as sink:  # exits only when every chunk is durable: then the map
         stream = StreamEncryption(config, sink, memory, executor)
         try:
             with open(path, "rb") as f:
