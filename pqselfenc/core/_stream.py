@@ -9,7 +9,7 @@ up to that much is buffered first; a smaller input goes through ``encrypt_bytes`
 
 ``StreamDecryption`` yields verified plaintext chunk by chunk, or any byte range, fetching only
 the chunks that range needs. Both are synchronous; ``pqselfenc.streaming`` runs them off the
-event loop and ``_files`` drives them from files.
+event loop and ``files`` drives them from files.
 """
 
 from __future__ import annotations

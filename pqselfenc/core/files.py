@@ -6,6 +6,9 @@ chunks at once and the DataMap is returned only when all are durable. ``decrypt_
 the verified pieces of ``StreamDecryption`` to a temp file next to the target and renames it
 into place only when every chunk has verified, so a failure never leaves a partial output
 under the target's name.
+
+Public as ``pqselfenc.streaming.encrypt_file``/``decrypt_file``; the CLI imports this module,
+which (unlike ``pqselfenc.streaming``) does not load asyncio.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.core.encryptor import ConvergenceSecretSource, resolve_config
 from pqselfenc.error import EncryptionError
+
+__all__ = ["decrypt_file", "encrypt_file"]
 
 PathLike = str | os.PathLike[str]
 _TEMP_PREFIX = ".pqselfenc-"
