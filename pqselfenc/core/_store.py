@@ -105,7 +105,7 @@ class ChunkStore(abc.ABC):
       many chunks of one run; a store may group their durability (one wave of fsyncs). When
       the block exits without error every chunk given to ``put`` is durable; see ``batch``.
 
-    Both are derived from ``store`` unless the class that overrides them is the one in effect:
+    Both default to going through ``store``, and return to that default below a write hook:
     a subclass that overrides ``store`` or ``store_chunk`` but not ``put_named`` gets the
     default ``put_named`` back, and one that overrides any of those three but not ``batch``
     gets the default ``batch``, so a user's ``store`` hook sees every write the engine makes.
@@ -180,7 +180,7 @@ class ChunkStore(abc.ABC):
         return contextlib.nullcontext(self.put_named)
 
 
-# Members derived from ``store`` unless overridden in the same class as the members listed.
+# (member, the members whose override in a class brings back ChunkStore's default member)
 _DERIVED = (
     ("put_named", ("store", "store_chunk")),
     ("batch", ("store", "store_chunk", "put_named")),
