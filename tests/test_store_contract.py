@@ -278,11 +278,11 @@ def _encrypt_bytes(store: ChunkStore, data: bytes, _: Path) -> list[ChunkInfo]:
     return list(SelfEncryptor(data, CFG, chunk_store=store).encrypt()[0].chunks)
 
 
-BASES: dict[str, Callable[[Path], ChunkStore]] = {
-    "memory": lambda _: MemoryChunkStore(),
-    "directory": lambda root: DirectoryChunkStore(root),
-    "caching": lambda _: CachingChunkStore(MemoryChunkStore()),
-    "wrapping-directory": lambda root: WrappingStore(DirectoryChunkStore(root)),
+BASES: dict[str, tuple[type[ChunkStore], Callable[[Path], tuple[object, ...]]]] = {
+    "memory": (MemoryChunkStore, lambda _: ()),
+    "directory": (DirectoryChunkStore, lambda root: (root,)),
+    "caching": (CachingChunkStore, lambda _: (MemoryChunkStore(),)),
+    "wrapping-directory": (WrappingStore, lambda root: (DirectoryChunkStore(root),)),
 }
 
 
@@ -296,11 +296,8 @@ def test_a_subclass_hook_on_store_sees_every_engine_write(
     throttles writes still sees each one, whether the engine writes bytes, a file or a
     stream."""
     seen: list[bytes] = []
-    made = BASES[base](tmp_path / "store")
-    if isinstance(made, WrappingStore):
-        store = _hooked(type(made), seen)(made.inner)
-    else:
-        store = _hooked(type(made), seen)(*([tmp_path / "store"] if "directory" in base else []))
+    cls, args = BASES[base]
+    store = _hooked(cls, seen)(*args(tmp_path / "store"))
     data = os.urandom(5 * 4096 + 1)
     chunks = way(store, data, tmp_path)
     assert sorted(seen) == sorted(c.name for c in chunks)
