@@ -187,6 +187,17 @@ def test_wrong_passphrase(
     assert "PQSELFENC_PASSPHRASE" in result.err
 
 
+def test_hints_follow_the_exception_type_not_the_message_text() -> None:
+    from pqselfenc.cli._errors import describe
+    from pqselfenc.error import KeyStoreError, WrongPassphrase
+
+    message, hint = describe(WrongPassphrase("the vault did not open"))
+    assert message == "the vault did not open"
+    assert hint is not None and "PQSELFENC_PASSPHRASE" in hint
+    _, other = describe(KeyStoreError("wrong passphrase, says only the text"))
+    assert other is not None and "PQSELFENC_PASSPHRASE" not in other
+
+
 def test_passphrase_from_file_or_nowhere(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,

@@ -26,3 +26,29 @@ def test_error_tree_roots_at_error() -> None:
     for name in pqselfenc.error.__all__:
         cls = getattr(pqselfenc.error, name)
         assert issubclass(cls, pqselfenc.error.Error)
+
+
+def test_error_names_are_pinned_and_drawn_in_the_tree() -> None:
+    names = pqselfenc.error.__all__
+    assert names == sorted(names)
+    assert set(names) == {
+        "AuditError",
+        "ChunkNotFound",
+        "ChunkStoreError",
+        "DecryptionError",
+        "EncryptionError",
+        "Error",
+        "IntegrityError",
+        "InvalidDataError",
+        "KeyDestroyedError",
+        "KeyNotFound",
+        "KeyStoreError",
+        "KeyringUnavailable",
+        "SignatureError",
+        "WeakSecretError",
+        "WrongPassphrase",
+    }
+    tree = pqselfenc.error.__doc__ or ""
+    for name in names:
+        assert getattr(pqselfenc.error, name).__doc__, name
+        assert f" {name} " in tree, f"{name} is not drawn in the error tree"

@@ -265,6 +265,26 @@ def test_file_backend_permissions_and_passphrases(tmp_path: Path, clock: FakeClo
     assert seed[:16] not in on_disk and seed[-16:] not in on_disk  # never in clear on disk
 
 
+def test_a_passphrase_that_does_not_unlock_is_a_wrong_passphrase(
+    open_store: StoreFactory, tmp_path: Path
+) -> None:
+    """The vault, the passphrase change and an identity export fail with one precise type (the
+    CLI picks its hint by that type, never by the message text)."""
+    from pqselfenc.error import WrongPassphrase
+
+    ks = open_store()
+    ks.generate("alice")
+    wrong = "another long random phrase entirely"
+    with pytest.raises(WrongPassphrase):
+        KeyStore.open(ks.directory, config=ks.config, passphrase=wrong)
+    with pytest.raises(WrongPassphrase):
+        ks.change_passphrase(wrong, "quartz-lantern-ripple-meadow-falcon-7")
+    blob = ks.export_identity("alice", "quartz-lantern-ripple-meadow-falcon-7")
+    with pytest.raises(WrongPassphrase):
+        open_store(tmp_path / "other").import_identity(blob, wrong)
+    assert issubclass(WrongPassphrase, KeyStoreError)
+
+
 def test_key_file_tamper_is_detected(open_store: StoreFactory) -> None:
     from pqselfenc.error import IntegrityError
 
