@@ -198,6 +198,20 @@ def test_hints_follow_the_exception_type_not_the_message_text() -> None:
     assert other is not None and "PQSELFENC_PASSPHRASE" not in other
 
 
+def test_the_cli_offers_the_algorithms_the_library_defines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pqselfenc.cli import _keys
+    from pqselfenc.kem import SIGNATURE_ALGORITHMS, SUITE_NAMES
+    from pqselfenc.keys import KeyConfig
+
+    assert _keys.SUITES == SUITE_NAMES
+    assert _keys.SIGNATURES == SIGNATURE_ALGORITHMS
+    shown = ok(capsys, "keys", "generate", "--help").out
+    assert f"(default {KeyConfig().suite})" in shown
+    assert f"(default {KeyConfig().signature})" in shown
+
+
 def test_passphrase_from_file_or_nowhere(
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
