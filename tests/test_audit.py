@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from _keys_support import PASSPHRASE, FakeClock, StoreFactory, clock, open_store, small_map
+from _keys_support import PASSPHRASE, FakeClock, StoreFactory, small_map
 
 from pqselfenc.error import AuditError, DecryptionError
 from pqselfenc.kem import SigningKey, generate_identity
 from pqselfenc.keys import KeyStore
 from pqselfenc.keys.audit import canonical, chain_hash
-
-__all__ = ["clock", "open_store"]
 
 FIELDS = {"seq", "time", "actor", "action", "outcome", "name", "key_id", "version",
           "fingerprint", "envelope_id", "detail", "prev", "hash"}  # fmt: skip

@@ -15,7 +15,6 @@ import pytest
 from _cli_helpers import FakeTerminal, Result, run
 from _keys_support import (
     OwnCollection,
-    isolated_keyring,
     keyring_leaks_connections,
     needs_secret_service,
 )
@@ -25,7 +24,6 @@ from pqselfenc.keys import KeyStore
 PASSPHRASE = "gravel orbit candle mosaic tundra"
 EXPORT_PASSPHRASE = "lantern quarry velvet pigeon harbor"
 FAIL_KEYRING = "keyring.backends.fail.Keyring"
-__all__ = ["isolated_keyring"]
 BACKENDS = [pytest.param("keyring", marks=[pytest.mark.keyring, needs_secret_service]), "file"]
 
 

@@ -2,7 +2,7 @@
 
 The round-trip tests need the real gnome-keyring Secret Service that scripts/test.sh starts
 (it sets PQSELFENC_SECRET_SERVICE=1); run outside it they skip, saying so. They keep their items
-in a collection of their own (``secret_service`` in _keys_support.py), never in the daemon's
+in a collection of their own (``secret_service`` in conftest.py), never in the daemon's
 login collection, whose start-up state they would otherwise race.
 """
 
@@ -18,10 +18,8 @@ import pytest
 from _keys_support import (
     FakeClock,
     OwnCollection,
-    clock,
     keyring_leaks_connections,
     needs_secret_service,
-    secret_service,
     small_map,
 )
 
@@ -34,8 +32,6 @@ from pqselfenc.error import (
 )
 from pqselfenc.keys import KeyringBackend, KeyState, KeyStore
 from pqselfenc.keys.keyring_backend import native_keyring
-
-__all__ = ["clock", "secret_service"]
 
 
 @pytest.mark.parametrize(

@@ -10,13 +10,11 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from _keys_support import PASSPHRASE, FakeClock, StoreFactory, clock, open_store, small_map
+from _keys_support import PASSPHRASE, FakeClock, StoreFactory, small_map
 
 from pqselfenc.error import AuditError, KeyStoreError
 from pqselfenc.keys import KeyState, KeyStore
 from pqselfenc.keys import _metadata as M
-
-__all__ = ["clock", "open_store"]
 
 TESTS = Path(__file__).resolve().parent
 

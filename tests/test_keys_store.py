@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _keys_support import PASSPHRASE, FakeClock, StoreFactory, clock, open_store, small_map
+from _keys_support import PASSPHRASE, FakeClock, StoreFactory, small_map
 
 from pqselfenc import MemoryChunkStore, SelfEncryptor
 from pqselfenc.error import (
@@ -25,8 +25,6 @@ from pqselfenc.error import (
 )
 from pqselfenc.kem import SigningKey, generate_identity, inspect, open_sealed
 from pqselfenc.keys import KeyConfig, KeyState, KeyStore
-
-__all__ = ["clock", "open_store"]  # fixtures re-exported for pytest
 
 
 def test_generate_makes_version_one_active(open_store: StoreFactory, clock: FakeClock) -> None:
