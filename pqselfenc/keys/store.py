@@ -130,8 +130,8 @@ class KeyStore:
         config = KeyConfig() if config is None else config
         if not isinstance(config, KeyConfig):
             raise TypeError("config must be a KeyConfig")
-        if backend not in ("file", "keyring"):
-            raise ValueError("backend must be 'file' or 'keyring'")
+        if backend not in M.BACKENDS:
+            raise ValueError(f"backend must be {' or '.join(map(repr, M.BACKENDS))}")
         if backend == "file" and not isinstance(passphrase, str):
             raise ValueError("the file backend needs a passphrase")
         request = OpenRequest(Path(path), config, backend, passphrase, clock or _utc_now,
