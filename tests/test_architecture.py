@@ -145,28 +145,17 @@ def module_name(path: Path) -> str:
 
 def is_module(name: str) -> bool:
     """``pqselfenc.a.b`` names a module or package file (not a name defined in one)."""
-    path = ROOT.parent.joinpath(*name.split("."))
-    return path.with_suffix(".py").is_file() or (path / "__init__.py").is_file()
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every pqselfenc module ``path`` imports, wherever the import stands (in a function, under
-    ``TYPE_CHECKING``): ``from package import name`` counts as the submodule when ``name`` is
-    one, else as the package."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text(), str(path))):
-        if isinstance(node, ast.Import):
-            found.update(a.name for a in node.names if a.name.startswith("pqselfenc"))
-        elif isinstance(node, ast.ImportFrom) and ours(node):
-            for alias in node.names:
-                sub = f"{node.module}.{alias.name}"
-                found.add(sub if is_module(sub) else str(node.module))
-    return found
+    return path_of(name) is not None
 
 
 def ours(node: ast.ImportFrom) -> bool:
     """An absolute ``from pqselfenc... import``."""
     return node.level == 0 and (node.module or "").startswith("pqselfenc")
+
+
+def modules(layer: str) -> list[Path]:
+    """Every module file of one layer's package (``keys``, ``kem``, ``cli``)."""
+    return sorted((ROOT / layer).rglob("*.py"))
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
