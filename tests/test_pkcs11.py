@@ -38,7 +38,7 @@ from pqselfenc.error import (
     KeyNotFound,
     KeyStoreError,
 )
-from pqselfenc.keys import _pkcs11
+from pqselfenc.keys import _p11anchor, _pkcs11
 from pqselfenc.keys import pkcs11_backend as pb
 from pqselfenc.keys.backends import SecretBackend
 from pqselfenc.keys.pkcs11_backend import Anchor, Pkcs11Backend, TokenPinError, TokenUnavailable
@@ -426,6 +426,41 @@ def test_no_pin_in_messages_or_reprs(opener: Callable[..., Pkcs11Backend], softh
         assert SEED.hex()[:16] not in text
 
 
+def test_without_python_pkcs11(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The module imports without the optional dependency; opening says what to install."""
+    monkeypatch.setitem(sys.modules, "pkcs11", None)  # import pkcs11 -> ImportError
+    with pytest.raises(TokenUnavailable, match=r"pqselfenc\[hsm\]"):
+        Pkcs11Backend.open(tmp_path, "s", module="/x.so", token="t", pin="p", create=True)
+    assert not (tmp_path / "secrets").exists()
+
+
+def test_threads_share_one_session(opener: Callable[..., Pkcs11Backend]) -> None:
+    """Two backends of one process share the login; threads interleave calls safely."""
+    import threading
+
+    one = opener()
+    two = opener(one._store_id, create=False, directory=one._dir)
+    errors: list[BaseException] = []
+
+    def work(backend: Pkcs11Backend, tag: int) -> None:
+        try:
+            for i in range(1, 16):
+                secret = bytes([tag, i]) * 20
+                backend.put(f"t{tag}", i, secret)
+                assert backend.get(f"t{tag}", i) == secret
+        except BaseException as exc:
+            errors.append(exc)
+
+    pairs = enumerate((one, two, one, two))
+    threads = [threading.Thread(target=work, args=(b, n)) for n, b in pairs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert two.get("t0", 15) == bytes([0, 15]) * 20
+
+
 # ---- processes ----------------------------------------------------------------------------------
 
 WORKER = """
@@ -497,7 +532,8 @@ def anchor(generation: int, seq: int | None = None) -> Anchor:
 
 
 def anchor_objects(backend: Pkcs11Backend) -> int:
-    return backend._token.run(lambda s: len(pb._anchor_objects(s, backend.anchor_label)), "count")
+    label = backend.anchor_label
+    return backend._token.run(lambda s: len(_p11anchor._anchor_objects(s, label)), "count")
 
 
 def test_anchor_read_and_replace(opener: Callable[..., Pkcs11Backend]) -> None:
@@ -512,6 +548,8 @@ def test_anchor_read_and_replace(opener: Callable[..., Pkcs11Backend]) -> None:
     assert anchor_objects(backend) == 1
     with pytest.raises(IntegrityError, match="move back from generation 4"):
         backend.write_anchor(anchor(3))
+    with pytest.raises(IntegrityError, match="move back"):
+        backend.write_anchor(anchor(5, 11))  # generation on, audit seq back (12 -> 11)
     with pytest.raises(IntegrityError, match="forked"):
         backend.write_anchor(Anchor(4, 12, bytes(32)))
     assert backend.read_anchor() == anchor(4)
@@ -528,8 +566,8 @@ def test_anchor_crash_between_create_and_destroy(opener: Callable[..., Pkcs11Bac
     backend.write_anchor(anchor(2))
     run_child(softhsm, """
         import hashlib, os, sys
-        from pqselfenc.keys import pkcs11_backend as pb
-        pb._destroy_older = lambda found, new: os._exit(0)  # dies between the two steps
+        from pqselfenc.keys import _p11anchor, pkcs11_backend as pb
+        _p11anchor._destroy_older = lambda found, new: os._exit(0)  # dies between the two steps
         with pb.Pkcs11Backend.open(sys.argv[1], sys.argv[2]) as b:
             b.write_anchor(pb.Anchor(5, 15, hashlib.sha3_256(b"5/15").digest()))
         sys.exit(3)
@@ -538,6 +576,8 @@ def test_anchor_crash_between_create_and_destroy(opener: Callable[..., Pkcs11Bac
     assert backend.read_anchor() == anchor(5)
     with pytest.raises(IntegrityError):
         backend.write_anchor(anchor(3))  # the crashed write still counts
+    backend.write_anchor(anchor(5))  # the same again: a no-op that finishes the cleanup
+    assert anchor_objects(backend) == 1
     backend.write_anchor(anchor(6))
     assert anchor_objects(backend) == 1 and backend.read_anchor() == anchor(6)
     backend.delete_anchor()
@@ -585,7 +625,8 @@ def test_anchor_objects_planted_without_the_pin_are_ignored(
 def test_anchor_malformed_or_of_another_store(opener: Callable[..., Pkcs11Backend]) -> None:
     backend, other = opener(), opener()
     record = anchor(2).encode(other._store_id)  # another store's record under this label
-    backend._token.run(lambda s: pb._create_anchor(s, backend.anchor_label, record), "plant")
+    label = backend.anchor_label
+    backend._token.run(lambda s: _p11anchor._create_anchor(s, label, record), "plant")
     with pytest.raises(InvalidDataError, match="another store"):
         backend.read_anchor()
     with pytest.raises(InvalidDataError):

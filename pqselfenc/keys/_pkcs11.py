@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pqselfenc.error import Error, IntegrityError, KeyDestroyedError, KeyStoreError
 
@@ -40,10 +40,37 @@ __all__ = [
     "TokenSession",
     "TokenUnavailable",
     "connect",
+    "destroy_object",
+    "find_objects",
     "translate",
 ]
 
 T = TypeVar("T")
+
+# ---- Labels and sizes of the pkcs11 backend: to move into pqselfenc/core/_primitives.py ----
+# (section 4) at merge; spelled here for now because that file belongs to another phase.
+# Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.
+P11_BLOB_MAGIC = b"PQSEP11\x00"
+P11_BLOB_VERSION = 1
+# AAD prefix of a wrapped secret; the AAD also binds store id, header, name and version, so a
+# blob moved to another name, version or store fails its tag.
+P11_WRAP_LABEL = b"pqselfenc/v1/pkcs11-wrap"
+# CKA_ID of the wrapping key: random, 128 bits, so a blob names the one key that wrapped it.
+P11_KEY_ID_SIZE = 16
+# Random 96-bit GCM IVs under one token key per store: far fewer than the 2^32 messages
+# NIST SP 800-38D allows per key with random IVs.
+P11_IV_SIZE = 12
+P11_TAG_SIZE = 16  # full GCM tag (CK_GCM_PARAMS.ulTagBits = 128)
+P11_MAX_SECRET = 4096  # seeds are <= 130 bytes; bounds what a hostile file makes us read
+# Rollback anchor: a private CKO_DATA object holding this canonical record.
+P11_ANCHOR_MAGIC = b"PQSEANC\x00"
+P11_ANCHOR_VERSION = 1
+P11_ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
+P11_KEY_LABEL_PREFIX = "pqselfenc-"  # CKA_LABEL of a store's wrapping key: prefix + store id
+P11_ANCHOR_LABEL_PREFIX = "pqselfenc-anchor-"  # CKA_LABEL of a store's anchor data object
+P11_APPLICATION = "pqselfenc"  # CKA_APPLICATION of the anchor data objects
+# ------------------------------------------------------------------------------------------------
+
 
 ENV_MODULE = "PQSELFENC_PKCS11_MODULE"
 ENV_TOKEN = "PQSELFENC_PKCS11_TOKEN"  # noqa: S105 (a variable name, not a secret)
@@ -121,9 +148,11 @@ def _pin_digest(pin: str) -> bytes:
 
 _PROCESS_KEY = os.urandom(32)  # keys the PIN digests of this process; never leaves memory
 _LOCK = threading.RLock()  # C_Initialize(NULL): the module may assume one thread at a time
-_OPEN: dict[tuple[str, str], _Shared] = {}
+_OPEN: dict[tuple[str, str], _Shared] = {}  # (resolved module path, token label) -> session
+_LIBS: dict[str, Lib] = {}  # every module this process loaded, by resolved path
 _PID = [os.getpid()]
 _LOGIN_RETRY_DELAYS = (0.01, 0.02, 0.04, 0.08, 0.16)
+_FIND_TRIES = 8
 
 
 @dataclass
@@ -147,13 +176,13 @@ def _import_pkcs11() -> None:
 
 
 def _after_fork() -> None:
-    """In a forked child: forget the parent's sessions (never close them) and re-initialise."""
+    """In a forked child: forget the parent's sessions (never close them) and re-initialise
+    every module this process loaded (a child must call ``C_Initialize`` itself)."""
     if _PID[0] == os.getpid():
         return
-    libs = {id(s.lib): s.lib for s in _OPEN.values()}
     _OPEN.clear()
     _PID[0] = os.getpid()
-    for lib in libs.values():
+    for lib in _LIBS.values():
         try:
             lib.reinitialize()
         except Exception as exc:  # python-pkcs11 raises PKCS11Error subclasses
@@ -161,6 +190,8 @@ def _after_fork() -> None:
 
 
 def _load(module: str) -> Lib:
+    """The module at ``module`` (a resolved path: python-pkcs11 caches one per path string, and
+    two initialisations of one library would collide), loaded and initialised."""
     import pkcs11
 
     if not os.path.isabs(module) or not os.path.isfile(module):
@@ -169,7 +200,8 @@ def _load(module: str) -> Lib:
             f" (set {ENV_MODULE} to the vendor's .so)"
         )
     try:
-        return pkcs11.lib(module)
+        lib = _LIBS[module] = pkcs11.lib(module)
+        return lib
     except Exception as exc:  # PKCS11Error("OS exception while loading ...") and others
         raise TokenUnavailable(
             f"cannot load PKCS#11 module {module!r} ({type(exc).__name__}); check {ENV_MODULE}"
@@ -196,7 +228,7 @@ def _login(module: str, label: str, pin: str) -> _Shared:
     is never retried (real tokens lock after a few wrong ones). An absent token costs ~0.3 s."""
     import pkcs11
 
-    lib = _load(module)
+    lib = _load(os.path.realpath(module))
     for delay in (*_LOGIN_RETRY_DELAYS, None):
         try:
             return _open_session(lib, label, pin)
@@ -306,3 +338,33 @@ class TokenSession:
                     shared.session.close()
                 except Exception as exc:  # a device gone already: nothing is left open
                     raise translate(exc, "closing the session") from exc
+
+
+def find_objects(session: pkcs11.Session, query: dict[Any, Any]) -> list[Any]:
+    """``C_FindObjects``, retried when another process destroys a match before python-pkcs11
+    reads its class (a few times: each retry means another process made progress)."""
+    from pkcs11 import ObjectHandleInvalid
+
+    for _ in range(_FIND_TRIES - 1):
+        with suppress(ObjectHandleInvalid):
+            return list(session.get_objects(query))
+    return list(session.get_objects(query))
+
+
+def destroy_object(obj: Any) -> None:
+    """Destroy ``obj`` unless another process already did (SoftHSM 2.6 then answers
+    CKR_FUNCTION_FAILED, the spec CKR_OBJECT_HANDLE_INVALID: gone either way if it cannot
+    be read any more)."""
+    from pkcs11 import Attribute as A
+    from pkcs11 import FunctionFailed, ObjectHandleInvalid
+
+    try:
+        obj.destroy()
+    except ObjectHandleInvalid:
+        return
+    except FunctionFailed:
+        try:
+            obj[A.CLASS]
+        except ObjectHandleInvalid:
+            return
+        raise

@@ -15,14 +15,9 @@ cannot rewind. Configuration: ``PQSELFENC_PKCS11_MODULE``, ``PQSELFENC_PKCS11_TO
 
 from __future__ import annotations
 
-import errno
 import os
 import re
-import stat
 import struct
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,15 +28,35 @@ from pqselfenc.error import (
     KeyNotFound,
     KeyStoreError,
 )
+from pqselfenc.keys import _p11anchor
+from pqselfenc.keys._p11anchor import Anchor
+from pqselfenc.keys._p11files import (
+    durable_unlink,
+    durable_write,
+    folder,
+    make_folders,
+    read_regular,
+)
 from pqselfenc.keys._pkcs11 import (
     ENV_MODULE,
     ENV_PIN,
     ENV_TOKEN,
+    P11_ANCHOR_LABEL_PREFIX,
+    P11_BLOB_MAGIC,
+    P11_BLOB_VERSION,
+    P11_IV_SIZE,
+    P11_KEY_ID_SIZE,
+    P11_KEY_LABEL_PREFIX,
+    P11_MAX_SECRET,
+    P11_TAG_SIZE,
+    P11_WRAP_LABEL,
     Capabilities,
     TokenPinError,
     TokenSession,
     TokenUnavailable,
     connect,
+    destroy_object,
+    find_objects,
 )
 
 if TYPE_CHECKING:
@@ -49,37 +64,12 @@ if TYPE_CHECKING:
 
 __all__ = ["Anchor", "Capabilities", "Pkcs11Backend", "TokenPinError", "TokenUnavailable"]
 
-# ---- Labels and sizes: to move into pqselfenc/core/_primitives.py (section 4) at merge. ------
-# Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.
-P11_BLOB_MAGIC = b"PQSEP11\x00"
-P11_BLOB_VERSION = 1
-# AAD prefix of a wrapped secret; the AAD also binds store id, header, name and version, so a
-# blob moved to another name, version or store fails its tag.
-P11_WRAP_LABEL = b"pqselfenc/v1/pkcs11-wrap"
-# CKA_ID of the wrapping key: random, 128 bits, so a blob names the one key that wrapped it.
-P11_KEY_ID_SIZE = 16
-# Random 96-bit GCM IVs under one token key per store: far fewer than the 2^32 messages
-# NIST SP 800-38D allows per key with random IVs.
-P11_IV_SIZE = 12
-P11_TAG_SIZE = 16  # full GCM tag (CK_GCM_PARAMS.ulTagBits = 128)
-P11_MAX_SECRET = 4096  # seeds are <= 130 bytes; bounds what a hostile file makes us read
-# Rollback anchor: a private CKO_DATA object holding this canonical record.
-P11_ANCHOR_MAGIC = b"PQSEANC\x00"
-P11_ANCHOR_VERSION = 1
-P11_ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
-P11_KEY_LABEL_PREFIX = "pqselfenc-"  # CKA_LABEL of a store's wrapping key: prefix + store id
-P11_ANCHOR_LABEL_PREFIX = "pqselfenc-anchor-"  # CKA_LABEL of a store's anchor data object
-P11_APPLICATION = "pqselfenc"  # CKA_APPLICATION of the anchor data objects
-# ------------------------------------------------------------------------------------------------
-
 _HEAD = struct.Struct(f">8sB{P11_KEY_ID_SIZE}s")
-_ANCHOR = struct.Struct(f">8sBQQ{P11_ANCHOR_HASH_SIZE}sB")
 _U32 = struct.Struct(">I")
 _STORE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _NAME = re.compile(r"[a-z0-9_][a-z0-9._-]{0,63}")
 _MAX_BLOB = _HEAD.size + P11_IV_SIZE + P11_MAX_SECRET + P11_TAG_SIZE
 _MAX_VERSION = (1 << 32) - 1
-_FIND_TRIES = 8
 
 
 def _check_address(name: object, version: object) -> tuple[str, int]:
@@ -97,88 +87,15 @@ def _aad(store_id: str, header: bytes, name: str, version: int) -> bytes:
             + _U32.pack(version))  # fmt: skip
 
 
-# ---- Durable files: one helper each, to swap for the shared durable-I/O module at merge. ------
-
-
-@contextmanager
-def _folder(path: Path, *, create: bool) -> Iterator[int]:
-    """An fd of folder ``path`` (never a symlink); created 0700 if ``create``."""
-    if create:
-        try:
-            path.mkdir(mode=0o700)
-        except FileExistsError:
-            pass
-        except OSError as exc:
-            raise KeyStoreError(f"cannot create {path.name}/: {exc.strerror}") from exc
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:  # ELOOP/ENOTDIR: a symlink or a file planted where the folder goes
-        raise KeyStoreError(f"{path.name}/ is not a plain folder ({exc.strerror})") from exc
-    try:
-        yield fd
-    finally:
-        os.close(fd)
-
-
-def _make_folders(directory: Path) -> None:
-    """The store folder (as the key store does) and its ``secrets/``, both 0700."""
-    try:
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as exc:
-        raise KeyStoreError(f"cannot create {directory}: {exc.strerror}") from exc
-    with _folder(directory / "secrets", create=True):
-        pass
-
-
-def _durable_write(dir_fd: int, name: str, data: bytes) -> None:
-    """Temp file (0600, O_EXCL|O_NOFOLLOW), fsync, rename over ``name``, fsync the folder."""
-    tmp = f".{name}.{os.urandom(8).hex()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-    try:
-        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.fsync(dir_fd)
-    except OSError as exc:
-        with suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise KeyStoreError(f"cannot write {name}: {exc.strerror}") from exc
-
-
-def _read_regular(dir_fd: int, name: str, limit: int) -> bytes:
-    """Bytes of regular file ``name`` (never through a symlink, never a FIFO), at most ``limit``."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    try:
-        fd = os.open(name, flags, dir_fd=dir_fd)
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
-        raise InvalidDataError(f"{name} is not a plain file ({why}): not read") from exc
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise InvalidDataError(f"{name} is not a regular file: not read")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise InvalidDataError(f"{name} is larger than any wrapped secret")
-    return data
-
-
-def _durable_unlink(dir_fd: int, name: str) -> bool:
-    """Unlink ``name`` (a symlink itself, never its target) and fsync the folder."""
-    try:
-        os.unlink(name, dir_fd=dir_fd)
-    except FileNotFoundError:
-        return False
-    except OSError as exc:
-        raise KeyStoreError(f"cannot delete {name}: {exc.strerror}") from exc
-    os.fsync(dir_fd)
-    return True
+def _split(blob: bytes, name: str, version: int) -> tuple[bytes, bytes, bytes]:
+    """Header (magic, version, key id), IV, ciphertext || tag; ``InvalidDataError`` if malformed."""
+    head = _HEAD.size
+    if len(blob) < head + P11_IV_SIZE + 1 + P11_TAG_SIZE:
+        raise InvalidDataError(f"wrapped secret of {name} v{version} is malformed")
+    magic, fmt, _key_id = _HEAD.unpack_from(blob)
+    if magic != P11_BLOB_MAGIC or fmt != P11_BLOB_VERSION:
+        raise InvalidDataError(f"wrapped secret of {name} v{version} is malformed")
+    return blob[:head], blob[head : head + P11_IV_SIZE], blob[head + P11_IV_SIZE :]
 
 
 # ---- Token operations ------------------------------------------------------------------------
@@ -238,101 +155,6 @@ def _check_key(key: pkcs11.SecretKey) -> None:
         )
 
 
-# ---- Rollback anchor ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Anchor:
-    """The newest state a store reached: its metadata generation and its audit head."""
-
-    generation: int
-    audit_seq: int
-    audit_hash: bytes
-
-    def __post_init__(self) -> None:
-        for value in (self.generation, self.audit_seq):
-            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
-                raise ValueError("generation and audit_seq must be ints in 0..2^64-1")
-        if not isinstance(self.audit_hash, bytes) or len(self.audit_hash) != P11_ANCHOR_HASH_SIZE:
-            raise ValueError(f"audit_hash must be {P11_ANCHOR_HASH_SIZE} bytes")
-
-    @property
-    def position(self) -> tuple[int, int]:
-        """Order of anchors: by generation, then by audit sequence number."""
-        return (self.generation, self.audit_seq)
-
-    def encode(self, store_id: str) -> bytes:
-        """The canonical record stored in the token (docs/pkcs11.md)."""
-        sid = store_id.encode("ascii")
-        return _ANCHOR.pack(P11_ANCHOR_MAGIC, P11_ANCHOR_VERSION, self.generation,
-                            self.audit_seq, self.audit_hash, len(sid)) + sid  # fmt: skip
-
-    @classmethod
-    def decode(cls, record: bytes, store_id: str) -> Anchor:
-        """Strict parse: exact length, magic, version and this store's id; else InvalidDataError."""
-        sid = store_id.encode("ascii")
-        if len(record) != _ANCHOR.size + len(sid) or record[_ANCHOR.size :] != sid:
-            raise InvalidDataError("the token's anchor record is malformed or of another store")
-        magic, version, generation, seq, digest, size = _ANCHOR.unpack_from(record)
-        if magic != P11_ANCHOR_MAGIC or version != P11_ANCHOR_VERSION or size != len(sid):
-            raise InvalidDataError("the token's anchor record is malformed")
-        return cls(generation, seq, digest)
-
-
-def _anchor_objects(session: pkcs11.Session, label: str) -> list[Any]:
-    """Private data objects under ``label``: public ones anyone may create without the PIN."""
-    from pkcs11 import Attribute as A
-    from pkcs11 import ObjectClass
-
-    query = {A.CLASS: ObjectClass.DATA, A.LABEL: label, A.PRIVATE: True, A.TOKEN: True}
-    return _find(session, query)
-
-
-def _find(session: pkcs11.Session, query: dict[Any, Any]) -> list[Any]:
-    """``C_FindObjects``, retried when another process destroys a match before python-pkcs11
-    reads its class (a few times: each retry means another process made progress)."""
-    from pkcs11 import ObjectHandleInvalid
-
-    for _ in range(_FIND_TRIES - 1):
-        with suppress(ObjectHandleInvalid):
-            return list(session.get_objects(query))
-    return list(session.get_objects(query))
-
-
-def _parsed(objects: list[Any], store_id: str) -> list[tuple[Anchor, Any]]:
-    """Each object's anchor; one another process destroyed since it was listed is skipped."""
-    from pkcs11 import Attribute as A
-    from pkcs11 import ObjectHandleInvalid
-
-    out = []
-    for obj in objects:
-        try:
-            value = bytes(obj[A.VALUE])
-        except ObjectHandleInvalid:
-            continue
-        out.append((Anchor.decode(value, store_id), obj))
-    return out
-
-
-def _destroy(obj: Any) -> None:
-    """Destroy ``obj`` unless another process already did (SoftHSM 2.6 then answers
-    CKR_FUNCTION_FAILED, the spec CKR_OBJECT_HANDLE_INVALID: gone either way if it cannot
-    be read any more)."""
-    from pkcs11 import Attribute as A
-    from pkcs11 import FunctionFailed, ObjectHandleInvalid
-
-    try:
-        obj.destroy()
-    except ObjectHandleInvalid:
-        return
-    except FunctionFailed:
-        try:
-            obj[A.CLASS]
-        except ObjectHandleInvalid:
-            return
-        raise
-
-
 # ---- The backend -------------------------------------------------------------------------------
 
 
@@ -386,7 +208,7 @@ class Pkcs11Backend:
         session = connect(module, label, pin if pin is not None else os.environ.get(ENV_PIN, ""))
         try:
             if create:
-                _make_folders(Path(directory))
+                make_folders(Path(directory))
             found = _make_key(session, store_id) if create else _find_key(session, store_id, key_id)
         except BaseException:
             session.close()
@@ -431,8 +253,8 @@ class Pkcs11Backend:
         body = self._token.run(
             lambda s: token_encrypt(self._key(s), iv, aad, secret), f"wrapping {name} v{version}"
         )
-        with _folder(self._dir / "secrets", create=True) as fd:
-            _durable_write(fd, f"{name}.v{version}.p11", header + iv + body)
+        with folder(self._dir / "secrets", create=True) as fd:
+            durable_write(fd, f"{name}.v{version}.p11", header + iv + body)
 
     def get(self, name: str, version: int) -> bytes:
         """The secret, decrypted by the token now: ``KeyNotFound`` without a blob,
@@ -440,8 +262,8 @@ class Pkcs11Backend:
         (moved from another name, version or store), ``KeyDestroyedError`` without the token key."""
         name, version = _check_address(name, version)
         try:
-            with _folder(self._dir / "secrets", create=False) as fd:
-                blob = _read_regular(fd, f"{name}.v{version}.p11", _MAX_BLOB)
+            with folder(self._dir / "secrets", create=False) as fd:
+                blob = read_regular(fd, f"{name}.v{version}.p11", _MAX_BLOB)
         except FileNotFoundError as exc:
             raise KeyNotFound(f"no secret for {name} v{version} in the pkcs11 backend") from exc
         header, iv, body = _split(blob, name, version)
@@ -456,8 +278,8 @@ class Pkcs11Backend:
         False if it was absent."""
         name, version = _check_address(name, version)
         try:
-            with _folder(self._dir / "secrets", create=False) as fd:
-                return _durable_unlink(fd, f"{name}.v{version}.p11")
+            with folder(self._dir / "secrets", create=False) as fd:
+                return durable_unlink(fd, f"{name}.v{version}.p11")
         except FileNotFoundError:
             return False
 
@@ -468,7 +290,7 @@ class Pkcs11Backend:
         def destroy(session: pkcs11.Session) -> bool:
             keys = _keys(session, self._store_id)
             for key in keys:
-                key.destroy()
+                destroy_object(key)
             return bool(keys)
 
         return self._token.run(destroy, "destroying the wrapping key")
@@ -483,12 +305,8 @@ class Pkcs11Backend:
     def read_anchor(self) -> Anchor | None:
         """The highest anchor in the token (two exist only after a crash mid-replace); None if
         there is none. ``InvalidDataError`` if a private object under the label does not parse."""
-
-        def read(session: pkcs11.Session) -> Anchor | None:
-            found = _parsed(_anchor_objects(session, self.anchor_label), self._store_id)
-            return max((a for a, _ in found), key=lambda a: a.position, default=None)
-
-        return self._token.run(read, "reading the anchor")
+        label, sid = self.anchor_label, self._store_id
+        return self._token.run(lambda s: _p11anchor.read_anchor(s, label, sid), "reading anchor")
 
     def write_anchor(self, anchor: Anchor) -> None:
         """Replace the anchor: create the new object, then destroy the older ones.
@@ -499,90 +317,35 @@ class Pkcs11Backend:
         """
         if not isinstance(anchor, Anchor):
             raise TypeError("anchor must be an Anchor")
-
-        def write(session: pkcs11.Session) -> None:
-            found = _parsed(_anchor_objects(session, self.anchor_label), self._store_id)
-            current = max((a for a, _ in found), key=lambda a: a.position, default=None)
-            if current is not None and _is_noop(current, anchor):
-                return
-            _create_anchor(session, self.anchor_label, anchor.encode(self._store_id))
-            _destroy_older(found, anchor)
-
-        self._token.run(write, "writing the anchor")
+        label, sid = self.anchor_label, self._store_id
+        self._token.run(lambda s: _p11anchor.write_anchor(s, label, sid, anchor),
+                        "writing the anchor")  # fmt: skip
 
     def delete_anchor(self) -> int:
         """Destroy every anchor object of this store (when the store itself is deleted)."""
-
-        def delete(session: pkcs11.Session) -> int:
-            objects = _anchor_objects(session, self.anchor_label)
-            for obj in objects:
-                _destroy(obj)
-            return len(objects)
-
-        return self._token.run(delete, "deleting the anchor")
-
-
-def _split(blob: bytes, name: str, version: int) -> tuple[bytes, bytes, bytes]:
-    head = _HEAD.size
-    if len(blob) < head + P11_IV_SIZE + 1 + P11_TAG_SIZE:
-        raise InvalidDataError(f"wrapped secret of {name} v{version} is malformed")
-    magic, fmt, _key_id = _HEAD.unpack_from(blob)
-    if magic != P11_BLOB_MAGIC or fmt != P11_BLOB_VERSION:
-        raise InvalidDataError(f"wrapped secret of {name} v{version} is malformed")
-    return blob[:head], blob[head : head + P11_IV_SIZE], blob[head + P11_IV_SIZE :]
-
-
-def _is_noop(current: Anchor, new: Anchor) -> bool:
-    """True if writing ``new`` over ``current`` is a no-op; raise if it would go backwards."""
-    if new.position < current.position:
-        raise IntegrityError(
-            f"anchor would move back from generation {current.generation} / audit seq "
-            f"{current.audit_seq} to {new.generation} / {new.audit_seq}: directory rolled back?"
-        )
-    if new.position == current.position:
-        if new.audit_hash != current.audit_hash:
-            raise IntegrityError(
-                f"anchor at generation {new.generation} / audit seq {new.audit_seq} records "
-                "another audit hash: the audit log forked"
-            )
-        return True
-    return False
-
-
-def _create_anchor(session: pkcs11.Session, label: str, record: bytes) -> None:
-    from pkcs11 import Attribute as A
-    from pkcs11 import ObjectClass
-
-    session.create_object({A.CLASS: ObjectClass.DATA, A.TOKEN: True, A.PRIVATE: True,
-                           A.MODIFIABLE: False, A.LABEL: label, A.APPLICATION: P11_APPLICATION,
-                           A.VALUE: record})  # fmt: skip
-
-
-def _destroy_older(found: list[tuple[Anchor, Any]], new: Anchor) -> None:
-    """Second step of a replace: a crash before it leaves two objects, and ``read`` takes the
-    higher; objects another process wrote meanwhile (they were not listed) are left alone."""
-    for anchor, obj in found:
-        if anchor.position < new.position:
-            _destroy(obj)
+        label = self.anchor_label
+        return self._token.run(lambda s: _p11anchor.delete_anchors(s, label), "deleting the anchor")
 
 
 def _label(store_id: str) -> str:
+    """``CKA_LABEL`` of a store's wrapping key."""
     return P11_KEY_LABEL_PREFIX + store_id
 
 
-def _keys(session: pkcs11.Session, store_id: str) -> list[Any]:
+def _keys(session: pkcs11.Session, store_id: str, key_id: bytes | None = None) -> list[Any]:
+    """Secret keys labelled for this store (with ``CKA_ID`` = ``key_id`` if given)."""
     from pkcs11 import Attribute as A
     from pkcs11 import ObjectClass
 
     query = {A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: _label(store_id)}
-    return _find(session, query)
+    if key_id is not None:
+        query[A.ID] = key_id
+    return find_objects(session, query)
 
 
 def _lookup(session: pkcs11.Session, store_id: str, key_id: bytes) -> pkcs11.SecretKey:
     """This store's key with ``key_id``, looked up per use: a destroyed key fails every call."""
-    from pkcs11 import Attribute as A
-
-    keys = [k for k in _keys(session, store_id) if bytes(k[A.ID]) == key_id]
+    keys = _keys(session, store_id, key_id)
     if not keys:
         raise KeyDestroyedError(
             f"the token has no wrapping key {_label(store_id)!r} with this store's key id:"
