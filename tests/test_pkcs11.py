@@ -278,6 +278,9 @@ def test_wrong_pin_refused_by_the_token(opener: Callable[..., Pkcs11Backend],
     assert softhsm.pin not in "".join(traceback.format_exception(info.value))
     with pytest.raises(TokenPinError, match="no PKCS#11 PIN"):
         opener(pin="")
+    with pytest.raises(TokenPinError, match="not valid text") as info:
+        opener(pin="12\udcff34")
+    assert info.value.__cause__ is None and info.value.__suppress_context__
 
 
 def test_wrong_pin_while_logged_in_is_refused(opener: Callable[..., Pkcs11Backend],

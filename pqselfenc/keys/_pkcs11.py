@@ -251,6 +251,10 @@ def connect(module: str, label: str, pin: str) -> TokenSession:
     """A handle on the process's logged-in session on token ``label`` of ``module``."""
     if not isinstance(pin, str) or not pin:
         raise TokenPinError(f"no PKCS#11 PIN: set {ENV_PIN} or pass one")
+    try:
+        pin.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TokenPinError("the PKCS#11 PIN is not valid text (UTF-8)") from None
     _import_pkcs11()
     key = (os.path.realpath(module), label)
     with _LOCK:
