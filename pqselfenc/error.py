@@ -21,8 +21,10 @@ The tree::
         ├── KeyNotFound            no identity, recipient or version under that name
         ├── KeyringUnavailable     no secure OS keyring (and no silent plaintext fallback)
         ├── KeyDestroyedError      the key version was crypto-shredded
-        └── WeakSecretError        a secret or passphrase below the entropy bound, or a
-                                   generated key that failed its health or pairwise test
+        ├── WeakSecretError        a secret or passphrase below the entropy bound, or a
+        │                          generated key that failed its health or pairwise test
+        └── WrongPassphrase        a passphrase did not unlock what it protects (the vault,
+                                   an identity export): wrong, or the file was altered
 
 Misuse of the API (wrong argument types, impossible parameters) raises the built-in
 ``TypeError`` / ``ValueError`` at construction, as ``cryptography`` does. Exceptions from
@@ -49,6 +51,7 @@ __all__ = [
     "KeyringUnavailable",
     "SignatureError",
     "WeakSecretError",
+    "WrongPassphrase",
 ]
 
 
@@ -106,3 +109,8 @@ class KeyDestroyedError(KeyStoreError):
 
 class WeakSecretError(KeyStoreError):
     """A secret is below the entropy bound or a new key failed its self-tests."""
+
+
+class WrongPassphrase(KeyStoreError):
+    """A passphrase did not unlock the vault or an identity export: it is wrong, or the
+    protected file was altered (AES-GCM cannot tell the two apart, and does not try)."""

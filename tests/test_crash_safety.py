@@ -140,9 +140,9 @@ def test_store_opens_and_verifies_after_sigkill(
         assert alice.version(1).state is KeyState.DESTROYED
         assert not (d / "secrets" / "alice.v1.key").exists()  # open finished the delete
         with pytest.raises(KeyDestroyedError):
-            ks.open(sealed)
+            ks.open_envelope(sealed)
     else:
-        assert ks.open(sealed).total_size == len(b"crash safety " * 40)
+        assert ks.open_envelope(sealed).total_size == len(b"crash safety " * 40)
         # the rename happened, or open finished it (its audit event had landed), or the rotate
         # completed before the checkpoint: the change holds
         rotated = point in ("metadata-after-rename", "metadata-before-rename",

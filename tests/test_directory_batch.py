@@ -1,4 +1,4 @@
-"""The directory store's batched writes (``encrypt_file`` goes through ``_batch``): fsyncs run
+"""The directory store's batched writes (``encrypt_file`` goes through ``batch``): fsyncs run
 on I/O threads, folders are fsynced once at the end, and still no name ever appears before its
 content is durable, no map is returned before every chunk is, duplicates are written once, and
 a failure or a SIGKILL at any step leaves only whole chunks under final names."""

@@ -19,10 +19,10 @@ from pqselfenc.cli._output import (
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._stores import CountingStore
-from pqselfenc.core._files import encrypt_file
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import CompressionConfig, EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
+from pqselfenc.core.files import encrypt_file
 
 __all__ = ["add_parsers"]
 

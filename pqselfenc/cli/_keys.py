@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["add_parsers"]
 
 EXPORT_PASSPHRASE_ENV = "PQSELFENC_EXPORT_PASSPHRASE"  # noqa: S105 (a variable name)
-SUITES = ("x-wing", "ml-kem-1024", "ml-kem-768")
-SIGNATURES = ("ml-dsa-65", "ml-dsa-87")
+# The names the library defines (pqselfenc.kem.SUITE_NAMES and SIGNATURE_ALGORITHMS are these
+# same tables): read from the primitives module, which the CLI loads anyway, so that building the
+# parser does not import the KEM layer (start-up time).
+SUITES = tuple(P.SUITE_IDS)
+SIGNATURES = tuple(P.SIG_IDS)
 _KEY_TEXT = re.compile(
     rf"({re.escape(P.PUBLIC_KEY_TEXT_PREFIX)}|{re.escape(P.VERIFYING_KEY_TEXT_PREFIX)})"
 )

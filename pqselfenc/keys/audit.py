@@ -18,58 +18,35 @@ import base64
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
+from pqselfenc.keys._audit_format import (
+    GENERATION,
+    Verifier,
+    chain_hash,
+    checkpoint_message,
+    valid_generation,
+)
 from pqselfenc.keys._fsutil import atomic_write, fsync_dir
 from pqselfenc.keys._json import canonical, loads
 from pqselfenc.keys._metadata import fmt_time
+from pqselfenc.keys._verify import AuditReport, verify_log
 
 __all__ = ["AuditLog", "AuditReport"]
 
-_FIELDS = ("actor", "action", "outcome", "name", "key_id", "version", "fingerprint")
-_EVENT_KEYS = frozenset({"seq", "time", *_FIELDS, "envelope_id", "detail", "prev", "hash"})
-_CHECKPOINT_KEYS = _EVENT_KEYS | {"signer", "signature"}
-# Optional in an event (never in a checkpoint): the keystore.json generation an operation that
-# writes the metadata is committing. Older logs lack it; they then give no bound at open.
-GENERATION = "generation"
 _TAIL_READ = 64 * 1024
 _MAX_LINE = 1 << 20
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
 
 
 class Signer(Protocol):
+    """What signs a checkpoint: an ML-DSA signing key (``kem.SigningKey``)."""
+
     def sign(self, message: bytes, context: bytes) -> bytes: ...
-
-
-class Verifier(Protocol):
-    @property
-    def key_id(self) -> bytes: ...
-
-    def verify(self, signature: bytes, message: bytes, context: bytes) -> None: ...
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    """What ``verify`` found: ``ok``, or the first problem (``kind``, ``seq``, ``line``)."""
-
-    ok: bool
-    events: int
-    last_seq: int
-    checkpoint_seq: int
-    kind: str | None = None
-    seq: int | None = None
-    line: int | None = None
-    detail: str | None = None
-
-    def __str__(self) -> str:
-        if self.ok:
-            return f"audit log ok: {self.events} lines, checkpoint at seq {self.checkpoint_seq}"
-        return f"audit log broken ({self.kind}) at line {self.line}, seq {self.seq}: {self.detail}"
 
 
 def parse_line(raw: bytes, message: str) -> dict[str, Any]:
@@ -81,19 +58,6 @@ def parse_line(raw: bytes, message: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise AuditError(message)
     return obj
-
-
-def valid_generation(value: object) -> bool:
-    """An audit line's ``generation``: an int (not a bool) of at least 1."""
-    return type(value) is int and value >= 1
-
-
-def chain_hash(prev: bytes, body: dict[str, Any]) -> bytes:
-    return hashlib.sha3_256(P.AUDIT_CHAIN_LABEL + prev + canonical(body)).digest()
-
-
-def _checkpoint_message(body: dict[str, Any], prev_hex: str) -> bytes:
-    return canonical({"seq": body["seq"], "time": body["time"], "prev": prev_hex})
 
 
 class AuditLog:
@@ -138,7 +102,7 @@ class AuditLog:
         seq, prev = self._head()
         body = self._body(seq + 1, "checkpoint", "success", {})
         body["signer"] = self._verifier.key_id.hex()
-        message = _checkpoint_message(body, prev.hex())
+        message = checkpoint_message(body, prev.hex())
         sig = self._signer.sign(message, P.AUDIT_SIGNATURE_CONTEXT)
         body["signature"] = base64.b64encode(sig).decode("ascii")
         line = self._append(body, prev)
@@ -297,9 +261,7 @@ class AuditLog:
 
     def verify(self, trusted_key: Verifier | None = None) -> AuditReport:
         """Check every link, every checkpoint signature, and truncation against the last one."""
-        from pqselfenc.keys._verify import verify_log
-
-        return verify_log(self, trusted_key or self._verifier)
+        return verify_log(self.path, self.checkpoint_path, trusted_key or self._verifier)
 
 
 def _reversed_lines(fh: BinaryIO) -> Iterator[bytes]:

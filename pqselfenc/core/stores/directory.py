@@ -5,7 +5,7 @@ to a temp file in the same folder, is fsynced, renamed over the final name and t
 fsynced: a crash leaves either the whole chunk or nothing under its name (a stray ``.tmp-*``
 file at most, which ``__iter__`` ignores and ``clean_temp`` removes). Every read is verified.
 
-The engine writes a whole run through ``_batch``: the same steps, but the fsyncs of many chunks
+The engine writes a whole run through ``batch``: the same steps, but the fsyncs of many chunks
 run at once on a few I/O threads while the workers go on encrypting (the kernel groups
 concurrent fsyncs into one journal commit), and each folder touched is fsynced once at the end.
 The order per chunk is unchanged (content durable, then renamed), and the batch only returns,
@@ -82,15 +82,15 @@ class DirectoryChunkStore(ChunkStore):
         self._keep(info, chunk)
         return info
 
-    def _put_named(self, chunk: EncryptedChunk) -> None:
-        """Store a chunk the engine named from these exact bytes, without hashing it again
-        (every read verifies the name anyway)."""
+    def put_named(self, chunk: EncryptedChunk) -> None:
+        """Keep a chunk the engine named without hashing it again: every read verifies it."""
         self._keep(chunk.info, chunk.content)
 
     @contextlib.contextmanager
-    def _batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
-        if not self.fsync or not self._puts_named:
-            yield self._store_named  # nothing to group (or a user's hook must see each write)
+    def batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
+        """The chunks of one run, fsynced together (module docstring); durable on exit."""
+        if not self.fsync:
+            yield self.put_named  # nothing to group
             return
         batch = _Batch(self)
         try:

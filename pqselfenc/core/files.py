@@ -1,11 +1,14 @@
 """Synchronous file helpers over the streaming core: files of any size in bounded memory.
 
 ``encrypt_file`` reads straight into the chunk buffers of ``StreamEncryption`` (``readinto``,
-no extra copy) and stores through the store's ``_batch``, so a directory store fsyncs many
+no extra copy) and stores through the store's ``batch``, so a directory store fsyncs many
 chunks at once and the DataMap is returned only when all are durable. ``decrypt_file`` writes
 the verified pieces of ``StreamDecryption`` to a temp file next to the target and renames it
 into place only when every chunk has verified, so a failure never leaves a partial output
 under the target's name.
+
+Public as ``pqselfenc.streaming.encrypt_file``/``decrypt_file``; the CLI imports this module,
+which (unlike ``pqselfenc.streaming``) does not load asyncio.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.core.encryptor import ConvergenceSecretSource, resolve_config
 from pqselfenc.error import EncryptionError
+
+__all__ = ["decrypt_file", "encrypt_file"]
 
 PathLike = str | os.PathLike[str]
 _TEMP_PREFIX = ".pqselfenc-"
@@ -50,7 +55,7 @@ def encrypt_file(
     """
     store = _check_store(chunk_store)
     config = resolve_config(config, key_store)
-    with store._batch() as sink:  # exits only when every chunk is durable: then the map
+    with store.batch() as sink:  # exits only when every chunk is durable: then the map
         stream = StreamEncryption(config, sink, memory, executor)
         try:
             with open(path, "rb") as f:
