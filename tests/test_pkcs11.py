@@ -30,6 +30,7 @@ from _softhsm import (
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pqselfenc.core import _primitives as P
 from pqselfenc.error import (
     Error,
     IntegrityError,
@@ -37,11 +38,13 @@ from pqselfenc.error import (
     KeyDestroyedError,
     KeyNotFound,
     KeyStoreError,
+    TokenPinError,
+    TokenUnavailable,
 )
 from pqselfenc.keys import _p11anchor, _pkcs11
 from pqselfenc.keys import pkcs11_backend as pb
 from pqselfenc.keys.backends import SecretBackend
-from pqselfenc.keys.pkcs11_backend import Anchor, Pkcs11Backend, TokenPinError, TokenUnavailable
+from pqselfenc.keys.pkcs11_backend import Anchor, Pkcs11Backend
 
 SEED = bytes(range(1, 97))  # 96 bytes, no 16-byte window repeats, like an X-Wing seed
 
@@ -128,7 +131,7 @@ def test_the_token_computes_standard_aes_gcm(opener: Callable[..., Pkcs11Backend
 
     backend = opener()
     key_bytes, iv = os.urandom(32), os.urandom(12)
-    header = pb._HEAD.pack(pb.P11_BLOB_MAGIC, pb.P11_BLOB_VERSION, bytes(16))
+    header = pb._HEAD.pack(P.P11_BLOB_MAGIC, P.P11_BLOB_VERSION, bytes(16))
     aad = pb._aad("store-1", header, "alice", 3)
 
     def check(session: Any) -> None:

@@ -13,12 +13,9 @@ import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pqselfenc.core import _primitives as P
 from pqselfenc.error import IntegrityError, InvalidDataError
 from pqselfenc.keys._pkcs11 import (
-    P11_ANCHOR_HASH_SIZE,
-    P11_ANCHOR_MAGIC,
-    P11_ANCHOR_VERSION,
-    P11_APPLICATION,
     destroy_object,
     find_objects,
 )
@@ -28,7 +25,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Anchor", "delete_anchors", "read_anchor", "write_anchor"]
 
-_ANCHOR = struct.Struct(f">8sBQQ{P11_ANCHOR_HASH_SIZE}sB")
+_ANCHOR = struct.Struct(f">8sBQQ{P.P11_ANCHOR_HASH_SIZE}sB")
 
 
 @dataclass(frozen=True)
@@ -43,8 +40,8 @@ class Anchor:
         for value in (self.generation, self.audit_seq):
             if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 1 << 64:
                 raise ValueError("generation and audit_seq must be ints in 0..2^64-1")
-        if not isinstance(self.audit_hash, bytes) or len(self.audit_hash) != P11_ANCHOR_HASH_SIZE:
-            raise ValueError(f"audit_hash must be {P11_ANCHOR_HASH_SIZE} bytes")
+        if not isinstance(self.audit_hash, bytes) or len(self.audit_hash) != P.P11_ANCHOR_HASH_SIZE:
+            raise ValueError(f"audit_hash must be {P.P11_ANCHOR_HASH_SIZE} bytes")
 
     @property
     def position(self) -> tuple[int, int]:
@@ -54,7 +51,7 @@ class Anchor:
     def encode(self, store_id: str) -> bytes:
         """The canonical record stored in the token (docs/pkcs11.md)."""
         sid = store_id.encode("ascii")
-        return _ANCHOR.pack(P11_ANCHOR_MAGIC, P11_ANCHOR_VERSION, self.generation,
+        return _ANCHOR.pack(P.P11_ANCHOR_MAGIC, P.P11_ANCHOR_VERSION, self.generation,
                             self.audit_seq, self.audit_hash, len(sid)) + sid  # fmt: skip
 
     @classmethod
@@ -64,7 +61,7 @@ class Anchor:
         if len(record) != _ANCHOR.size + len(sid) or record[_ANCHOR.size :] != sid:
             raise InvalidDataError("the token's anchor record is malformed or of another store")
         magic, version, generation, seq, digest, size = _ANCHOR.unpack_from(record)
-        if magic != P11_ANCHOR_MAGIC or version != P11_ANCHOR_VERSION or size != len(sid):
+        if magic != P.P11_ANCHOR_MAGIC or version != P.P11_ANCHOR_VERSION or size != len(sid):
             raise InvalidDataError("the token's anchor record is malformed")
         return cls(generation, seq, digest)
 
@@ -116,7 +113,7 @@ def _create_anchor(session: pkcs11.Session, label: str, record: bytes) -> None:
     from pkcs11 import ObjectClass
 
     session.create_object({A.CLASS: ObjectClass.DATA, A.TOKEN: True, A.PRIVATE: True,
-                           A.MODIFIABLE: False, A.LABEL: label, A.APPLICATION: P11_APPLICATION,
+                           A.MODIFIABLE: False, A.LABEL: label, A.APPLICATION: P.P11_APPLICATION,
                            A.VALUE: record})  # fmt: skip
 
 

@@ -25,7 +25,14 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from pqselfenc.error import Error, IntegrityError, KeyDestroyedError, KeyStoreError
+from pqselfenc.error import (
+    Error,
+    IntegrityError,
+    KeyDestroyedError,
+    KeyStoreError,
+    TokenPinError,
+    TokenUnavailable,
+)
 
 if TYPE_CHECKING:
     import pkcs11
@@ -36,9 +43,7 @@ __all__ = [
     "ENV_PIN",
     "ENV_TOKEN",
     "Capabilities",
-    "TokenPinError",
     "TokenSession",
-    "TokenUnavailable",
     "connect",
     "destroy_object",
     "find_objects",
@@ -47,29 +52,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-# ---- Labels and sizes of the pkcs11 backend: to move into pqselfenc/core/_primitives.py ----
-# (section 4) at merge; spelled here for now because that file belongs to another phase.
-# Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.
-P11_BLOB_MAGIC = b"PQSEP11\x00"
-P11_BLOB_VERSION = 1
-# AAD prefix of a wrapped secret; the AAD also binds store id, header, name and version, so a
-# blob moved to another name, version or store fails its tag.
-P11_WRAP_LABEL = b"pqselfenc/v1/pkcs11-wrap"
-# CKA_ID of the wrapping key: random, 128 bits, so a blob names the one key that wrapped it.
-P11_KEY_ID_SIZE = 16
-# Random 96-bit GCM IVs under one token key per store: far fewer than the 2^32 messages
-# NIST SP 800-38D allows per key with random IVs.
-P11_IV_SIZE = 12
-P11_TAG_SIZE = 16  # full GCM tag (CK_GCM_PARAMS.ulTagBits = 128)
-P11_MAX_SECRET = 4096  # seeds are <= 130 bytes; bounds what a hostile file makes us read
-# Rollback anchor: a private CKO_DATA object holding this canonical record.
-P11_ANCHOR_MAGIC = b"PQSEANC\x00"
-P11_ANCHOR_VERSION = 1
-P11_ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
-P11_KEY_LABEL_PREFIX = "pqselfenc-"  # CKA_LABEL of a store's wrapping key: prefix + store id
-P11_ANCHOR_LABEL_PREFIX = "pqselfenc-anchor-"  # CKA_LABEL of a store's anchor data object
-P11_APPLICATION = "pqselfenc"  # CKA_APPLICATION of the anchor data objects
-# ------------------------------------------------------------------------------------------------
 
 
 ENV_MODULE = "PQSELFENC_PKCS11_MODULE"
@@ -83,20 +65,6 @@ CKM_ML_KEM_KEY_PAIR_GEN = 0x0000000F
 CKM_ML_KEM = 0x00000017
 CKM_ML_DSA_KEY_PAIR_GEN = 0x0000001C
 CKM_ML_DSA = 0x0000001D
-
-
-class TokenUnavailable(KeyStoreError):
-    """The PKCS#11 module cannot be loaded, or the token is absent or not usable.
-
-    Proposed for ``pqselfenc/error.py`` (under ``KeyStoreError``, next to ``KeyringUnavailable``).
-    """
-
-
-class TokenPinError(TokenUnavailable):
-    """The token refused the PIN (wrong, locked, expired), or no PIN was given.
-
-    Proposed for ``pqselfenc/error.py`` (under ``TokenUnavailable``): the CLI re-prompts on it.
-    """
 
 
 _PIN_CLASSES = ("PinIncorrect", "PinInvalid", "PinLenRange", "PinLocked", "PinExpired")

@@ -21,12 +21,14 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pqselfenc.core import _primitives as P
 from pqselfenc.error import (
     IntegrityError,
     InvalidDataError,
     KeyDestroyedError,
     KeyNotFound,
     KeyStoreError,
+    TokenUnavailable,
 )
 from pqselfenc.keys import _p11anchor
 from pqselfenc.keys._p11anchor import Anchor
@@ -41,19 +43,8 @@ from pqselfenc.keys._pkcs11 import (
     ENV_MODULE,
     ENV_PIN,
     ENV_TOKEN,
-    P11_ANCHOR_LABEL_PREFIX,
-    P11_BLOB_MAGIC,
-    P11_BLOB_VERSION,
-    P11_IV_SIZE,
-    P11_KEY_ID_SIZE,
-    P11_KEY_LABEL_PREFIX,
-    P11_MAX_SECRET,
-    P11_TAG_SIZE,
-    P11_WRAP_LABEL,
     Capabilities,
-    TokenPinError,
     TokenSession,
-    TokenUnavailable,
     connect,
     destroy_object,
     find_objects,
@@ -62,13 +53,13 @@ from pqselfenc.keys._pkcs11 import (
 if TYPE_CHECKING:
     import pkcs11
 
-__all__ = ["Anchor", "Capabilities", "Pkcs11Backend", "TokenPinError", "TokenUnavailable"]
+__all__ = ["Anchor", "Capabilities", "Pkcs11Backend"]
 
-_HEAD = struct.Struct(f">8sB{P11_KEY_ID_SIZE}s")
+_HEAD = struct.Struct(f">8sB{P.P11_KEY_ID_SIZE}s")
 _U32 = struct.Struct(">I")
 _STORE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 _NAME = re.compile(r"[a-z0-9_][a-z0-9._-]{0,63}")
-_MAX_BLOB = _HEAD.size + P11_IV_SIZE + P11_MAX_SECRET + P11_TAG_SIZE
+_MAX_BLOB = _HEAD.size + P.P11_IV_SIZE + P.P11_MAX_SECRET + P.P11_TAG_SIZE
 _MAX_VERSION = (1 << 32) - 1
 
 
@@ -83,19 +74,19 @@ def _check_address(name: object, version: object) -> tuple[str, int]:
 def _aad(store_id: str, header: bytes, name: str, version: int) -> bytes:
     """Label || len || store id || header || len || name || version (length-prefixed)."""
     sid, nm = store_id.encode("ascii"), name.encode("ascii")
-    return (P11_WRAP_LABEL + bytes([len(sid)]) + sid + header + bytes([len(nm)]) + nm
+    return (P.P11_WRAP_LABEL + bytes([len(sid)]) + sid + header + bytes([len(nm)]) + nm
             + _U32.pack(version))  # fmt: skip
 
 
 def _split(blob: bytes, name: str, version: int) -> tuple[bytes, bytes, bytes]:
     """Header (magic, version, key id), IV, ciphertext || tag; ``InvalidDataError`` if malformed."""
     head = _HEAD.size
-    if len(blob) < head + P11_IV_SIZE + 1 + P11_TAG_SIZE:
+    if len(blob) < head + P.P11_IV_SIZE + 1 + P.P11_TAG_SIZE:
         raise InvalidDataError(f"wrapped secret of {name} v{version} is malformed")
     magic, fmt, _key_id = _HEAD.unpack_from(blob)
-    if magic != P11_BLOB_MAGIC or fmt != P11_BLOB_VERSION:
+    if magic != P.P11_BLOB_MAGIC or fmt != P.P11_BLOB_VERSION:
         raise InvalidDataError(f"wrapped secret of {name} v{version} is malformed")
-    return blob[:head], blob[head : head + P11_IV_SIZE], blob[head + P11_IV_SIZE :]
+    return blob[:head], blob[head : head + P.P11_IV_SIZE], blob[head + P.P11_IV_SIZE :]
 
 
 # ---- Token operations ------------------------------------------------------------------------
@@ -104,7 +95,7 @@ def _split(blob: bytes, name: str, version: int) -> tuple[bytes, bytes, bytes]:
 def _gcm(iv: bytes, aad: bytes) -> Any:
     import pkcs11
 
-    return pkcs11.GCMParams(iv, aad, P11_TAG_SIZE * 8)
+    return pkcs11.GCMParams(iv, aad, P.P11_TAG_SIZE * 8)
 
 
 # python-pkcs11 types a found key as ``SecretKey``, whose stub lacks the encrypt/decrypt mixins
@@ -170,8 +161,8 @@ class Pkcs11Backend:
     def __init__(self, directory: Path, store_id: str, token: TokenSession, key_id: bytes) -> None:
         if not isinstance(store_id, str) or not _STORE_ID.fullmatch(store_id):
             raise ValueError("store_id must match [A-Za-z0-9._-]{1,64}")
-        if not isinstance(key_id, bytes) or len(key_id) != P11_KEY_ID_SIZE:
-            raise ValueError(f"key_id must be {P11_KEY_ID_SIZE} bytes")
+        if not isinstance(key_id, bytes) or len(key_id) != P.P11_KEY_ID_SIZE:
+            raise ValueError(f"key_id must be {P.P11_KEY_ID_SIZE} bytes")
         self._dir, self._store_id = Path(directory), store_id
         self._token, self._key_id = token, key_id
 
@@ -218,7 +209,7 @@ class Pkcs11Backend:
     @property
     def key_label(self) -> str:
         """``CKA_LABEL`` of the wrapping key (``pqselfenc-<store id>``): record it in metadata."""
-        return P11_KEY_LABEL_PREFIX + self._store_id
+        return P.P11_KEY_LABEL_PREFIX + self._store_id
 
     @property
     def key_id(self) -> bytes:
@@ -246,10 +237,10 @@ class Pkcs11Backend:
     def put(self, name: str, version: int, secret: bytes) -> None:
         """Encrypt ``secret`` in the token and write ``secrets/NAME.vN.p11`` atomically (0600)."""
         name, version = _check_address(name, version)
-        if not isinstance(secret, bytes) or not 0 < len(secret) <= P11_MAX_SECRET:
-            raise ValueError(f"secret must be 1..{P11_MAX_SECRET} bytes")
-        header = _HEAD.pack(P11_BLOB_MAGIC, P11_BLOB_VERSION, self._key_id)
-        iv, aad = os.urandom(P11_IV_SIZE), _aad(self._store_id, header, name, version)
+        if not isinstance(secret, bytes) or not 0 < len(secret) <= P.P11_MAX_SECRET:
+            raise ValueError(f"secret must be 1..{P.P11_MAX_SECRET} bytes")
+        header = _HEAD.pack(P.P11_BLOB_MAGIC, P.P11_BLOB_VERSION, self._key_id)
+        iv, aad = os.urandom(P.P11_IV_SIZE), _aad(self._store_id, header, name, version)
         body = self._token.run(
             lambda s: token_encrypt(self._key(s), iv, aad, secret), f"wrapping {name} v{version}"
         )
@@ -267,7 +258,7 @@ class Pkcs11Backend:
         except FileNotFoundError as exc:
             raise KeyNotFound(f"no secret for {name} v{version} in the pkcs11 backend") from exc
         header, iv, body = _split(blob, name, version)
-        if header[-P11_KEY_ID_SIZE:] != self._key_id:
+        if header[-P.P11_KEY_ID_SIZE:] != self._key_id:
             raise IntegrityError(f"{name} v{version} was wrapped by another token key")
         aad = _aad(self._store_id, header, name, version)
         return self._token.run(lambda s: token_decrypt(self._key(s), iv, aad, body),
@@ -300,7 +291,7 @@ class Pkcs11Backend:
     @property
     def anchor_label(self) -> str:
         """``CKA_LABEL`` of this store's anchor data objects."""
-        return P11_ANCHOR_LABEL_PREFIX + self._store_id
+        return P.P11_ANCHOR_LABEL_PREFIX + self._store_id
 
     def read_anchor(self) -> Anchor | None:
         """The highest anchor in the token (two exist only after a crash mid-replace); None if
@@ -329,7 +320,7 @@ class Pkcs11Backend:
 
 def _label(store_id: str) -> str:
     """``CKA_LABEL`` of a store's wrapping key."""
-    return P11_KEY_LABEL_PREFIX + store_id
+    return P.P11_KEY_LABEL_PREFIX + store_id
 
 
 def _keys(session: pkcs11.Session, store_id: str, key_id: bytes | None = None) -> list[Any]:
@@ -379,7 +370,7 @@ def _make_key(token: TokenSession, store_id: str) -> bytes:
     again if the token did not honour the template."""
     from pkcs11 import KeyType
 
-    key_id = os.urandom(P11_KEY_ID_SIZE)
+    key_id = os.urandom(P.P11_KEY_ID_SIZE)
 
     def make(session: pkcs11.Session) -> bytes:
         if _keys(session, store_id):
