@@ -347,3 +347,25 @@ def metadata_mac_key(root: bytes) -> bytes:
 def metadata_mac(key: bytes, canonical: bytes) -> bytes:
     """HMAC-SHA3-256 over the canonical JSON of the metadata (without its "mac" field)."""
     return hmac.new(key, canonical, hashlib.sha3_256).digest()
+
+# PKCS#11 backend (keys/pkcs11_backend.py, docs/pkcs11.md): one token-wrapped secret per file.
+# Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.
+P11_BLOB_MAGIC = b"PQSEP11\x00"
+P11_BLOB_VERSION = 1
+# AAD prefix of a wrapped secret; the AAD also binds store id, header, name and version, so a
+# blob moved to another name, version or store fails its tag.
+P11_WRAP_LABEL = b"pqselfenc/v1/pkcs11-wrap"
+# CKA_ID of the wrapping key: random, 128 bits, so a blob names the one key that wrapped it.
+P11_KEY_ID_SIZE = 16
+# Random 96-bit GCM IVs under one token key per store: far fewer than the 2^32 messages
+# NIST SP 800-38D allows per key with random IVs.
+P11_IV_SIZE = 12
+P11_TAG_SIZE = 16  # full GCM tag (CK_GCM_PARAMS.ulTagBits = 128)
+P11_MAX_SECRET = 4096  # seeds are <= 130 bytes; bounds what a hostile file makes us read
+# Rollback anchor: a private CKO_DATA object holding this canonical record.
+P11_ANCHOR_MAGIC = b"PQSEANC\x00"
+P11_ANCHOR_VERSION = 1
+P11_ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
+P11_KEY_LABEL_PREFIX = "pqselfenc-"  # CKA_LABEL of a store's wrapping key: prefix + store id
+P11_ANCHOR_LABEL_PREFIX = "pqselfenc-anchor-"  # CKA_LABEL of a store's anchor data object
+P11_APPLICATION = "pqselfenc"  # CKA_APPLICATION of the anchor data objects
