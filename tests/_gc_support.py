@@ -4,12 +4,14 @@ across files, lock objects planted as another process would leave them, and the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import secrets
 import subprocess
 import sys
+import threading
 from typing import Any
 
 from pqselfenc import ChunkStore, DataMap, EncryptionConfig, SelfEncryptor
@@ -87,3 +89,20 @@ def gone_process() -> dict[str, Any]:
     start = process_start(child.pid)
     child.wait()
     return {"pid": child.pid, "pid_start": start}
+
+
+def both_create_before_either_lists(store: ChunkStore, barrier: threading.Barrier) -> None:
+    """Make this store object's lock creation wait for the other side's: the interleaving in
+    which a writer and a gc (or two gcs) start together."""
+    locks = store.locks()
+    assert locks is not None
+    space = locks.space
+    real = space.create
+
+    def create(name, body):  # type: ignore[no-untyped-def]
+        start = real(name, body)
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(5)
+        return start
+
+    space.create = create  # type: ignore[method-assign]

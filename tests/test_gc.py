@@ -20,6 +20,7 @@ import pytest
 from _gc_support import (
     CFG,
     FakeClock,
+    both_create_before_either_lists,
     content,
     decrypts,
     encrypt,
@@ -289,21 +290,6 @@ def test_a_writer_waits_for_a_running_gc(tmp_path: Path) -> None:
     order.append("gc done")
     thread.join()
     assert order == ["gc still holds", "gc done", "writer holds"]
-
-
-def both_create_before_either_lists(store: DirectoryChunkStore, barrier: threading.Barrier) -> None:
-    """Make this store object's lock creation wait for the other side's: the interleaving in
-    which a writer and a gc (or two gcs) start together."""
-    space = store.locks().space
-    real = space.create
-
-    def create(name, body):  # type: ignore[no-untyped-def]
-        start = real(name, body)
-        with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(5)
-        return start
-
-    space.create = create  # type: ignore[method-assign]
 
 
 @pytest.mark.parametrize("other", ["writer", "gc"])
