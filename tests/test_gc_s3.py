@@ -65,11 +65,17 @@ def test_a_lock_is_an_object_created_only_if_absent(s3_server: S3Server, raw: An
     with store.writing():
         [name] = keys(raw, store, "locks/")
         assert name.startswith("locks/shared-")
-        found = raw.get_object(Bucket=store.bucket, Key=store.prefix + name)
-        body = json.loads(found["Body"].read())
-        assert body["start"] == store.locks().session_start and body["pid"] == os.getpid()
-        assert sent[0].get("If-None-Match") == b"*"  # created only if absent
-        assert "If-Match" in sent[1]  # its start written into it only while it still exists
+        assert [h.get("If-None-Match") for h in sent] == [b"*"]  # one put, only if absent
+
+        def body() -> dict[str, Any]:
+            found = raw.get_object(Bucket=store.bucket, Key=store.prefix + name)
+            return dict(json.loads(found["Body"].read()))
+
+        assert body()["start"] is None and body()["pid"] == os.getpid()
+        # its start is the LastModified the listing showed, written in at the first refresh,
+        # which uploads only while the lock still exists
+        assert store.locks().space.refresh(name.removeprefix("locks/"))
+        assert body()["start"] == store.locks().session_start and "If-Match" in sent[1]
         assert [i.name for i in store] == []  # lock objects are never listed as chunks
         with pytest.raises(StoreLockedError, match="could not be created"):
             store.locks().space.create(name.removeprefix("locks/"), lambda at: b"{}")

@@ -48,7 +48,7 @@ __all__ = ["EXCLUSIVE", "LOCK_FORMAT", "SHARED", "ExclusiveLock", "LockInfo", "L
 
 LOCK_FORMAT = "pqselfenc-lock/1"
 SHARED, EXCLUSIVE = "shared", "exclusive"
-_MAX_PAUSE = 10.0
+_MAX_PAUSE = 2.0  # seconds between two tries of a waiting writer or gc, at most
 
 
 def _boottime() -> float:
@@ -295,8 +295,8 @@ class StoreLocks:
         deadline = _boottime() + self.policy.wait
         for attempt in itertools.count():
             name, start, sent, others = self._create(SHARED)
-            infos = self._infos(others, start)
-            blocking = [i for i in infos if i.kind != SHARED and not i.dead]
+            infos = self._infos([e for e in others if e.kind != SHARED], start)
+            blocking = [i for i in infos if not i.dead]
             if not blocking:
                 return _Held(self.space, self.policy, name, start, sent)
             self._remove(name)  # nothing written under it: no session to record
@@ -397,8 +397,16 @@ class StoreLocks:
         ident = identity()
         sent = _boottime()
         start = self.space.create(name, lambda at: _body(kind, ident, at))
-        others = [e for e in self.space.entries() if e.name != name]
-        return name, start, sent, others
+        listed = self.space.entries()
+        if start is None:
+            mine = [e.stamp for e in listed if e.name == name]
+            if not mine:
+                self._remove(name)
+                raise StoreLockedError(f"lock {name} is not listed right after its creation: "
+                                       "the store's listing is not consistent")  # fmt: skip
+            start = mine[0]
+            self.space.started(name, start)
+        return name, start, sent, [e for e in listed if e.name != name]
 
     def _infos(self, entries: list[LockEntry], now: float) -> list[LockInfo]:
         found = (self._info(e, now) for e in entries)

@@ -98,10 +98,17 @@ class LockSpace(abc.ABC):
     parallelism: int = 1
 
     @abc.abstractmethod
-    def create(self, name: str, body: Callable[[float | None], bytes]) -> float:
-        """Create lock object ``name`` (it does not exist) holding ``body(start)``, ``start``
-        being the store's clock at its creation, durably; return ``start``. A reader may
-        briefly see a body without ``start`` (``body(None)``): the stamp is then the start."""
+    def create(self, name: str, body: Callable[[float | None], bytes]) -> float | None:
+        """Create lock object ``name`` (it does not exist: ``StoreLockedError`` if it does)
+        durably, holding ``body(start)``, ``start`` being the store's clock at its creation;
+        return ``start``. A space that cannot read its clock before writing returns None and
+        stores ``body(None)``: the caller then takes the new lock's stamp from the listing
+        that follows (until its first refresh, a lock's stamp is its creation time), tells it
+        through ``started``, and the first refresh writes ``body(start)``."""
+
+    def started(self, name: str, start: float) -> None:  # noqa: B027 (optional hook)
+        """The start of lock ``name``, when ``create`` returned None (default: nothing to
+        do)."""
 
     @abc.abstractmethod
     def entries(self) -> list[LockEntry]:

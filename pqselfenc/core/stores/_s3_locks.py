@@ -2,9 +2,9 @@
 ``PREFIX/locks/ended/``, stamps from ``LastModified`` (the server's clock; whole seconds); and
 what a shared store does with chunk stamps: checked deduplication, listing, careful deletes.
 
-A lock is created with ``If-None-Match: *`` (a name clash fails instead of overwriting), its
-start read back with ``HeadObject``, and its body rewritten with that start under
-``If-Match: ETAG``. Refreshing uploads the body again under ``If-Match``, so a lock that was
+A lock is created with one ``PutObject`` under ``If-None-Match: *`` (a name clash fails instead
+of overwriting); its start is its ``LastModified`` in the listing that follows. Refreshing
+uploads the body again, with that start in it, under ``If-Match: ETAG``, so a lock that was
 removed is never recreated (the server answers 412 and the holder learns it lost its lock).
 With ``conditional_put=False`` (servers without conditional writes) creation is a plain put
 (names are 64 random bits) and a refresh is ``HeadObject`` then put, which could bring back a
@@ -79,7 +79,8 @@ class S3LockSpace(LockSpace):
     def __init__(self, store: S3ChunkStore, hooks: S3Hooks) -> None:
         self.store, self.hooks, self._client = store, hooks, hooks.client
         self._expected = hooks.expected
-        self._held: dict[str, tuple[str, bytes]] = {}  # our locks: name -> (ETag, body)
+        # our locks: name -> (ETag, body for a start, the start once known)
+        self._held: dict[str, tuple[str, Callable[[float | None], bytes], float | None]] = {}
         self._mutex = threading.Lock()
 
     def __repr__(self) -> str:
@@ -172,32 +173,31 @@ class S3LockSpace(LockSpace):
 
     # -- lock objects ------------------------------------------------------------------------
 
-    def create(self, name: str, body: Callable[[float | None], bytes]) -> float:
-        key = self.base + name
+    def create(self, name: str, body: Callable[[float | None], bytes]) -> float | None:
+        """One put (only if absent); the start is the ``LastModified`` the listing after it
+        shows (``started``), written into the body at the first refresh."""
         absent = {"IfNoneMatch": "*"} if self.store.conditional_put else {}
-        etag = self._call("create lock", functools.partial(self._put, key, body(None), **absent))
-        head = self._call("create lock", functools.partial(self._head, key))
-        if etag is None or head is None:
-            raise StoreLockedError(f"lock {name} could not be created (it exists, or vanished)")
-        start: float = head["LastModified"].timestamp()
-        final = body(start)
-        if not self._rewrite(name, etag, final):
-            raise StoreLockedError(f"lock {name} vanished while it was being created")
-        return start
+        put = functools.partial(self._put, self.base + name, body(None), **absent)
+        etag = self._call("create lock", put)
+        if etag is None:
+            raise StoreLockedError(f"lock {name} could not be created: the name is taken")
+        with self._mutex:
+            self._held[name] = (etag, body, None)
+        return None
 
-    def _rewrite(self, name: str, etag: str, body: bytes) -> bool:
+    def started(self, name: str, start: float) -> None:
+        with self._mutex:
+            etag, body, _ = self._held[name]
+            self._held[name] = (etag, body, start)
+
+    def _rewrite(self, name: str, etag: str, body: bytes) -> str | None:
+        """Upload ``body`` over lock ``name`` only while it still exists: the new ETag."""
         key = self.base + name
         if self.store.conditional_put:
-            new = self._call("refresh lock", functools.partial(self._put, key, body, IfMatch=etag))
-        elif self._call("refresh lock", functools.partial(self._head, key)) is None:
-            new = None
-        else:
-            new = self._call("refresh lock", functools.partial(self._put, key, body))
-        if new is None:
-            return False
-        with self._mutex:
-            self._held[name] = (new, body)
-        return True
+            return self._call("refresh lock", functools.partial(self._put, key, body, IfMatch=etag))
+        if self._call("refresh lock", functools.partial(self._head, key)) is None:
+            return None
+        return self._call("refresh lock", functools.partial(self._put, key, body))
 
     def entries(self) -> list[LockEntry]:
         found = []
@@ -215,7 +215,13 @@ class S3LockSpace(LockSpace):
             held = self._held.get(name)
         if held is None:
             raise ChunkStoreError(f"lock {name} is not held by this store object")
-        return self._rewrite(name, *held)
+        etag, body, start = held
+        new = self._rewrite(name, etag, body(start))
+        if new is None:
+            return False
+        with self._mutex:
+            self._held[name] = (new, body, start)
+        return True
 
     def remove(self, name: str) -> None:
         self._call("remove lock", functools.partial(self._delete, self.base + name))
