@@ -274,16 +274,19 @@ def _confirm(space: LockSpace, lock: ExclusiveLock) -> None:
 def _freed(space: LockSpace, lock: ExclusiveLock, plan: GcPlan) -> Iterator[int | None]:
     """Delete the candidates (``space.parallelism`` at a time), checking the lock between
     groups; what each delete freed, in order."""
-    width = max(1, space.parallelism)
-    todo = plan.candidates
+    width, todo = max(1, space.parallelism), plan.candidates
+
+    def delete(chunk: StoredChunk) -> int | None:
+        return space.delete_if_older(chunk.info, plan.cutoff)
+
     with ThreadPoolExecutor(width, thread_name_prefix="pqselfenc-gc") as pool:
+        run = pool.map if width > 1 else map  # one at a time: no thread hop per chunk
         for first in range(0, len(todo), width):
             if first % _CONFIRM_EVERY < width:
                 _confirm(space, lock)
             else:
                 lock.check()
-            group = todo[first : first + width]
-            yield from pool.map(lambda c: space.delete_if_older(c.info, plan.cutoff), group)
+            yield from run(delete, todo[first : first + width])
 
 
 def _delete(space: LockSpace, lock: ExclusiveLock, plan: GcPlan, step: Step) -> None:
