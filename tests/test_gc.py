@@ -230,6 +230,17 @@ def test_writers_share_one_lock_per_store_object_and_re_enter(tmp_path: Path) ->
     assert one.locks().inspect() == [] and len(one.locks().space.ended()) == 2
 
 
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_a_forked_child_takes_its_own_lock(tmp_path: Path) -> None:
+    store = DirectoryChunkStore(tmp_path)
+    with store.writing():
+        pid = os.fork()
+        if pid == 0:  # the parent's lock is not the child's: it may be released any time
+            with store.writing():
+                os._exit(0 if len(store.locks().inspect()) == 2 else 1)
+        assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
 def test_gc_cannot_start_while_a_writer_holds_the_store(tmp_path: Path) -> None:
     writer, gc_side = DirectoryChunkStore(tmp_path), DirectoryChunkStore(tmp_path)
     data = os.urandom(3000)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import random
 import secrets
 import threading
@@ -144,6 +145,7 @@ class _Held:
     ) -> None:
         self.space, self.policy, self.name, self.start = space, policy, name, start
         self.last_ok = sent  # taken before the lock was created: trust is never overstated
+        self.pid = os.getpid()  # a forked child does not hold its parent's lock
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="pqselfenc-lock", daemon=True)
@@ -183,10 +185,10 @@ class _Held:
 
 class ExclusiveLock:
     """gc's hold on a store: ``start`` (store clock) is when it was taken; ``check`` raises
-    ``StoreLockedError`` if it was lost or another lock appeared, before any delete."""
+    ``StoreLockedError`` if it was lost (not refreshed in time, or removed)."""
 
-    def __init__(self, locks: StoreLocks, held: _Held) -> None:
-        self._locks, self._held = locks, held
+    def __init__(self, held: _Held) -> None:
+        self._held = held
 
     @property
     def start(self) -> float:
@@ -201,17 +203,6 @@ class ExclusiveLock:
     def check(self) -> None:
         """Raise unless the lock is still ours: refreshed in time, never removed."""
         self._held.check("nothing more is deleted")
-
-    def confirm_alone(self) -> None:
-        """``check``, and raise if any other lock exists now (one broken by hand, or taken by
-        a client that ignored ours)."""
-        self.check()
-        others = [e for e in self._locks.space.entries() if e.name != self._held.name]
-        if others:
-            raise StoreLockedError(
-                f"{others[0].kind} lock {others[0].lock_id} appeared while gc held the store; "
-                "nothing more is deleted"
-            )
 
 
 class StoreLocks:
@@ -246,7 +237,7 @@ class StoreLocks:
         """The store-clock start of the shared lock held now, None if none is: a chunk
         stamped before it must be refreshed when a writer reuses it."""
         held = self._shared
-        return held.start if held is not None else None
+        return held.start if held is not None and held.pid == os.getpid() else None
 
     @contextlib.contextmanager
     def shared(self) -> Iterator[None]:
@@ -269,6 +260,8 @@ class StoreLocks:
     def _join(self) -> _Held:
         with self._gate:
             with self._mutex:
+                if self._shared is not None and self._shared.pid != os.getpid():
+                    self._shared, self._count = None, 0  # forked: that lock is the parent's
                 if self._shared is not None:
                     self._shared.check("no new writing may start under it")
                     self._count += 1
@@ -312,11 +305,11 @@ class StoreLocks:
         """Hold the store alone for the block (gc). Live writers are waited for, up to
         ``wait`` seconds, while our lock keeps new ones out; another gc or a stale lock is
         ``StoreLockedError`` (a stale one at once: waiting cannot end it)."""
-        if self._shared is not None:
+        if self.session_start is not None:
             raise StoreLockedError("this store object holds a writer's lock: gc cannot run")
         held = self._take_exclusive(wait)
         try:
-            yield ExclusiveLock(self, held)
+            yield ExclusiveLock(held)
         finally:
             held.stop()
             with contextlib.suppress(ChunkStoreError):
