@@ -1,7 +1,7 @@
 """A gc killed (SIGKILL) at every step loses nothing a live map references, leaves its lock
 behind as a stale lock the next run reports, and the next run (told to remove it) completes.
 
-Steps are what ``collect_garbage`` reports through ``on_step`` (locked, listed, walked,
+Steps are what ``collect_garbage`` reports through ``on_step`` (locked, walked, listed,
 planned, one per delete, swept, pruned), plus the moment between creating its lock object and
 listing the others. The gc runs in a child process that kills itself there."""
 
@@ -121,7 +121,7 @@ def test_a_gc_killed_at_every_step_loses_nothing_and_the_next_run_completes(
     done = run_gc("dir", str(reference / "store"), reference / "maps", "never", 3600)
     assert done.returncode == 0, done.stderr
     steps = ["created", *done.stdout.splitlines()]
-    assert steps[1:5] == ["locked", "listed", "walked", "planned"]
+    assert steps[1:5] == ["locked", "walked", "listed", "planned"]
     assert steps[-2:] == ["swept", "pruned"] and len(steps) == 7 + len(garbage)
     for k, step in enumerate([*steps, "finished"]):
         copy = tmp_path / f"killed-at-{k}"

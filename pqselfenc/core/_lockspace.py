@@ -32,7 +32,7 @@ _LOCK_NAME = re.compile(r"(shared|exclusive)-([0-9a-f]{16})")
 _ENDED_NAME = re.compile(r"([0-9]{1,17})-([0-9a-f]{16})")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LockEntry:
     """A lock object as the store lists it: its name, and its stamp (store clock, seconds:
     when it was created or last refreshed)."""
@@ -51,7 +51,7 @@ class LockEntry:
         return self.name.partition("-")[2]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EndedSession:
     """The record a writer's session leaves: its name, start and end (store clock, seconds)."""
 
@@ -60,7 +60,7 @@ class EndedSession:
     end: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredChunk:
     """A chunk as gc sees it: its info, stored size and stamp (store clock, seconds: when it
     was written or last reused by a writer)."""

@@ -190,37 +190,42 @@ def _locks_of(store: ChunkStore) -> StoreLocks:
 class _Refs:
     names: set[bytes] = field(default_factory=set)
     incomplete: list[str] = field(default_factory=list)
-    short: list[str] = field(default_factory=list)  # maps with chunks the listing lacks
 
 
-def _walk(store: ChunkStore, maps: Sequence[GcMap], listed: Collection[bytes]) -> _Refs:
+def _levels(store: ChunkStore, m: GcMap) -> Iterator[set[bytes]]:
+    for level in SelfEncryptor.from_data_map(m.data_map, store, m.config).levels():
+        yield {c.name for c in level.chunks}
+
+
+def _walk(store: ChunkStore, maps: Sequence[GcMap]) -> _Refs:
     """Every chunk of every level of every map. A level that cannot be read (a parent chunk
     missing or damaged) makes its map incomplete: its children are unknown, never guessed."""
     refs = _Refs()
     for m in maps:
-        mine: set[bytes] = set()
         try:
-            for level in SelfEncryptor.from_data_map(m.data_map, store, m.config).levels():
-                mine.update(c.name for c in level.chunks)
+            for names in _levels(store, m):
+                refs.names |= names
         except (ChunkNotFound, IntegrityError):
             refs.incomplete.append(m.name)
-        if any(n not in listed for n in mine):
-            refs.short.append(m.name)
-        refs.names |= mine
     return refs
 
 
-def _stop(refs: _Refs, given: int) -> ChunkStoreError:
+def _naming(store: ChunkStore, maps: Sequence[GcMap], absent: set[bytes]) -> list[str]:
+    """The maps that name a chunk of ``absent`` (walked again: only when gc stops)."""
+    return [m.name for m in maps if any(names & absent for names in _levels(store, m))]
+
+
+def _stop(incomplete: list[str], short: list[str], given: int) -> ChunkStoreError:
     def shown(names: list[str]) -> str:
         more = f" and {len(names) - 3} more" if len(names) > 3 else ""
         return ", ".join(sorted(names)[:3]) + more
 
-    short = [n for n in refs.short if n not in refs.incomplete]
-    what = [f"cannot follow every level of {shown(refs.incomplete)}: chunks are missing"]
-    what = what if refs.incomplete else []
+    short = [n for n in short if n not in incomplete]
+    what = [f"cannot follow every level of {shown(incomplete)}: chunks are missing"]
+    what = what if incomplete else []
     what += [f"{shown(short)} name chunks the store does not have"] if short else []
     return ChunkStoreError(
-        f"{'; '.join(what)} ({len(refs.incomplete) + len(short)} of the {given} maps given); "
+        f"{'; '.join(what)} ({len(incomplete) + len(short)} of the {given} maps given); "
         "gc stopped and deleted nothing: a map whose chunks cannot all be found protects "
         "nothing (are these maps of this store?)"
     )
@@ -240,24 +245,52 @@ def _cutoff(started: float, grace: float, sessions: list[EndedSession], slack: f
     return min([horizon, *bounds]), len(recent)
 
 
+@dataclass
+class _Tally:
+    """One pass over the listing: counts, and only the chunks gc may delete are kept (memory
+    grows with the referenced set and the candidates, not with the store)."""
+
+    chunks: int = 0
+    stored_bytes: int = 0
+    unreferenced: int = 0
+    unreferenced_bytes: int = 0
+    candidates: list[StoredChunk] = field(default_factory=list)
+
+    def count(
+        self, chunk: StoredChunk, refs: set[bytes], unseen: set[bytes], cutoff: float
+    ) -> None:
+        self.chunks += 1
+        self.stored_bytes += chunk.size
+        if chunk.info.name in refs:
+            unseen.discard(chunk.info.name)
+            return
+        self.unreferenced += 1
+        self.unreferenced_bytes += chunk.size
+        if chunk.stamp <= cutoff:
+            self.candidates.append(chunk)
+
+
 def _plan(
     store: ChunkStore, space: LockSpace, lock: ExclusiveLock, maps: Sequence[GcMap],
     grace: float, step: Step,
 ) -> GcPlan:  # fmt: skip
-    listed = {c.info.name: c for c in space.chunks()}
-    step("listed", len(listed), len(listed))
-    refs = _walk(store, maps, listed)
+    refs = _walk(store, maps)
     step("walked", len(maps), len(maps))
-    if refs.incomplete or refs.short:
-        raise _stop(refs, len(maps))
+    if refs.incomplete:
+        raise _stop(refs.incomplete, [], len(maps))
     cutoff, recent = _cutoff(lock.start, grace, space.ended(), space.clock_slack)
-    loose = [c for n, c in listed.items() if n not in refs.names]
+    tally, unseen = _Tally(), set(refs.names)
+    for chunk in space.chunks():
+        tally.count(chunk, refs.names, unseen, cutoff)
+    step("listed", tally.chunks, tally.chunks)
+    if unseen:
+        raise _stop([], _naming(store, maps, unseen), len(maps))
+    tally.candidates.sort(key=lambda c: c.info.name)
     return GcPlan(
         store=repr(store), maps=len(maps), grace=grace, started=lock.start, cutoff=cutoff,
-        sessions=recent, chunks=len(listed), stored_bytes=sum(c.size for c in listed.values()),
-        referenced=len(refs.names), unreferenced=len(loose),
-        unreferenced_bytes=sum(c.size for c in loose),
-        candidates=sorted((c for c in loose if c.stamp <= cutoff), key=lambda c: c.info.name),
+        sessions=recent, chunks=tally.chunks, stored_bytes=tally.stored_bytes,
+        referenced=len(refs.names), unreferenced=tally.unreferenced,
+        unreferenced_bytes=tally.unreferenced_bytes, candidates=tally.candidates,
     )  # fmt: skip
 
 
@@ -338,11 +371,13 @@ def collect_garbage(
     ``maps`` is an iterable of ``GcMap`` (or bare ``DataMap``), or a callable returning one,
     called once the store is locked: e.g. one that reads a folder of map files then, so that
     every map finished before the lock is seen. At least one map is required (``ValueError``).
+    Memory grows with what the maps reference and with the chunks to delete (about 150 and
+    300 bytes each), not with the size of the store.
     ``grace`` (seconds, default 24 h) protects what was written or reused recently; ``wait``
     is how long to wait for writers to finish (our lock keeps new ones out meanwhile);
     ``remove_stale_locks`` names stale locks to remove first (an operator's decision: their
     processes must be gone). ``on_step(name, done, total)`` reports progress: ``locked``,
-    ``listed``, ``walked``, ``planned``, ``delete`` (once per chunk), ``swept``, ``pruned``.
+    ``walked``, ``listed``, ``planned``, ``delete`` (once per chunk), ``swept``, ``pruned``.
 
     Raises ``StoreLockedError`` when writers, another gc or a stale lock hold the store, and
     ``ChunkStoreError`` (nothing deleted) when a map names chunks the store does not have.
@@ -378,23 +413,22 @@ def store_report(store: ChunkStore, maps: Iterable[MapInput] = ()) -> StoreRepor
     held now and the writer sessions recorded (when the store has locks)."""
     given = [_as_map(m, i) for i, m in enumerate(maps)]
     locks = store.locks()
-    listed = _listing(store, locks)
-    size = None if locks is None else sum(listed.values())
-    report = StoreReport(repr(store), len(listed), size, maps=len(given))
+    refs = _walk(store, given)
+    tally, unseen = _Tally(), set(refs.names)
+    for chunk in _listing(store, locks):
+        tally.count(chunk, refs.names, unseen, -math.inf)
+    report = StoreReport(repr(store), tally.chunks, None if locks is None else tally.stored_bytes)
     if given:
-        refs = _walk(store, given, listed)
-        report.referenced = len(refs.names)
-        report.missing = sum(1 for n in refs.names if n not in listed)
-        report.unreferenced = sum(1 for n in listed if n not in refs.names)
-        report.incomplete = refs.incomplete
+        report.maps, report.referenced, report.missing = len(given), len(refs.names), len(unseen)
+        report.unreferenced, report.incomplete = tally.unreferenced, refs.incomplete
     if locks is not None:
         report.locks = locks.inspect()
         report.sessions = len(locks.space.ended())
     return report
 
 
-def _listing(store: ChunkStore, locks: StoreLocks | None) -> dict[bytes, int]:
-    """Name -> size of every chunk (0 where the store cannot say: no locks, no stamps)."""
+def _listing(store: ChunkStore, locks: StoreLocks | None) -> Iterator[StoredChunk]:
+    """Every chunk with size and stamp (0 for both where the store keeps no stamps)."""
     if locks is not None:
-        return {c.info.name: c.size for c in locks.space.chunks()}
-    return {i.name: 0 for i in store}
+        return locks.space.chunks()
+    return (StoredChunk(info, 0, 0.0) for info in store)
