@@ -3,11 +3,13 @@
 that mounts it).
 
 A lock is created as a temp file (``.tmp-*``) whose ``fstat`` mtime is the session's start,
-written, fsynced and hard-linked to its name (create-only: ``link`` fails on any existing name),
-then the folder is fsynced: it survives a crash, and goes stale if its holder does. Refreshing
-is ``utime`` on the name without following a link (a removed lock is not recreated). A session
+written and hard-linked to its name (create-only: ``link`` fails on any existing name), then
+the folder is fsynced: the name survives a crash, and goes stale if its holder does (a body
+lost in the crash leaves an unreadable lock, which counts all the same). Refreshing is
+``utime`` on the name without following a link (a removed lock is not recreated). A session
 ends by stamping the lock now and renaming it into ``ended/START-ID`` (its mtime is the end),
-both folders fsynced. Neither folder is ever followed through a link.
+then ``ended`` is fsynced: after a crash the record is there, and at worst the lock too
+(stale: safe). Neither folder is ever followed through a link. Two fsyncs per session.
 """
 
 from __future__ import annotations
@@ -118,7 +120,10 @@ class DirectoryLockSpace(LockSpace):
                 except BaseException:
                     _durable.discard(temp)
                     raise
-                _durable.settle(temp, name, fsync=self.store.fsync, exclusive=True)
+                # the name must survive a crash (its writer's chunks stay protected), so the
+                # folder is fsynced; a body lost in a crash only makes the lock unreadable,
+                # which still counts (and its mtime is then its start)
+                _durable.settle(temp, name, fsync=False, exclusive=True)
                 self._sync(fd)
             except OSError as exc:
                 raise self._error("create", exc) from exc
@@ -185,9 +190,8 @@ class DirectoryLockSpace(LockSpace):
             assert ended is not None and fd is not None
             try:
                 self._move(fd, name, ended, record)
-                self._sync(ended)
-                self._sync(fd)
-            except OSError as exc:
+                self._sync(ended)  # the record is durable: the lock may come back in a crash,
+            except OSError as exc:  # stale then, which is safe; never the other way round
                 raise self._error("end", exc) from exc
 
     def _move(self, fd: int, name: str, ended: int, record: str) -> None:
