@@ -24,6 +24,7 @@ QUICK = {
     "bench_memory.py": ["--sizes", "16,64"],
     "bench_random_access.py": ["--size", "64", "--reads", "20"],
     "bench_restic.py": ["--size", "32", "--runs", "1"],
+    "bench_gc.py": ["--chunks", "4000"],
 }
 
 
