@@ -102,7 +102,7 @@ def both_create_before_either_lists(store: ChunkStore, barrier: threading.Barrie
     def create(name, body):  # type: ignore[no-untyped-def]
         start = real(name, body)
         with contextlib.suppress(threading.BrokenBarrierError):
-            barrier.wait(5)
+            barrier.wait(30)  # a slow machine only waits longer; a broken barrier goes on
         return start
 
     space.create = create  # type: ignore[method-assign]
