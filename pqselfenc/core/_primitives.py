@@ -292,6 +292,35 @@ HEALTH_TEST_RETRIES = 3
 AUDIT_CHAIN_LABEL = b"pqselfenc/v1/audit-chain"
 AUDIT_SIGNATURE_CONTEXT = b"pqselfenc/v1/audit-checkpoint"
 
+# Audit line MAC: HMAC-SHA3-256 under HKDF-SHA3-256(root secret, info=label) over the line's
+# 32-byte chain hash. The hash covers prev, so a valid MAC on a line authenticates the whole
+# prefix; whoever can write the directory but lacks the root secret cannot extend the chain.
+AUDIT_MAC_LABEL = b"pqselfenc/v1/audit-line-mac"
+AUDIT_MAC_SIZE = 32
+
+# Audit times may step back by at most this many seconds from one line to the next (an NTP step
+# of the system clock); a larger step back is reported by verify. Times are taken under the lock.
+AUDIT_CLOCK_STEP_BACK = 600
+
+# Largest counter read from a file (audit seq, metadata generation, audit_mac_from): below 2^63,
+# so it fits every signed 64-bit field (the PKCS#11 anchor stores u64) with room for +1.
+MAX_COUNTER = (1 << 63) - 1
+
+# Largest key version number: the file backend's AAD packs it as u32 (section 4.3).
+MAX_KEY_VERSION = (1 << 32) - 1
+
+# Claimed security strength in bits of each KEM suite and signature (NIST security categories
+# of FIPS 203/204: category 3 = 192 bits (AES-192), category 5 = 256 bits (AES-256)). X-Wing is
+# ML-KEM-768 combined with X25519: as strong as its stronger part, ML-KEM-768 (category 3).
+# ``KeyConfig.min_entropy`` refuses any suite or signature below it.
+SUITE_STRENGTH_BITS = {SUITE_XWING: 192, SUITE_MLKEM1024: 256, SUITE_MLKEM768: 192}
+SIG_STRENGTH_BITS = {SIG_MLDSA65: 192, SIG_MLDSA87: 256}
+
+# Imported seeds: refused when they repeat with a period of at most this many bytes (all-zero
+# and constant seeds have period 1); a uniformly random 32-byte seed does so with probability
+# below 2^-128. A check against trivial seeds, not a measure of entropy.
+SEED_MAX_PERIOD = 16
+
 # Convergence secret of a key store's domain: derived per domain from the store's root secret.
 CONVERGENCE_SECRET_LABEL = b"pqselfenc/v1/convergence-secret"
 
@@ -347,6 +376,16 @@ def metadata_mac_key(root: bytes) -> bytes:
 def metadata_mac(key: bytes, canonical: bytes) -> bytes:
     """HMAC-SHA3-256 over the canonical JSON of the metadata (without its "mac" field)."""
     return hmac.new(key, canonical, hashlib.sha3_256).digest()
+
+
+def audit_mac_key(root: bytes) -> bytes:
+    """Key of the audit line MACs: HKDF-SHA3-256(store root secret, info=AUDIT_MAC_LABEL)."""
+    return hkdf_sha3(root, info=AUDIT_MAC_LABEL, length=AUDIT_MAC_SIZE)
+
+
+def audit_mac(key: bytes, line_hash: bytes) -> bytes:
+    """HMAC-SHA3-256 over an audit line's 32-byte chain hash."""
+    return hmac.new(key, line_hash, hashlib.sha3_256).digest()
 
 # PKCS#11 backend (keys/pkcs11_backend.py, docs/pkcs11.md): one token-wrapped secret per file.
 # Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.

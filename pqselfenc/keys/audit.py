@@ -1,47 +1,64 @@
-"""Append-only, hash-chained audit log (JSON Lines) with ML-DSA-signed checkpoints.
+"""Append-only, hash-chained, keyed audit log (JSON Lines) with ML-DSA-signed checkpoints.
 
 Each line is one event; ``hash = SHA3-256(AUDIT_CHAIN_LABEL || prev || canonical JSON of the
-event without prev/hash)``, ``prev`` is the previous line's hash (all zeros for the first).
-Every ``checkpoint_every`` events a checkpoint line is appended, signed with the store's ML-DSA
-key over (seq, time, prev), and the latest checkpoint is also kept in ``audit.checkpoint`` so a
-truncated log is caught. Events carry ids and fingerprints, never key material.
+event without prev/hash/mac)``, ``prev`` is the previous line's hash (all zeros for the first),
+and ``mac = HMAC-SHA3-256(audit MAC key, hash)`` with a key derived from the store's root secret,
+so only the store can extend the chain. Every ``checkpoint_every`` events a checkpoint line is
+appended, signed with the store's ML-DSA key over (seq, time, prev), and the latest checkpoint is
+also kept in ``audit.checkpoint``. Events carry ids and fingerprints, never key material.
 
-Fail closed: if an event cannot be appended, ``AuditError`` is raised and the operation fails.
-A crash in the middle of an append leaves a torn last line; ``verify`` reports it precisely,
-and ``recover_torn_tail`` (run by the store when it opens) moves those bytes to
-``audit.jsonl.torn`` and records an ``audit-recover`` event. Every file here is read, appended to
-or truncated only as a regular file, never through a link (``core/_durable.py``).
+Fail closed: nothing is appended after a last line whose MAC does not verify (a forged or edited
+line is never extended, nor signed by the next checkpoint), and if an event cannot be appended,
+``AuditError`` is raised and the operation fails. A crash in the middle of an append leaves a
+torn last line; ``verify`` reports it precisely, and ``recover_torn_tail`` (run by the store when
+it opens) moves those bytes to ``audit.jsonl.torn`` and records an ``audit-recover`` event. Every
+file here is read, appended to or truncated only as a regular file, never through a link
+(``core/_durable.py``).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
 from pqselfenc.keys._audit_format import (
     GENERATION,
+    MAC,
+    META_MAC,
+    CommitRecord,
     Verifier,
     chain_hash,
+    check_line,
     checkpoint_message,
-    valid_generation,
+    line_mac,
+    mac_matches,
 )
 from pqselfenc.keys._json import canonical, loads
 from pqselfenc.keys._metadata import fmt_time
-from pqselfenc.keys._verify import AuditReport, verify_log
+from pqselfenc.keys._verify import AuditReport, Snapshot, verify_log
+
+if TYPE_CHECKING:
+    from pqselfenc.keys._metadata import Metadata
 
 __all__ = ["AuditLog", "AuditReport"]
 
 _TAIL_READ = 64 * 1024
 _MAX_LINE = P.MAX_AUDIT_LINE_SIZE
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
+_EVENT_FIELDS = frozenset(
+    {"name", "key_id", "version", "fingerprint", "envelope_id", "detail", GENERATION, META_MAC}
+)
+Committed = Callable[[], "tuple[Metadata, Metadata | None]"]
 
 
 class Signer(Protocol):
@@ -61,8 +78,23 @@ def parse_line(raw: bytes, message: str) -> dict[str, Any]:
     return obj
 
 
+def _checked(raw: bytes, message: str) -> dict[str, Any]:
+    """``parse_line`` plus every field's type and range (``check_line``)."""
+    try:
+        return check_line(parse_line(raw, message))
+    except InvalidDataError as exc:
+        raise AuditError(message) from exc
+
+
 class AuditLog:
-    """The store's audit log; every append happens under the store's lock (``lock``)."""
+    """The store's audit log; every append happens under the store's lock (``lock``).
+
+    ``mac_key``: the key of the line MACs (``P.audit_mac_key`` of the store's root secret).
+    ``mac_from``: the first seq whose line must carry a valid MAC (1 for a store created by
+    this release; None for a store of the release before, until it is upgraded at open).
+    ``lock`` and ``committed`` (keystore.json and its staged copy, MAC-checked) let ``verify``
+    read a consistent snapshot and check the metadata against the log; the store passes both.
+    """
 
     def __init__(
         self,
@@ -73,21 +105,39 @@ class AuditLog:
         verifier: Verifier,
         checkpoint_every: int,
         actor: str,
+        mac_key: bytes,
+        mac_from: int | None = 1,
+        lock: AbstractContextManager[Any] | None = None,
+        committed: Committed | None = None,
     ) -> None:
         self.path = Path(directory) / "audit.jsonl"
         self.checkpoint_path = Path(directory) / "audit.checkpoint"
         self._clock, self._signer, self._verifier = clock, signer, verifier
         self._every, self._actor = checkpoint_every, actor
+        if not isinstance(mac_key, bytes) or len(mac_key) != P.AUDIT_MAC_SIZE:
+            raise ValueError(f"mac_key must be {P.AUDIT_MAC_SIZE} bytes")
+        self._mac_key, self._mac_from = mac_key, mac_from
+        self._lock, self._committed = lock, committed
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.path)!r})"
 
+    @property
+    def mac_from(self) -> int | None:
+        """The first seq whose line must carry a valid MAC (None: a store not yet upgraded)."""
+        return self._mac_from
+
+    def require_macs_from(self, seq: int | None) -> None:
+        """Set ``mac_from`` (what the authenticated metadata says; the ledger calls this)."""
+        self._mac_from = seq
+
     # -- writing ---------------------------------------------------------------------------
 
     def record(self, action: str, *, outcome: str = "success", **fields: Any) -> int:
-        """Append one event (and a checkpoint when one is due); its seq. ``AuditError`` if not."""
+        """Append one event (and a checkpoint when one is due); its seq. ``AuditError`` if not,
+        including when the last line's MAC does not verify (nothing is chained onto it)."""
         try:
-            seq, prev = self._head()
+            seq, prev = self.head()
             body = self._body(seq + 1, action, outcome, fields)
             self._append(body, prev)
             if (seq + 1) % self._every == 0:
@@ -100,7 +150,7 @@ class AuditLog:
 
     def checkpoint(self) -> int:
         """Append a signed checkpoint over the current head and save it to audit.checkpoint."""
-        seq, prev = self._head()
+        seq, prev = self.head()
         body = self._body(seq + 1, "checkpoint", "success", {})
         body["signer"] = self._verifier.key_id.hex()
         message = checkpoint_message(body, prev.hex())
@@ -121,15 +171,7 @@ class AuditLog:
         return self.checkpoint()
 
     def _body(self, seq: int, action: str, outcome: str, fields: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(fields) - {
-            "name",
-            "key_id",
-            "version",
-            "fingerprint",
-            "envelope_id",
-            "detail",
-            GENERATION,
-        }
+        unknown = set(fields) - _EVENT_FIELDS
         if unknown:
             raise ValueError(f"unknown audit fields {sorted(unknown)}")
         body: dict[str, Any] = dict.fromkeys(("name", "key_id", "version", "fingerprint"))
@@ -139,7 +181,8 @@ class AuditLog:
         return body
 
     def _append(self, body: dict[str, Any], prev: bytes) -> bytes:
-        line = dict(body, prev=prev.hex(), hash=chain_hash(prev, body).hex())
+        digest = chain_hash(prev, body)
+        line = dict(body, prev=prev.hex(), hash=digest.hex(), mac=line_mac(self._mac_key, digest))
         data = canonical(line) + b"\n"
         try:
             _durable.append_file(self.path, data)
@@ -147,30 +190,72 @@ class AuditLog:
             raise AuditError(f"cannot append to the audit log: {_durable.describe(exc)}") from exc
         return data
 
-    def _head(self) -> tuple[int, bytes]:
-        """(seq, hash) of the last line, or (0, genesis); a broken tail refuses appends."""
+    # -- the head: what the next line chains onto (and what a rollback anchor records) --------
+
+    def head(self) -> tuple[int, bytes]:
+        """(seq, hash) of the last line, authenticated, or (0, genesis) for an empty log.
+
+        ``AuditError`` if the last line is malformed, torn, or does not carry a valid MAC (once
+        ``mac_from`` is set), or if the log ends before ``mac_from`` (cut below the upgrade).
+        """
         last = self._last_event()
         if last is None:
+            if self._mac_from is not None and self._mac_from > 1:
+                raise AuditError("the audit log is empty, but keystore.json says it was not")
             return 0, P.AUDIT_GENESIS
-        try:
-            digest = bytes.fromhex(last["hash"])
-        except ValueError as exc:
-            raise AuditError(_MALFORMED_LAST) from exc
-        if len(digest) != len(P.AUDIT_GENESIS):
-            raise AuditError(_MALFORMED_LAST)
-        return last["seq"], digest
+        self._authenticate(last)
+        if self._mac_from is not None and last["seq"] < self._mac_from:
+            raise AuditError(f"the audit log ends at seq {last['seq']}, before its first MAC")
+        return last["seq"], bytes.fromhex(last["hash"])
+
+    def hash_at(self, seq: int) -> bytes:
+        """The authenticated hash of line ``seq`` (``AuditError`` if the log has no such line,
+        or it is malformed or unauthentic): what a rollback anchor compares with."""
+        for line in self._lines_backwards():
+            if line["seq"] == seq:
+                self._authenticate(line)
+                return bytes.fromhex(line["hash"])
+            if line["seq"] < seq:
+                break
+        raise AuditError(f"the audit log has no line {seq}")
+
+    def last_commit(self) -> CommitRecord | None:
+        """The last event that committed a keystore.json generation (authenticated), or None.
+
+        Read backwards from the end: generations only grow along the log (every metadata write
+        appends its event under the store lock). A malformed line, or an unauthentic one, is
+        ``AuditError``.
+        """
+        for line in self._lines_backwards(needle=GENERATION.encode()):
+            if GENERATION in line:
+                self._authenticate(line)
+                return CommitRecord(line["seq"], line[GENERATION], line.get(META_MAC))
+        return None
+
+    def _authenticate(self, line: dict[str, Any]) -> None:
+        """A line with a ``mac`` must hash to its ``hash`` and carry its MAC; from ``mac_from``
+        on, every line must. ``AuditError`` otherwise: nothing is built on it."""
+        required = self._mac_from is not None and line["seq"] >= self._mac_from
+        if (MAC in line or required) and not mac_matches(self._mac_key, line):
+            raise AuditError(
+                f"audit line {line['seq']} has no valid MAC: it was not written by this store "
+                "(forged or altered); run audit.verify()"
+            )
 
     def _last_event(self) -> dict[str, Any] | None:
-        """The last line parsed, or None for an empty log; ``AuditError`` if it is malformed."""
+        """The last line parsed and checked, or None for an empty log; ``AuditError`` if it is
+        malformed."""
         last = self._last_line()
-        if last is None:
-            return None
-        obj = parse_line(last, _MALFORMED_LAST)
-        if type(obj.get("seq")) is not int or not all(
-            isinstance(obj.get(k), str) for k in ("hash", "action")
-        ):
-            raise AuditError(_MALFORMED_LAST)
-        return obj
+        return None if last is None else _checked(last, _MALFORMED_LAST)
+
+    def _lines_backwards(self, needle: bytes = b"") -> Iterator[dict[str, Any]]:
+        fh = self._open()
+        if fh is None:
+            return
+        with fh:
+            for raw in _reversed_lines(fh):
+                if needle in raw:  # cheap: skip lines that cannot be what we look for
+                    yield _checked(raw, "an audit line is malformed; run audit.verify()")
 
     def _open(self) -> BinaryIO | None:
         """audit.jsonl for reading, None if absent; only a regular file, never through a link."""
@@ -198,6 +283,8 @@ class AuditLog:
         if len(lines) == 1 and start > 0:
             raise AuditError("the last audit line is longer than 64 KiB")
         return lines[-1]
+
+    # -- torn tail -------------------------------------------------------------------------
 
     def recover_torn_tail(self) -> int:
         """Move a torn last line (crash mid-append) to audit.jsonl.torn; bytes moved (0 if none).
@@ -237,29 +324,6 @@ class AuditLog:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def last_generation(self) -> int | None:
-        """The metadata generation recorded by the last event that carries one (None if none).
-
-        Read backwards from the end, stopping at the first such event: generations only grow
-        along the log (every metadata write appends its event under the store lock). A line
-        that does not parse, or a ``generation`` that is not an int >= 1, is ``AuditError``.
-        """
-        fh = self._open()
-        if fh is None:
-            return None
-        with fh:
-            for raw in _reversed_lines(fh):
-                if GENERATION.encode() not in raw:
-                    continue  # cheap: no event of a metadata write
-                obj = parse_line(raw, "an audit line does not parse; run audit.verify()")
-                if GENERATION not in obj:
-                    continue
-                value = obj[GENERATION]
-                if not valid_generation(value) or obj.get("action") == "checkpoint":
-                    raise AuditError("an audit line has an invalid generation; run audit.verify()")
-                return int(value)
-        return None
-
     def events(self) -> Iterator[dict[str, Any]]:
         """Every line parsed, oldest first, without verification (``verify`` checks them).
 
@@ -276,8 +340,56 @@ class AuditLog:
                 yield parse_line(raw, f"audit line {number} does not parse")
 
     def verify(self, trusted_key: Verifier | None = None) -> AuditReport:
-        """Check every link, every checkpoint signature, and truncation against the last one."""
-        return verify_log(self.path, self.checkpoint_path, trusted_key or self._verifier)
+        """Check every line (fields, sequence, link, hash, MAC, time and generation order), every
+        checkpoint signature, truncation against the saved checkpoint, and keystore.json against
+        the last event that committed it.
+
+        Reads a consistent snapshot: the store lock is held only to read audit.checkpoint,
+        keystore.json and the log's length; the log is append-only, so the prefix up to that
+        length is then verified without the lock while other processes keep appending.
+        """
+        snapshot = self._snapshot()
+        return verify_log(snapshot, trusted_key or self._verifier, self._mac_key)
+
+    def _snapshot(self) -> Snapshot:
+        with self._lock if self._lock is not None else contextlib.nullcontext():
+            checkpoint = _read_optional(self.checkpoint_path, P.MAX_AUDIT_LINE_SIZE + 1)
+            committed: tuple[Metadata, Metadata | None] | None = None
+            problem = None
+            if self._committed is not None:
+                try:
+                    committed = self._committed()
+                except (Error, OSError) as exc:
+                    problem = f"keystore.json cannot be checked: {exc}"
+            length = self._length()
+        mac_from = self._mac_from if committed is None else committed[0].audit_mac_from
+        return Snapshot(self._read_prefix(length), checkpoint, committed, mac_from, problem)
+
+    def _length(self) -> int:
+        fh = self._open()
+        if fh is None:
+            return 0
+        with fh:
+            return fh.seek(0, os.SEEK_END)
+
+    def _read_prefix(self, length: int) -> bytes:
+        if length > P.MAX_AUDIT_LOG_SIZE:
+            raise AuditError("the audit log is larger than 1 GiB")
+        fh = self._open()
+        if fh is None:
+            return b""
+        with fh:
+            return fh.read(length)
+
+
+def _read_optional(path: Path, limit: int) -> bytes | None:
+    """A small file's bytes (None if absent): a regular file, never through a link, bounded."""
+    try:
+        return _durable.read_file(path, limit=limit)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(f"cannot read {_durable.describe(exc)}") from exc
 
 
 def _torn_start(fh: BinaryIO) -> tuple[int, int]:

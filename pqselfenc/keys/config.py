@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pqselfenc.core import _primitives as P
 from pqselfenc.kem import SUITE_NAMES
 
 __all__ = ["PQ_SIGNATURES", "PQ_SUITES", "KeyConfig", "check_name"]
@@ -18,8 +19,10 @@ PQ_SIGNATURES = frozenset({"ml-dsa-65", "ml-dsa-87"})
 # Names of identities, recipients and domains: short, printable, safe as file and keyring names.
 _NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
-# The smallest secret a store holds (ML-DSA seed, X25519 scalar, root secret) is 256 bits: a
-# higher bound could never be met, a bound below 128 bits is not post-quantum.
+# min_entropy is the least claimed security strength (bits) of any algorithm the store accepts
+# (P.SUITE_STRENGTH_BITS, P.SIG_STRENGTH_BITS: 192 or 256 today) and the least size in bits of
+# any secret it accepts (every seed and the root secret are 256 bits). A bound above 256 could
+# never be met; one below 128 is not post-quantum.
 _MIN_ENTROPY_RANGE = (128, 256)
 
 
@@ -35,7 +38,9 @@ class KeyConfig:
     """Policy of a ``KeyStore``.
 
     ``rotation_interval``: an active key older than this is due for rotation.
-    ``min_entropy``: bits a secret must carry (generated seeds and imported secrets alike).
+    ``min_entropy``: the least security strength in bits the store accepts: a KEM suite or
+    signature whose claimed strength is lower is refused (192: every suite; 256: only
+    ml-kem-1024 and ml-dsa-87), and so is a secret shorter than this many bits.
     ``quantum_safe``: refuse any KEM suite or signature that is not post-quantum.
     ``suite`` / ``signature``: algorithms of new identities.
     ``min_passphrase_bits``: estimated strength (zxcvbn) a new passphrase must reach.
@@ -44,7 +49,7 @@ class KeyConfig:
     """
 
     rotation_interval: timedelta = timedelta(days=90)
-    min_entropy: int = 256
+    min_entropy: int = 192
     quantum_safe: bool = True
     suite: str = "x-wing"
     signature: str = "ml-dsa-65"
@@ -69,15 +74,22 @@ class KeyConfig:
         self.check_signature(self.signature)
 
     def check_suite(self, suite: str) -> str:
-        """``suite`` if this policy allows it, else ``ValueError``."""
-        if self.quantum_safe and suite not in PQ_SUITES:
-            raise ValueError(f"suite {suite!r} is not post-quantum (quantum_safe=True)")
-        if suite not in SUITE_NAMES:
-            raise ValueError(f"unknown suite {suite!r}; expected one of {list(SUITE_NAMES)}")
-        return suite
+        """``suite`` if this policy allows it (post-quantum, at least ``min_entropy`` bits
+        strong), else ``ValueError``."""
+        if isinstance(suite, str) and self.quantum_safe and suite not in PQ_SUITES:
+            raise ValueError(f"suite {suite!r:.40} is not post-quantum (quantum_safe=True)")
+        if not isinstance(suite, str) or suite not in SUITE_NAMES:
+            raise ValueError(f"unknown suite {suite!r:.40}; expected one of {list(SUITE_NAMES)}")
+        return self._strong(suite, P.SUITE_STRENGTH_BITS[P.SUITE_IDS[suite]])
 
     def check_signature(self, alg: str) -> str:
-        """``alg`` if this policy allows it, else ``ValueError``."""
-        if alg not in PQ_SIGNATURES:
-            raise ValueError(f"signature {alg!r} is not one of {sorted(PQ_SIGNATURES)}")
+        """``alg`` if this policy allows it (ML-DSA, at least ``min_entropy`` bits strong), else
+        ``ValueError``."""
+        if not isinstance(alg, str) or alg not in PQ_SIGNATURES:
+            raise ValueError(f"signature {alg!r:.40} is not one of {sorted(PQ_SIGNATURES)}")
+        return self._strong(alg, P.SIG_STRENGTH_BITS[P.SIG_IDS[alg]])
+
+    def _strong(self, alg: str, bits: int) -> str:
+        if bits < self.min_entropy:
+            raise ValueError(f"{alg} is {bits}-bit strong, below min_entropy={self.min_entropy}")
         return alg

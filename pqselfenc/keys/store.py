@@ -14,9 +14,10 @@ in ``keystore.json.staged`` (generation n+1, MACed), then its audit event record
 ``generation`` n+1, then the staged file is renamed over keystore.json (a crash before the event
 leaves a stale staged file that ``open`` deletes; a crash after it leaves one that ``open``
 renames into place, so an event's change is never lost and never present without its event);
-destroy marks the version destroyed before it deletes the secret, and every later ``open`` of
-the store finishes an interrupted delete. ``open`` refuses keystore.json whose generation is
-below the last one the audit log records (a rollback to an older copy).
+destroy marks the version destroy-pending (audited intent) before it deletes the secret, then
+records the outcome; every later ``open`` of the store retries a delete that failed or was
+interrupted. ``open`` refuses keystore.json that is not exactly what the last commit event of the
+(MACed) audit log recorded (a rollback to an older copy, a forged event, a truncated log).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import KeyNotFound, KeyStoreError
 from pqselfenc.kem import SigningKey, VerifyingKey
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._destroy import destroy
 from pqselfenc.keys._envelopes import Envelopes
 from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger
 from pqselfenc.keys._material import KeyPair, StoreSecret, generate_pair
@@ -179,9 +181,12 @@ class KeyStore:
             return self._add_version(meta, ident, pair, "generate")
 
     def rotate(self, name: str) -> KeyVersion:
-        """Version n+1 becomes active; the previous active version becomes decrypt-only."""
+        """Version n+1 becomes active; the previous active version becomes decrypt-only.
+        ``ValueError`` if the identity's algorithms are below this store's policy."""
         with self._ledger.locked() as meta:
             ident = meta.identity(name)
+            self.config.check_suite(ident.suite)
+            self.config.check_signature(ident.signature)
             pair = generate_pair(ident.suite, ident.signature)
             return self._add_version(meta, ident, pair, "rotate")
 
@@ -222,25 +227,14 @@ class KeyStore:
     # -- destroy ---------------------------------------------------------------------------
 
     def destroy(self, name: str, version: int) -> KeyVersion:
-        """Crypto-shred one version: mark it destroyed, then delete its secret from the backend.
+        """Crypto-shred one version: mark it destroy-pending (audited intent: nothing uses it
+        again), delete its secret from the backend, record the outcome (destroyed, or the
+        backend's error, which is raised: the version stays destroy-pending).
 
-        Idempotent: destroying a destroyed version retries the delete (finishing one that a
-        crash interrupted). threat-model/keys.md says what this does and does not guarantee.
+        Idempotent: destroying a pending version retries the delete (so does every ``open``).
+        threat-model/keys.md says what this does and does not guarantee.
         """
-        with self._ledger.locked() as meta:
-            ident = meta.identity(name)
-            old = ident.version(version)
-            self._secrets.forget(name, version)
-            if old.state is KeyState.DESTROYED:
-                if self._secrets.delete(name, version):
-                    self._ledger.record("destroy", name, old,
-                                        detail="finished an interrupted delete")  # fmt: skip
-                return old
-            now = self._ledger.clock()
-            new = replace(old, state=KeyState.DESTROYED, destroyed=now, retired=old.retired or now)
-            self._ledger.commit(meta.with_identity(ident.with_version(new)), "destroy", name, new)
-            self._secrets.delete(name, version)
-            return new
+        return destroy(self._ledger, self._secrets, name, version)
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -297,12 +291,18 @@ class KeyStore:
         """
         return self._envelopes.open(sealed, signer)
 
-    def rewrap(self, sealed: bytes, *, sign_as: str | None = None) -> bytes:
+    def rewrap(
+        self, sealed: bytes, *, sign_as: str | None = None, drop_signature: bool = False
+    ) -> bytes:
         """Re-seal to the current versions of the same recipients: fresh DMK, chunks untouched.
 
-        ``sign_as`` defaults to the original signer when that is a local identity.
+        A signed envelope's signature must verify under a key this store still trusts (a usable
+        version of a local identity, or a recipient's verifying key), else ``SignatureError``
+        (audited). The new envelope is signed by ``sign_as``, by default by the original signer
+        when that is a local identity; an unsigned one stays unsigned. One signed by a recipient
+        needs ``sign_as`` or ``drop_signature=True`` (``KeyStoreError`` otherwise).
         """
-        return self._envelopes.rewrap(sealed, sign_as)
+        return self._envelopes.rewrap(sealed, sign_as, drop_signature)
 
     def close(self) -> None:
         """Append a signed audit checkpoint if events were written since the last one."""
