@@ -48,8 +48,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     rewrap.add_argument("maps", nargs="+", metavar="MAP", type=Path)
     rewrap.add_argument(
-        "--sign-as", metavar="NAME", type=name_arg, help="sign with this local identity"
-    )
+        "--sign-as", metavar="NAME", type=name_arg,
+        help="sign with this local identity (default: the original signer, if it is yours)",
+    )  # fmt: skip
+    rewrap.add_argument(
+        "--drop-signature", action="store_true",
+        help="write the new map unsigned (needed for a map a recipient signed)",
+    )  # fmt: skip
     rewrap.set_defaults(func=rewrap_maps)
 
 
@@ -181,6 +186,8 @@ def list_keys(session: Session) -> int:
         mark = "  (rotation due)" if ident.name in due else ""
         lines.append(f"{ident.name}: {ident.suite}, {ident.signature}{mark}")
         lines += ["  " + _version_line(ident.name, v) for v in ident.versions]
+        lines += [_pending_line(ident.name, v.version) for v in ident.versions
+                  if v.state.value == "destroy-pending"]  # fmt: skip
     session.console.result(
         {"identities": [_identity_doc(i, due) for i in idents]}, lines or ["no identities"]
     )
@@ -212,10 +219,26 @@ def destroy_key(session: Session) -> int:
             f"destroying {args.name} v{args.version} is irreversible",
             hint="maps sealed only to that version can never be opened again; add --yes",
         )
-    version = key_store(session).destroy(args.name, args.version)
+    store = key_store(session)
+    try:
+        version = store.destroy(args.name, args.version)
+    except KeyStoreError as exc:
+        if store.identity(args.name).version(args.version).state.value != "destroy-pending":
+            raise
+        hint = f"{_PENDING}: run this command again to retry (so does every open of the store)"
+        raise CliError(f"{args.name} v{args.version} is marked destroy-pending, but its secret "
+                       f"could not be deleted: {exc}", hint=hint) from exc  # fmt: skip
     session.console.result({"name": args.name, **_version_doc(version)},
                            [_version_line(args.name, version)])  # fmt: skip
     return 0
+
+
+_PENDING = "it is never used again, but its secret is still in the backend"
+
+
+def _pending_line(name: str, version: int) -> str:
+    return (f"    {name} v{version}: {_PENDING}; retry: pqselfenc keys destroy {name} "
+            f"--version {version} --yes")  # fmt: skip
 
 
 def _public_text(session: Session, name: str) -> str:
@@ -342,7 +365,8 @@ def rewrap_maps(session: Session) -> int:
                            "seal an unsealed one with 'pqselfenc encrypt --to'")  # fmt: skip
     store = key_store(session)
     for path, raw in raws.items():
-        new = store.rewrap(raw, sign_as=session.args.sign_as)
+        new = store.rewrap(raw, sign_as=session.args.sign_as,
+                           drop_signature=session.args.drop_signature)  # fmt: skip
         write_file(path, new, mode=stat.S_IMODE(path.stat().st_mode), force=True)
     names = [str(p) for p in raws]
     session.console.result({"rewrapped": names}, [f"rewrapped {n}" for n in names])
