@@ -155,14 +155,15 @@ def rechain(events: list[dict[str, Any]], mac_key: bytes | None) -> bytes:
     import hmac
     import json
 
-    prev, out = bytes(32), []
+    prev, out, offset = bytes(32), [], 0
     for event in events:
         body = {k: v for k, v in event.items() if k not in ("prev", "hash", "mac")}
         text = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
         digest = hashlib.sha3_256(b"pqselfenc/v1/audit-chain" + prev + text).digest()
         line = dict(body, prev=prev.hex(), hash=digest.hex())
         if mac_key is not None:
-            line["mac"] = hmac.new(mac_key, digest, hashlib.sha3_256).hexdigest()
+            message = digest + offset.to_bytes(8, "big")  # the line's place in the log
+            line["mac"] = hmac.new(mac_key, message, hashlib.sha3_256).hexdigest()
         out.append(json.dumps(line, sort_keys=True, separators=(",", ":")).encode() + b"\n")
-        prev = digest
+        prev, offset = digest, offset + len(out[-1])
     return b"".join(out)

@@ -21,7 +21,8 @@ sys.path.insert(0, str(FUZZ_DIR))
 import fuzz_targets  # noqa: E402
 
 # Runs per target: a few seconds each on this 2-core machine; slower targets get fewer.
-RUNS = {"datamap_decrypt": 1500}
+RUNS = {"datamap_decrypt": 1500, "audit_lines_typed": 800, "identity_export_typed": 1500,
+        "identity_export": 1500}  # each input re-verifies a log, or self-tests key pairs
 DEFAULT_RUNS = 3000
 
 
@@ -52,7 +53,8 @@ def test_every_parser_has_a_target() -> None:
     assert {"datamap_bytes", "datamap_json", "datamap_decrypt", "chunk_decrypt"} <= names
     expected = {
         "fuzz_kem": {"envelope_open", "envelope_parse", "public_key_text"},
-        "fuzz_keys": {"keystore_metadata", "audit_lines", "audit_checkpoint"},
+        "fuzz_keys": {"keystore_metadata", "audit_lines", "audit_checkpoint", "identity_export",
+                      "keystore_metadata_typed", "audit_lines_typed", "identity_export_typed"},
     }
     for module, targets in expected.items():
         if (FUZZ_DIR / f"{module}.py").exists():

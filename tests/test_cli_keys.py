@@ -341,6 +341,16 @@ def test_rewrap_keeps_a_recipients_signature_only_on_request(
     assert signed.code != 0  # the signature is gone, as asked
 
 
+def test_a_new_key_store_says_that_nothing_outside_records_its_state(
+    capsys: pytest.CaptureFixture[str], file_backend: None
+) -> None:
+    """DESIGN-B point 5: without an anchor outside the folder, a rollback of the whole folder
+    (or a cut of the audit tail after the last commit) is not detected: said at creation."""
+    created = ok(capsys, "keys", "generate", "alice")
+    assert "a rollback of the whole folder is not detected" in created.err
+    assert "rollback" not in ok(capsys, "keys", "list").err  # said once, when it is created
+
+
 def test_rotate_due_uses_the_rotation_interval(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, file_backend: None
 ) -> None:

@@ -51,6 +51,11 @@ def name_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid name {text!r}: {exc}") from exc
 
 
+NO_ANCHOR = ("new key store: nothing outside its folder records its latest state, so a rollback "
+             "of the whole folder is not detected; keep a copy of audit.checkpoint elsewhere "
+             "(threat-model/keys.md)")
+
+
 def key_store_path(session: Session) -> Path:
     return session.home / "keys"
 
@@ -76,6 +81,8 @@ def key_store(session: Session, *, create: bool = False) -> KeyStore:
     kind = _choose_backend(session, path, existing)
     store = _open(session, path, kind, creating=existing is None)
     session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
+    if existing is None:  # no rollback anchor outside the folder yet: say what that means
+        session.console.note(NO_ANCHOR)
     session.keep("keys", store, store.close)
     return store
 

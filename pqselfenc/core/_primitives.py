@@ -293,8 +293,10 @@ AUDIT_CHAIN_LABEL = b"pqselfenc/v1/audit-chain"
 AUDIT_SIGNATURE_CONTEXT = b"pqselfenc/v1/audit-checkpoint"
 
 # Audit line MAC: HMAC-SHA3-256 under HKDF-SHA3-256(root secret, info=label) over the line's
-# 32-byte chain hash. The hash covers prev, so a valid MAC on a line authenticates the whole
-# prefix; whoever can write the directory but lacks the root secret cannot extend the chain.
+# 32-byte chain hash and the u64 byte offset where the line starts in audit.jsonl. The hash
+# covers prev, so a valid MAC on a line authenticates the whole prefix; the offset pins the line
+# to its place, so a genuine line copied elsewhere (a replay) fails. Whoever can write the
+# directory but lacks the root secret cannot extend the chain.
 AUDIT_MAC_LABEL = b"pqselfenc/v1/audit-line-mac"
 AUDIT_MAC_SIZE = 32
 
@@ -383,9 +385,9 @@ def audit_mac_key(root: bytes) -> bytes:
     return hkdf_sha3(root, info=AUDIT_MAC_LABEL, length=AUDIT_MAC_SIZE)
 
 
-def audit_mac(key: bytes, line_hash: bytes) -> bytes:
-    """HMAC-SHA3-256 over an audit line's 32-byte chain hash."""
-    return hmac.new(key, line_hash, hashlib.sha3_256).digest()
+def audit_mac(key: bytes, line_hash: bytes, offset: int) -> bytes:
+    """HMAC-SHA3-256 over an audit line's 32-byte chain hash || its u64 offset in the log."""
+    return hmac.new(key, line_hash + offset.to_bytes(8, "big"), hashlib.sha3_256).digest()
 
 # PKCS#11 backend (keys/pkcs11_backend.py, docs/pkcs11.md): one token-wrapped secret per file.
 # Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.

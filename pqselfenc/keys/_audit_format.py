@@ -47,8 +47,9 @@ CHECKPOINT_KEYS = EVENT_KEYS | {"signer", "signature"}
 # writes the metadata commits, and that file's own MAC (``meta_mac``, only with a generation).
 GENERATION = "generation"
 META_MAC = "meta_mac"
-# On every line from the metadata's ``audit_mac_from`` on: HMAC over the line's chain hash. Not
-# covered by the hash (it is computed from it), like ``prev`` and ``hash`` themselves.
+# On every line from the metadata's ``audit_mac_from`` on: HMAC over the line's chain hash and
+# the byte offset where the line starts in audit.jsonl. Not covered by the hash (it is computed
+# from it), like ``prev`` and ``hash`` themselves.
 MAC = "mac"
 _UNHASHED = ("prev", "hash", MAC)
 OUTCOMES = frozenset({"success", "failure", "intent"})
@@ -77,18 +78,21 @@ def chain_hash(prev: bytes, body: dict[str, Any]) -> bytes:
     return hashlib.sha3_256(P.AUDIT_CHAIN_LABEL + prev + canonical(body)).digest()
 
 
-def line_mac(key: bytes, line_hash: bytes) -> str:
-    """The ``mac`` of a line whose chain hash is ``line_hash`` (hex)."""
-    return P.audit_mac(key, line_hash).hex()
+def line_mac(key: bytes, line_hash: bytes, offset: int) -> str:
+    """The ``mac`` (hex) of a line whose chain hash is ``line_hash``, starting at byte
+    ``offset`` of audit.jsonl."""
+    return P.audit_mac(key, line_hash, offset).hex()
 
 
-def mac_matches(key: bytes, line: dict[str, Any]) -> bool:
-    """True if ``line`` (already checked by ``check_line``) hashes to its ``hash`` and carries
-    the right ``mac`` for it; compared in constant time."""
+def mac_matches(key: bytes, line: dict[str, Any], offset: int) -> bool:
+    """True if ``line`` (already checked by ``check_line``), found at byte ``offset`` of the
+    log, hashes to its ``hash`` and carries the right ``mac`` for it and for that offset;
+    compared in constant time."""
     digest = chain_hash(bytes.fromhex(line["prev"]), body_of(line))
     if digest.hex() != line["hash"] or not isinstance(line.get(MAC), str):
         return False
-    return hmac.compare_digest(line[MAC].encode("ascii"), line_mac(key, digest).encode("ascii"))
+    expected = line_mac(key, digest, offset).encode("ascii")
+    return hmac.compare_digest(line[MAC].encode("ascii"), expected)
 
 
 def checkpoint_message(body: dict[str, Any], prev_hex: str) -> bytes:

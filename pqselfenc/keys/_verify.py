@@ -84,7 +84,7 @@ class _Walk:
     commit: CommitRecord | None = None
     checkpoints: dict[int, bytes] = field(default_factory=dict)
 
-    def line(self, raw: bytes) -> None:
+    def line(self, raw: bytes, offset: int) -> None:
         obj = _parse(raw)
         if obj["seq"] != self.seq + 1:
             raise _Broken("sequence", f"expected seq {self.seq + 1}, found {obj['seq']}")
@@ -93,18 +93,18 @@ class _Walk:
         digest = chain_hash(self.prev, body_of(obj))
         if obj["hash"] != digest.hex():
             raise _Broken("bad-hash", "the line's content does not match its hash")
-        self._mac(obj)
+        self._mac(obj, offset)
         self._order(obj)
         if obj["action"] == "checkpoint":
             check_signature(obj, self.verifier)
             self.checkpoints[obj["seq"]] = raw
         self.prev, self.seq = digest, obj["seq"]
 
-    def _mac(self, obj: dict[str, Any]) -> None:
+    def _mac(self, obj: dict[str, Any], offset: int) -> None:
         if self.mac_key is None:
             return  # a third party without the store's secret checks links and signatures only
         required = self.mac_from is not None and obj["seq"] >= self.mac_from
-        if (MAC in obj or required) and not mac_matches(self.mac_key, obj):
+        if (MAC in obj or required) and not mac_matches(self.mac_key, obj, offset):
             raise _Broken("bad-mac", "the line's MAC does not verify: not written by this store")
         if required and GENERATION in obj and META_MAC not in obj:
             raise _Broken("malformed", "a commit event without its meta_mac")
@@ -143,11 +143,13 @@ def check_signature(obj: dict[str, Any], verifier: Verifier) -> None:
 def _walk_lines(data: bytes, walk: _Walk) -> AuditReport | None:
     lines = data.split(b"\n")
     torn = lines.pop()  # b"" when the file ends with a newline
+    offset = 0
     for number, raw in enumerate(lines, 1):
         try:
-            walk.line(raw)
+            walk.line(raw, offset)
         except _Broken as exc:
             return _bad(walk, exc.kind, walk.seq + 1, number, exc.detail)
+        offset += len(raw) + 1
     if torn:
         offset = len(data) - len(torn)
         detail = f"{len(torn)} bytes without a newline at offset {offset} (crash mid-append?)"

@@ -2,8 +2,9 @@
 
 Each line is one event; ``hash = SHA3-256(AUDIT_CHAIN_LABEL || prev || canonical JSON of the
 event without prev/hash/mac)``, ``prev`` is the previous line's hash (all zeros for the first),
-and ``mac = HMAC-SHA3-256(audit MAC key, hash)`` with a key derived from the store's root secret,
-so only the store can extend the chain. Every ``checkpoint_every`` events a checkpoint line is
+and ``mac = HMAC-SHA3-256(audit MAC key, hash || u64 offset of the line)`` with a key derived
+from the store's root secret, so only the store can extend the chain, and a genuine line copied
+to another place (a replay) is caught. Every ``checkpoint_every`` events a checkpoint line is
 appended, signed with the store's ML-DSA key over (seq, time, prev), and the latest checkpoint is
 also kept in ``audit.checkpoint``. Events carry ids and fingerprints, never key material.
 
@@ -137,9 +138,9 @@ class AuditLog:
         """Append one event (and a checkpoint when one is due); its seq. ``AuditError`` if not,
         including when the last line's MAC does not verify (nothing is chained onto it)."""
         try:
-            seq, prev = self.head()
+            seq, prev, end = self._tail()
             body = self._body(seq + 1, action, outcome, fields)
-            self._append(body, prev)
+            self._append(body, prev, end)
             if (seq + 1) % self._every == 0:
                 self.checkpoint()
         except AuditError:
@@ -150,13 +151,13 @@ class AuditLog:
 
     def checkpoint(self) -> int:
         """Append a signed checkpoint over the current head and save it to audit.checkpoint."""
-        seq, prev = self.head()
+        seq, prev, end = self._tail()
         body = self._body(seq + 1, "checkpoint", "success", {})
         body["signer"] = self._verifier.key_id.hex()
         message = checkpoint_message(body, prev.hex())
         sig = self._signer.sign(message, P.AUDIT_SIGNATURE_CONTEXT)
         body["signature"] = base64.b64encode(sig).decode("ascii")
-        line = self._append(body, prev)
+        line = self._append(body, prev, end)
         try:
             _durable.replace_file(self.checkpoint_path, line)
         except OSError as exc:
@@ -166,7 +167,7 @@ class AuditLog:
     def checkpoint_if_needed(self) -> int | None:
         """A checkpoint unless the last line already is one (or the log is empty)."""
         last = self._last_event()
-        if last is None or last["action"] == "checkpoint":
+        if last is None or last[0]["action"] == "checkpoint":
             return None
         return self.checkpoint()
 
@@ -180,9 +181,11 @@ class AuditLog:
         body |= {"action": action, "outcome": outcome}
         return body
 
-    def _append(self, body: dict[str, Any], prev: bytes) -> bytes:
+    def _append(self, body: dict[str, Any], prev: bytes, offset: int) -> bytes:
+        """Append the line of ``body`` at byte ``offset`` (the log's end, read under the lock)."""
         digest = chain_hash(prev, body)
-        line = dict(body, prev=prev.hex(), hash=digest.hex(), mac=line_mac(self._mac_key, digest))
+        mac = line_mac(self._mac_key, digest, offset)
+        line = dict(body, prev=prev.hex(), hash=digest.hex(), mac=mac)
         data = canonical(line) + b"\n"
         try:
             _durable.append_file(self.path, data)
@@ -195,25 +198,32 @@ class AuditLog:
     def head(self) -> tuple[int, bytes]:
         """(seq, hash) of the last line, authenticated, or (0, genesis) for an empty log.
 
-        ``AuditError`` if the last line is malformed, torn, or does not carry a valid MAC (once
-        ``mac_from`` is set), or if the log ends before ``mac_from`` (cut below the upgrade).
+        ``AuditError`` if the last line is malformed, torn, or does not carry a valid MAC for
+        its place in the log (once ``mac_from`` is set), or if the log ends before ``mac_from``
+        (cut below the upgrade).
         """
+        seq, digest, _ = self._tail()
+        return seq, digest
+
+    def _tail(self) -> tuple[int, bytes, int]:
+        """``head()`` and the log's length in bytes (where the next line will start)."""
         last = self._last_event()
         if last is None:
             if self._mac_from is not None and self._mac_from > 1:
                 raise AuditError("the audit log is empty, but keystore.json says it was not")
-            return 0, P.AUDIT_GENESIS
-        self._authenticate(last)
-        if self._mac_from is not None and last["seq"] < self._mac_from:
-            raise AuditError(f"the audit log ends at seq {last['seq']}, before its first MAC")
-        return last["seq"], bytes.fromhex(last["hash"])
+            return 0, P.AUDIT_GENESIS, 0
+        line, offset, end = last
+        self._authenticate(line, offset)
+        if self._mac_from is not None and line["seq"] < self._mac_from:
+            raise AuditError(f"the audit log ends at seq {line['seq']}, before its first MAC")
+        return line["seq"], bytes.fromhex(line["hash"]), end
 
     def hash_at(self, seq: int) -> bytes:
         """The authenticated hash of line ``seq`` (``AuditError`` if the log has no such line,
         or it is malformed or unauthentic): what a rollback anchor compares with."""
-        for line in self._lines_backwards():
+        for offset, line in self._lines_backwards():
             if line["seq"] == seq:
-                self._authenticate(line)
+                self._authenticate(line, offset)
                 return bytes.fromhex(line["hash"])
             if line["seq"] < seq:
                 break
@@ -226,36 +236,40 @@ class AuditLog:
         appends its event under the store lock). A malformed line, or an unauthentic one, is
         ``AuditError``.
         """
-        for line in self._lines_backwards(needle=GENERATION.encode()):
+        for offset, line in self._lines_backwards(needle=GENERATION.encode()):
             if GENERATION in line:
-                self._authenticate(line)
+                self._authenticate(line, offset)
                 return CommitRecord(line["seq"], line[GENERATION], line.get(META_MAC))
         return None
 
-    def _authenticate(self, line: dict[str, Any]) -> None:
-        """A line with a ``mac`` must hash to its ``hash`` and carry its MAC; from ``mac_from``
-        on, every line must. ``AuditError`` otherwise: nothing is built on it."""
+    def _authenticate(self, line: dict[str, Any], offset: int) -> None:
+        """A line with a ``mac`` must hash to its ``hash`` and carry the MAC of that hash at
+        ``offset``, where it was found; from ``mac_from`` on, every line must. ``AuditError``
+        otherwise: nothing is built on it."""
         required = self._mac_from is not None and line["seq"] >= self._mac_from
-        if (MAC in line or required) and not mac_matches(self._mac_key, line):
+        if (MAC in line or required) and not mac_matches(self._mac_key, line, offset):
             raise AuditError(
                 f"audit line {line['seq']} has no valid MAC: it was not written by this store "
                 "(forged or altered); run audit.verify()"
             )
 
-    def _last_event(self) -> dict[str, Any] | None:
-        """The last line parsed and checked, or None for an empty log; ``AuditError`` if it is
-        malformed."""
+    def _last_event(self) -> tuple[dict[str, Any], int, int] | None:
+        """(the last line parsed and checked, its offset, the log's length), or None for an
+        empty log; ``AuditError`` if it is malformed."""
         last = self._last_line()
-        return None if last is None else _checked(last, _MALFORMED_LAST)
+        if last is None:
+            return None
+        raw, offset, end = last
+        return _checked(raw, _MALFORMED_LAST), offset, end
 
-    def _lines_backwards(self, needle: bytes = b"") -> Iterator[dict[str, Any]]:
+    def _lines_backwards(self, needle: bytes = b"") -> Iterator[tuple[int, dict[str, Any]]]:
         fh = self._open()
         if fh is None:
             return
         with fh:
-            for raw in _reversed_lines(fh):
+            for offset, raw in _reversed_lines(fh):
                 if needle in raw:  # cheap: skip lines that cannot be what we look for
-                    yield _checked(raw, "an audit line is malformed; run audit.verify()")
+                    yield offset, _checked(raw, "an audit line is malformed; run audit.verify()")
 
     def _open(self) -> BinaryIO | None:
         """audit.jsonl for reading, None if absent; only a regular file, never through a link."""
@@ -266,7 +280,8 @@ class AuditLog:
         except OSError as exc:
             raise AuditError(f"cannot read the audit log: {_durable.describe(exc)}") from exc
 
-    def _last_line(self) -> bytes | None:
+    def _last_line(self) -> tuple[bytes, int, int] | None:
+        """(the last line, the offset it starts at, the log's length), None if empty."""
         fh = self._open()
         if fh is None:
             return None
@@ -276,13 +291,13 @@ class AuditLog:
                 return None
             start = max(0, end - _TAIL_READ)
             fh.seek(start)
-            tail = fh.read()
+            tail = fh.read(end - start)
         if not tail.endswith(b"\n"):
             raise AuditError("the audit log ends in a torn line; reopen the store to recover")
         lines = tail[:-1].rsplit(b"\n", 1)
         if len(lines) == 1 and start > 0:
             raise AuditError("the last audit line is longer than 64 KiB")
-        return lines[-1]
+        return lines[-1], end - 1 - len(lines[-1]), end
 
     # -- torn tail -------------------------------------------------------------------------
 
@@ -407,8 +422,9 @@ def _torn_start(fh: BinaryIO) -> tuple[int, int]:
     return 0, end
 
 
-def _reversed_lines(fh: BinaryIO) -> Iterator[bytes]:
-    """The complete lines of ``fh``, last first (a torn tail without a newline included)."""
+def _reversed_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for the lines of ``fh``, last first (a torn tail without a newline
+    included)."""
     end = fh.seek(0, os.SEEK_END)
     rest = b""
     while end > 0:
@@ -417,7 +433,15 @@ def _reversed_lines(fh: BinaryIO) -> Iterator[bytes]:
         block = fh.read(end - start) + rest
         end = start
         lines = block.split(b"\n")
-        rest = lines.pop(0) if start > 0 else b""
+        first = start
+        if start > 0:
+            rest = lines.pop(0)
+            first += len(rest) + 1
+        offsets, pos = [], first
+        for line in lines:
+            offsets.append(pos)
+            pos += len(line) + 1
         if len(rest) > _MAX_LINE:
             raise AuditError("an audit line is longer than 1 MiB")
-        yield from (line for line in reversed(lines) if line)
+        yield from ((o, line) for o, line in zip(reversed(offsets), reversed(lines), strict=True)
+                    if line)  # fmt: skip

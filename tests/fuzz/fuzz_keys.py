@@ -20,7 +20,6 @@ import contextlib
 import copy
 import functools
 import hashlib
-import hmac
 import json
 import shutil
 import tempfile
@@ -221,16 +220,17 @@ def _metadata_typed(program: bytes) -> object:
 
 def _rechain(lines: list[Any]) -> bytes:
     """Re-hash and re-MAC ``lines`` with the seed store's key where they are objects."""
-    prev, out = bytes(32), []
+    prev, out, offset = bytes(32), [], 0
     for line in lines:
         if isinstance(line, dict):
             body = {k: v for k, v in line.items() if k not in ("prev", "hash", "mac")}
             text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
             digest = hashlib.sha3_256(P.AUDIT_CHAIN_LABEL + prev + text.encode()).digest()
-            mac = hmac.new(seed_store().audit_mac_key, digest, hashlib.sha3_256).hexdigest()
+            mac = P.audit_mac(seed_store().audit_mac_key, digest, offset).hex()
             line = dict(body, prev=prev.hex(), hash=digest.hex(), mac=mac)
             prev = digest
         out.append(_dump(line, sort_keys=True) + b"\n")
+        offset += len(out[-1])
     return b"".join(out)
 
 
