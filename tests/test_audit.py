@@ -272,3 +272,19 @@ def test_an_overlong_line_stops_events(open_store: StoreFactory) -> None:
     assert [e["action"] for e in (next(events), next(events))] == ["store-create", "generate"]
     with pytest.raises(AuditError, match="longer than 1 MiB"):
         list(events)
+
+
+def test_a_line_longer_than_64_kib_does_not_block_the_next_append(
+    open_store: StoreFactory,
+) -> None:
+    """A seal to ~1000 recipients writes a ~90 KiB line (their names); the release before read
+    only the last 64 KiB for the head and refused every later append. Lines are bounded by
+    1 MiB, and so is the read of the last one."""
+    ks = open_store()
+    names = ",".join(f"recipient-{i:05d}-with-a-long-name-{'x' * 40}" for i in range(1200))
+    assert len(names) > 64 * 1024
+    ks.audit.record("seal", name=names)
+    ks.generate("alice")
+    ks.close()
+    assert ks.audit.verify().ok
+    assert list(ks.audit.events())[-3]["name"] == names

@@ -121,8 +121,8 @@ def check_line(obj: object) -> dict[str, Any]:
     r.text("actor", max_length=1024)
     if not _ACTION.fullmatch(r.get("action", str)) or r.get("outcome", str) not in OUTCOMES:
         raise InvalidDataError("the audit line's action or outcome is not one of ours")
-    for key in _TEXT_FIELDS:
-        r.text(key, optional=True)
+    for key in _TEXT_FIELDS:  # a seal to 1024 recipients names them all: bounded by the line
+        r.text(key, optional=True, max_length=P.MAX_AUDIT_LINE_SIZE)
     r.integer("version", 1, P.MAX_KEY_VERSION, optional=True)
     if GENERATION in line:
         r.integer(GENERATION, 1, P.MAX_COUNTER)

@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = ["AuditLog", "AuditReport"]
 
-_TAIL_READ = 64 * 1024
+_TAIL_READ = 64 * 1024  # block size when reading backwards
 _MAX_LINE = P.MAX_AUDIT_LINE_SIZE
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
 _EVENT_FIELDS = frozenset(
@@ -281,7 +281,8 @@ class AuditLog:
             raise AuditError(f"cannot read the audit log: {_durable.describe(exc)}") from exc
 
     def _last_line(self) -> tuple[bytes, int, int] | None:
-        """(the last line, the offset it starts at, the log's length), None if empty."""
+        """(the last line, the offset it starts at, the log's length), None if empty. Read
+        backwards in blocks, up to one line's bound (a seal to many recipients is long)."""
         fh = self._open()
         if fh is None:
             return None
@@ -289,15 +290,13 @@ class AuditLog:
             end = fh.seek(0, os.SEEK_END)
             if end == 0:
                 return None
-            start = max(0, end - _TAIL_READ)
-            fh.seek(start)
-            tail = fh.read(end - start)
-        if not tail.endswith(b"\n"):
-            raise AuditError("the audit log ends in a torn line; reopen the store to recover")
-        lines = tail[:-1].rsplit(b"\n", 1)
-        if len(lines) == 1 and start > 0:
-            raise AuditError("the last audit line is longer than 64 KiB")
-        return lines[-1], end - 1 - len(lines[-1]), end
+            fh.seek(end - 1)
+            if fh.read(1) != b"\n":
+                raise AuditError("the audit log ends in a torn line; reopen the store to recover")
+            offset, line = next(_reversed_lines(fh), (0, b""))
+        if offset + len(line) + 1 != end:  # an empty last line
+            raise AuditError(_MALFORMED_LAST)
+        return line, offset, end
 
     # -- torn tail -------------------------------------------------------------------------
 
