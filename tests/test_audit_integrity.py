@@ -401,3 +401,36 @@ def test_destroyed_versions_of_the_release_before_stay_destroyed(legacy: Path) -
     assert [e["action"] for e in again.audit.events()].count("destroy") == 1
     with pytest.raises(KeyDestroyedError, match="no usable version"):  # not a ValueError
         again.open_envelope(FIXTURE.joinpath("sealed-v2.bin").read_bytes(), signer="dave")
+
+
+def test_a_damaged_log_is_reported_by_verify_audit_and_diagnosed_by_open(
+    open_store: StoreFactory,
+) -> None:
+    """An edit early in the log moves every later line, so every later MAC fails too: open
+    refuses (nothing written) and says where the log first goes wrong; ``verify_audit`` (what
+    ``pqselfenc audit verify`` runs) reports it without opening the store for use."""
+    ks = open_store()
+    ks.generate("alice")
+    ks.recipients.add("bob", str(generate_identity().recipient()))
+    ks.close()
+    original = lines(ks)
+    edited = json.loads(original[1]) | {"actor": "someone-else-entirely"}
+    ks.audit.path.write_bytes(b"".join([original[0], canonical(edited) + b"\n", *original[2:]]))
+    before = unchanged(ks)
+    with pytest.raises(AuditError, match=r"audit verify: audit log broken \(bad-hash\) at line 2"):
+        reopen(ks)
+    report = KeyStore.verify_audit(ks.directory, passphrase=PASSPHRASE)
+    assert (report.ok, report.kind, report.line) == (False, "bad-hash", 2)
+    assert unchanged(ks) == before
+
+
+def test_verify_audit_never_upgrades_nor_recovers(legacy: Path) -> None:
+    before = {p.name: p.read_bytes() for p in legacy.iterdir() if p.is_file()}
+    with legacy.joinpath("audit.jsonl").open("ab") as fh:
+        fh.write(b'{"torn": ')  # a crash mid-append
+    report = KeyStore.verify_audit(legacy, passphrase=PASSPHRASE)
+    assert (report.ok, report.kind) == (False, "torn-tail")
+    after = {p.name: p.read_bytes() for p in legacy.iterdir() if p.is_file()}
+    after["audit.jsonl"] = after["audit.jsonl"][: -len(b'{"torn": ')]
+    assert {k: v for k, v in after.items() if k != "keystore.lock"} == {
+        k: v for k, v in before.items() if k != "keystore.lock"}  # fmt: skip

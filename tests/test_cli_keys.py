@@ -462,9 +462,11 @@ def test_audit_show_on_a_line_that_does_not_parse(
     shown = run(capsys, "audit", "show")
     assert shown.error_line() == "audit line 2 does not parse"
     assert "pqselfenc audit verify" in shown.err
-    verified = run(capsys, "audit", "verify", "--json")
+    verified = run(capsys, "audit", "verify", "--json")  # read only: reported, not refused
     assert json.loads(verified.out)["problem"] == "malformed"
     assert json.loads(verified.out)["line"] == 2
+    refused = run(capsys, "keys", "list")  # a store whose log was tampered with does not open
+    assert refused.code == 1 and "(malformed) at line 2" in refused.error_line()
 
 
 def test_private_dedup_needs_the_domain_secret(

@@ -23,6 +23,7 @@ from pqselfenc.error import InvalidDataError, KeyNotFound, KeyringUnavailable
 
 if TYPE_CHECKING:  # the keys layer (KEM, argon2, zxcvbn, keyring) loads only when a command
     from pqselfenc.keys import KeyStore  # touches keys: encrypt without --to starts faster
+    from pqselfenc.keys.audit import AuditReport
 
 __all__ = [
     "check_recipients",
@@ -74,10 +75,7 @@ def key_store(session: Session, *, create: bool = False) -> KeyStore:
     path = key_store_path(session)
     existing = _existing_backend(path)
     if not create and existing is None:
-        raise CliError(
-            f"no key store in {path}",
-            hint="create one with 'pqselfenc keys generate NAME' (or pass --home)",
-        )
+        existing_key_store(session)  # raises: there is none
     kind = _choose_backend(session, path, existing)
     store = _open(session, path, kind, creating=existing is None)
     session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
@@ -143,15 +141,42 @@ def _probe_keyring() -> None:
     KeyringBackend("probe", _user_keyring())
 
 
-def _open(session: Session, path: Path, kind: str, *, creating: bool) -> KeyStore:
+def _unlock(session: Session, path: Path, kind: str, *, creating: bool) -> dict[str, Any]:
+    """What unlocks the store at ``path``: its backend, and the passphrase or the keyring."""
     passphrase = None
     if kind == "file":
         passphrase = read_secret(session, "passphrase_file", PASSPHRASE_ENV,
                                  f"passphrase for {path}", confirm=creating)  # fmt: skip
+    keyring = _user_keyring() if kind == "keyring" else None
+    return {"backend": kind, "passphrase": passphrase, "keyring": keyring}
+
+
+def _open(session: Session, path: Path, kind: str, *, creating: bool) -> KeyStore:
     from pqselfenc.keys import KeyStore
 
-    keyring = _user_keyring() if kind == "keyring" else None
-    return KeyStore.open(path, backend=kind, passphrase=passphrase, keyring=keyring)
+    return KeyStore.open(path, **_unlock(session, path, kind, creating=creating))
+
+
+def existing_key_store(session: Session) -> tuple[Path, str]:
+    """``--home``'s key store and its backend; ``CliError`` if there is none."""
+    path = key_store_path(session)
+    existing = _existing_backend(path)
+    if existing is None:
+        raise CliError(
+            f"no key store in {path}",
+            hint="create one with 'pqselfenc keys generate NAME' (or pass --home)",
+        )
+    return path, existing
+
+
+def audit_report(session: Session) -> AuditReport:
+    """The audit report of ``--home``'s key store, verified without opening it for use."""
+    from pqselfenc.keys import KeyStore
+
+    path, existing = existing_key_store(session)
+    kind = _choose_backend(session, path, existing)
+    session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
+    return KeyStore.verify_audit(path, **_unlock(session, path, kind, creating=False))
 
 
 def read_secret(

@@ -168,11 +168,15 @@ class Ledger:
         (``create`` holds its fields). A format 1 store is upgraded (``audit-upgrade``).
         """
         self.audit.require_macs_from(meta.audit_mac_from)
-        self.audit.recover_torn_tail()
-        self.audit.head()  # AuditError unless the last line is authentic
-        record = self.audit.last_commit()
-        staged = self._read_staged()
-        if not settle(record, meta, staged):
+        try:
+            self.audit.recover_torn_tail()
+            self.audit.head()  # AuditError unless the last line is authentic
+            record = self.audit.last_commit()
+            staged = self._read_staged()
+            current = settle(record, meta, staged)
+        except IntegrityError as exc:  # AuditError too: say where the log first goes wrong
+            raise self._diagnosed(exc) from exc
+        if not current:
             assert staged is not None
             M.commit_staged(self._staged, self._path)
             meta = staged
@@ -183,6 +187,16 @@ class Ledger:
             self._log("store-create", None, None, generation=meta.generation,
                       meta_mac=meta.mac, **create)  # fmt: skip
         return meta if meta.audit_mac_from is not None else self._upgrade(meta)
+
+    def _diagnosed(self, exc: IntegrityError) -> IntegrityError:
+        """``exc`` (same class) with the first problem ``verify`` finds, which may be far
+        before where the check at open stopped (an edit early in the log moves every later
+        line, so their MACs fail too)."""
+        try:
+            report = self.audit.verify()
+        except Error:
+            return exc
+        return exc if report.ok else type(exc)(f"{exc}; audit verify: {report}")
 
     def _upgrade(self, meta: Metadata) -> Metadata:
         """Bring a format 1 store (no audit MACs) to format 2: the ``audit-upgrade`` event is

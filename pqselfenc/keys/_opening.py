@@ -19,17 +19,18 @@ from filelock import FileLock
 from pqselfenc.core._durable import check_private_directory
 from pqselfenc.error import KeyStoreError
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._audit_format import Verifier
 from pqselfenc.keys._destroy import finish_destroys
 from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger, store_lock
 from pqselfenc.keys._material import StoreSecret
 from pqselfenc.keys._metadata import Metadata
 from pqselfenc.keys._secrets import Secrets
-from pqselfenc.keys.audit import AuditLog
+from pqselfenc.keys.audit import AuditLog, AuditReport
 from pqselfenc.keys.backends import FileBackend, SecretBackend
 from pqselfenc.keys.config import KeyConfig
 from pqselfenc.keys.keyring_backend import KeyringBackend
 
-__all__ = ["OpenRequest", "StoreParts", "open_parts"]
+__all__ = ["OpenRequest", "StoreParts", "open_parts", "verify_audit"]
 
 
 @dataclass(frozen=True)
@@ -123,6 +124,20 @@ def _reopen(request: OpenRequest, lock: FileLock) -> StoreParts:
     ledger.recover(ledger.authenticate(raw), **create)  # IntegrityError: nothing written
     finish_destroys(ledger, secrets)  # a delete that fails is recorded, never blocks the open
     return StoreParts(request.directory, request.config, ledger, secrets, secret)
+
+
+def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> AuditReport:
+    """The audit report of the store of ``request``, without opening it for use: the secret is
+    unlocked only to check keystore.json's MAC and the line MACs; nothing is recovered,
+    upgraded, deleted or appended, so a damaged log is reported, never refused."""
+    raw = M.read_bytes(request.directory / METADATA_NAME)
+    unverified = M.from_json(raw, None)
+    if unverified.backend != request.backend:
+        raise KeyStoreError(f"this store keeps its secrets in the {unverified.backend} backend")
+    secret = _secrets(request, unverified.store_id).store_secret(unverified.audit_key)
+    ledger = _ledger(request, store_lock(request.directory), secret)
+    ledger.audit.require_macs_from(ledger.authenticate(raw).audit_mac_from)
+    return ledger.audit.verify(trusted_key)
 
 
 def open_parts(request: OpenRequest) -> StoreParts:

@@ -51,7 +51,7 @@ from pqselfenc.keys._verify import AuditReport, Snapshot, verify_log
 if TYPE_CHECKING:
     from pqselfenc.keys._metadata import Metadata
 
-__all__ = ["AuditLog", "AuditReport"]
+__all__ = ["AuditLog", "AuditReport", "read_events"]
 
 _TAIL_READ = 64 * 1024  # block size when reading backwards
 _MAX_LINE = P.MAX_AUDIT_LINE_SIZE
@@ -344,14 +344,7 @@ class AuditLog:
         ``AuditError`` for a line that is not a strict JSON object (or longer than 1 MiB):
         reading stops there, and ``verify`` says exactly what is wrong.
         """
-        fh = self._open()
-        if fh is None:
-            return
-        with fh:
-            for number, raw in enumerate(iter(lambda: fh.readline(_MAX_LINE + 1), b""), 1):
-                if len(raw) > _MAX_LINE:
-                    raise AuditError(f"audit line {number} is longer than 1 MiB")
-                yield parse_line(raw, f"audit line {number} does not parse")
+        return read_events(self.path.parent)
 
     def verify(self, trusted_key: Verifier | None = None) -> AuditReport:
         """Check every line (fields, sequence, link, hash, MAC, time and generation order), every
@@ -394,6 +387,22 @@ class AuditLog:
             return b""
         with fh:
             return fh.read(length)
+
+
+def read_events(directory: Path) -> Iterator[dict[str, Any]]:
+    """The lines of ``directory``'s audit.jsonl parsed, oldest first, unverified and without any
+    key (the log is not secret): ``AuditLog.events`` of a store that need not be opened."""
+    try:
+        fh = _durable.open_file(Path(directory) / "audit.jsonl")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise AuditError(f"cannot read the audit log: {_durable.describe(exc)}") from exc
+    with fh:
+        for number, raw in enumerate(iter(lambda: fh.readline(_MAX_LINE + 1), b""), 1):
+            if len(raw) > _MAX_LINE:
+                raise AuditError(f"audit line {number} is longer than 1 MiB")
+            yield parse_line(raw, f"audit line {number} does not parse")
 
 
 def _read_optional(path: Path, limit: int) -> bytes | None:

@@ -39,10 +39,10 @@ from pqselfenc.keys._envelopes import Envelopes
 from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger
 from pqselfenc.keys._material import KeyPair, StoreSecret, generate_pair
 from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, Metadata
-from pqselfenc.keys._opening import OpenRequest, StoreParts, open_parts
+from pqselfenc.keys._opening import OpenRequest, StoreParts, open_parts, verify_audit
 from pqselfenc.keys._secrets import Secrets
 from pqselfenc.keys._transfer import export_identity, import_identity
-from pqselfenc.keys.audit import AuditLog
+from pqselfenc.keys.audit import AuditLog, AuditReport
 from pqselfenc.keys.backends import change_passphrase
 from pqselfenc.keys.config import KeyConfig, check_name
 from pqselfenc.keys.recipients import RecipientDirectory
@@ -139,6 +139,22 @@ class KeyStore:
         request = OpenRequest(Path(path), config, backend, passphrase, clock or _utc_now,
                               actor or _default_actor(), keyring)  # fmt: skip
         return cls._compose(open_parts(request))
+
+    @staticmethod
+    def verify_audit(
+        path: str | os.PathLike[str],
+        *,
+        backend: str = "file",
+        passphrase: str | None = None,
+        keyring: Any = None,
+    ) -> AuditReport:
+        """Verify the audit log of the store at ``path`` without opening it for use (what
+        ``pqselfenc audit verify`` runs): MACs, links, signatures, truncation and keystore.json
+        against the log, on a consistent snapshot. Nothing is written, recovered or upgraded, so
+        a damaged store is reported (``AuditReport``) rather than refused as ``open`` does."""
+        request = OpenRequest(Path(path), KeyConfig(), backend, passphrase, _utc_now,
+                              "verify", keyring)  # fmt: skip
+        return verify_audit(request)
 
     @staticmethod
     def backend_of(path: str | os.PathLike[str]) -> str:
