@@ -18,6 +18,8 @@ from pathlib import Path
 
 from _keys_support import PASSPHRASE, StoreFactory
 
+from pqselfenc.keys.audit import AuditReport
+
 # Seals and closes (a checkpoint each time) until the stop file appears; at most 60 s.
 WRITER = textwrap.dedent(
     """
@@ -40,6 +42,12 @@ WRITER = textwrap.dedent(
 VERIFIES = 8
 
 
+def overlapped(reports: list[AuditReport]) -> bool:
+    """Enough verifies, run while the log grew by at least one writer round (an event and a
+    checkpoint) per verify: they really raced the writer."""
+    return len(reports) >= VERIFIES and reports[-1].events - reports[0].events >= 2 * VERIFIES
+
+
 def test_verify_during_writes_reports_no_false_alarm(
     open_store: StoreFactory, tmp_path: Path
 ) -> None:
@@ -52,14 +60,14 @@ def test_verify_during_writes_reports_no_false_alarm(
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as writer:
         try:
             assert writer.stdout is not None and writer.stdout.readline().strip() == "ready"
-            reports, deadline = [], time.monotonic() + 60
-            while len(reports) < VERIFIES and writer.poll() is None and time.monotonic() < deadline:
+            reports, deadline = [ks.audit.verify()], time.monotonic() + 60
+            while not overlapped(reports) and writer.poll() is None and time.monotonic() < deadline:
                 reports.append(ks.audit.verify())
             stop.touch()
             rounds = int(writer.stdout.read().strip() or 0)
         finally:
             writer.kill()
     false_alarms = [str(r) for r in reports if not r.ok]
-    assert len(reports) == VERIFIES and rounds >= VERIFIES, (rounds, len(reports))
+    assert overlapped(reports) and rounds >= 1, (rounds, [r.events for r in reports])
     assert false_alarms == [], false_alarms
     assert ks.audit.verify().ok

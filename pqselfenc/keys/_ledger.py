@@ -114,14 +114,16 @@ class Ledger:
         """Append one audit event under the store lock; ``version`` adds its id, number and
         fingerprint. ``AuditError`` if it cannot be appended (the operation then fails)."""
         with self.lock:
-            self._log(action, name, version, **fields)
+            if self._log(action, name, version, **fields):
+                self._settled(None)
 
     def record_failure(self, action: str, exc: Error, name: str | None = None,
                        version: KeyVersion | None = None, **fields: Any) -> None:  # fmt: skip
         """Append the event of a failed ``action`` (its error class as detail) under the lock."""
         with self.lock:
-            self._log(action, name, version, outcome="failure", detail=type(exc).__name__,
-                      **fields)  # fmt: skip
+            if self._log(action, name, version, outcome="failure", detail=type(exc).__name__,
+                         **fields):  # fmt: skip
+                self._settled(None)
 
     def checkpoint(self) -> None:
         """Append a signed audit checkpoint if events were written since the last one."""
@@ -130,19 +132,19 @@ class Ledger:
                 self._settled(None)
 
     def _log(self, action: str, name: str | None, version: KeyVersion | None,
-             outcome: str = "success", **fields: Any) -> None:  # fmt: skip
+             outcome: str = "success", **fields: Any) -> bool:  # fmt: skip
         """Every append goes through here (under the lock): one event, and the checkpoint the
-        log appends after it when one is due."""
+        log appends after it when one is due; True if a checkpoint followed."""
         if version is not None:
             fields = {"key_id": version.key_id, "version": version.version,
                       "fingerprint": version.fingerprint, **fields}  # fmt: skip
         seq = self.audit.record(action, outcome=outcome, name=name, **fields)
-        if self.audit.head()[0] > seq:  # a checkpoint followed the event
-            self._settled(None)
+        return self.audit.head()[0] > seq
 
     def _settled(self, written: Metadata | None) -> None:
-        """The store reached a state worth anchoring: a metadata commit (``written``) or a
-        checkpoint. A rollback anchor records ``written.generation`` (or the current one) and
+        """The store reached a state worth anchoring: a metadata commit (``written``, renamed
+        into place; a checkpoint its event triggered is included) or a checkpoint after an event
+        or on close. A rollback anchor records ``written.generation`` (or the current one) and
         ``self.audit.head()`` here. Nothing to do without an anchored backend."""
 
     # -- opening (the caller holds the lock) -------------------------------------------------
@@ -186,6 +188,7 @@ class Ledger:
         if record is None and meta.audit_mac_from is not None:  # creation stopped before it
             self._log("store-create", None, None, generation=meta.generation,
                       meta_mac=meta.mac, **create)  # fmt: skip
+            self._settled(meta)
         return meta if meta.audit_mac_from is not None else self._upgrade(meta)
 
     def _diagnosed(self, exc: IntegrityError) -> IntegrityError:
