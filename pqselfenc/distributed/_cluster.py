@@ -21,6 +21,7 @@ from typing import Any, Literal
 from pqselfenc import DataMap, EncryptionConfig
 from pqselfenc.distributed import _decrypt as D
 from pqselfenc.distributed import _encrypt as X
+from pqselfenc.distributed._engine import MAX_MAP_LEVEL_ENTRIES
 from pqselfenc.distributed._locations import Location, S3Location
 from pqselfenc.error import EncryptionError, Error
 
@@ -105,10 +106,11 @@ class Session:
         deadline = time.monotonic() + _SETTLE_TIMEOUT
         while time.monotonic() < deadline:
             try:
-                running = self.client.run(_executing, keys, on_error="ignore")
+                running = self.client.run(_executing, keys, on_error="return")
             except Exception:
                 return  # the cluster is gone: nothing of ours runs any more
-            if not any(running.values()):
+            # A worker that cannot answer is gone (its tasks with it).
+            if not any(isinstance(r, list) and r for r in running.values()):
                 return
             time.sleep(_SETTLE_POLL)
 
@@ -142,12 +144,24 @@ def run_encrypt(
     session = Session(client)
     with session.failing():
         snaps = session.gather([session.submit("measure", X.measure, s, store) for s in sources])
-        finals = [
-            _submit_encrypt(session, X.Job(source, snap, store, config), task_size, hashing)
-            for source, snap in zip(sources, snaps, strict=True)
-        ]
+        jobs = [X.Job(s, snap, store, config) for s, snap in zip(sources, snaps, strict=True)]
+        for job in jobs:
+            _check_fits(job)
+        finals = [_submit_encrypt(session, job, task_size, hashing) for job in jobs]
         maps: list[DataMap] = session.gather(finals)
     return maps
+
+
+def _check_fits(job: X.Job) -> None:
+    """Refuse, before any chunk is written, an input whose level-0 map would hold more entries
+    than a DataMap may (one machine would fail the same way, but only at the end)."""
+    count = job.layout.count
+    if count > MAX_MAP_LEVEL_ENTRIES:
+        least = -(-job.snap.size // MAX_MAP_LEVEL_ENTRIES)
+        raise EncryptionError(
+            f"source {job.source} would make {count} chunks, more than the "
+            f"{MAX_MAP_LEVEL_ENTRIES} a DataMap holds: use a chunk size of at least {least} bytes"
+        )
 
 
 def _submit_encrypt(session: Session, job: X.Job, task_size: int, hashing: Hashing) -> Any:

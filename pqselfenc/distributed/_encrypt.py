@@ -22,6 +22,7 @@ Chunks reach the store on a few threads per task (network latency overlaps hashi
 
 from __future__ import annotations
 
+import contextlib
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -41,7 +42,15 @@ from pqselfenc.distributed._engine import (
     src_hash,
 )
 from pqselfenc.distributed._locations import Location, open_store
-from pqselfenc.distributed._sources import Reader, Snapshot, changed, open_reader, snapshot
+from pqselfenc.distributed._sources import (
+    Piece,
+    Reader,
+    Snapshot,
+    ahead,
+    changed,
+    open_reader,
+    snapshot,
+)
 from pqselfenc.distributed._task import task
 from pqselfenc.error import EncryptionError
 
@@ -122,8 +131,11 @@ def hash_range(job: Job, first: int, stop: int) -> RangeResult:
     """Two-phase, phase 1: only the source hashes of chunks ``first .. stop - 1``."""
     layout = job.layout
     order = list(range(first, stop))
-    with open_reader(job.source, job.snap) as reader:
-        hashes = b"".join(src_hash(plain) for _, plain in _read(reader, layout, order))
+    with (
+        open_reader(job.source, job.snap) as reader,
+        contextlib.closing(ahead(_read(reader, layout, order))) as pieces,
+    ):
+        hashes = b"".join(src_hash(plain) for _, plain in pieces)
     return RangeResult(first, hashes)
 
 
@@ -143,14 +155,14 @@ def _encrypt(
     layout, keys = job.layout, keys_for_config(job.config)
     n = layout.count
     entries = bytearray()
+    order = halo + list(range(first, stop))
     with (
         open_reader(job.source, job.snap) as reader,
         chunk_writer(open_store(job.store)) as put,
         _Uploads(put) as upload,
+        contextlib.closing(ahead(_read(reader, layout, order))) as pieces,
     ):
-        for pos, (index, plain) in enumerate(
-            _read(reader, layout, halo + list(range(first, stop)))
-        ):
+        for pos, (index, plain) in enumerate(pieces):
             h = src_hash(plain)
             if hashes.setdefault(index, h) != h:
                 raise changed(job.source, f"chunk {index} read twice differs")
@@ -164,7 +176,7 @@ def _encrypt(
     return RangeResult(first, bytes(entries), tuple((i, hashes[i]) for i in halo))
 
 
-def _read(reader: Reader, layout: Layout, order: list[int]) -> Iterator[tuple[int, bytes]]:
+def _read(reader: Reader, layout: Layout, order: list[int]) -> Iterator[tuple[int, Piece]]:
     """``(index, plaintext)`` of the chunks in ``order``, one read per consecutive run."""
     runs: list[list[int]] = []
     for index in order:

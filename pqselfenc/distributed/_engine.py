@@ -6,7 +6,8 @@ engine's own pieces, named here once so that a rename of the engine/store contra
 in this file (every other module of the package imports these names from here):
 
 - ``Layout`` (core/_chunking.py): where chunk boundaries fall (the small-input policy too).
-- ``src_hash`` (core/_primitives.py): SHA3-256 of a chunk's plaintext.
+- ``src_hash``, ``MAX_MAP_LEVEL_ENTRIES`` (core/_primitives.py): SHA3-256 of a chunk's
+  plaintext; the most entries one DataMap level may hold (``MAX_PARSE_ENTRIES``).
 - ``encrypt_chunk``, ``ChunkKeys`` (core/_cipher.py): one chunk from its ring of hashes.
 - ``keys_for_config``, ``keys_for_map``, ``make_map``, ``shrink``, ``expand``, ``iter_plain``
   (core/_engine.py): key contexts, the DataMap of entries (hierarchical when large), the way
@@ -31,9 +32,11 @@ from pqselfenc.core._engine import (
     make_map,
     shrink,
 )
+from pqselfenc.core._primitives import MAX_PARSE_ENTRIES as MAX_MAP_LEVEL_ENTRIES
 from pqselfenc.core._primitives import src_hash
 
 __all__ = [
+    "MAX_MAP_LEVEL_ENTRIES",
     "ChunkKeys",
     "Layout",
     "Put",

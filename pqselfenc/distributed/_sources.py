@@ -21,17 +21,26 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Generator, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from pqselfenc.distributed._locations import Location, S3Location, client_for, s3_error
 from pqselfenc.error import EncryptionError
 
-__all__ = ["Reader", "Snapshot", "changed", "open_reader", "snapshot"]
+__all__ = ["Piece", "Reader", "Snapshot", "ahead", "changed", "open_reader", "snapshot"]
+
+T = TypeVar("T")
+_END = object()
 
 # Tries per piece of a ranged read whose body breaks off (each resumes where the last stopped).
 _READ_ATTEMPTS = 3
+# Pieces read ahead of the one being hashed (on a helper thread, see ``ahead``), and the file
+# reader's ring of buffers: the one in use, the ones read ahead, the one being filled.
+AHEAD = 2
+RING = AHEAD + 2
 
 
 @dataclass(frozen=True)
@@ -42,12 +51,43 @@ class Snapshot:
     tag: str
 
 
+Piece = bytes | memoryview
+
+
 class Reader(Protocol):
     """Reads consecutive pieces of one input."""
 
-    def pieces(self, start: int, sizes: list[int]) -> Iterator[bytes]:
-        """The pieces of ``sizes`` bytes that follow each other from offset ``start``."""
+    def pieces(self, start: int, sizes: list[int]) -> Iterator[Piece]:
+        """The pieces of ``sizes`` bytes that follow each other from offset ``start``; a
+        piece may be a view into a reused buffer, valid until ``RING - 1`` more were read."""
         ...
+
+
+def ahead(items: Iterator[T], depth: int = AHEAD) -> Generator[T, None, None]:
+    """``items``, produced on a helper thread up to ``depth`` ahead of the consumer, so reading
+    (disk, network) overlaps hashing. Closing the generator waits for the helper."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="pqselfenc-read")
+    pending: deque[Future[tuple[bool, T | None]]] = deque()
+
+    def step() -> tuple[bool, T | None]:
+        item = next(items, _END)
+        return (False, None) if item is _END else (True, item)  # type: ignore[return-value]
+
+    try:
+        pending.extend(pool.submit(step) for _ in range(depth))
+        while True:
+            more, item = pending.popleft().result()
+            if not more:
+                return
+            pending.append(pool.submit(step))
+            yield item  # type: ignore[misc]
+    finally:
+        for future in pending:
+            future.cancel()
+        pool.shutdown(wait=True)
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()  # here, once the helper is idle: a generator runs on one thread at a time
 
 
 def changed(where: object, detail: str = "") -> EncryptionError:
@@ -100,8 +140,14 @@ def open_reader(source: Location, snap: Snapshot) -> Iterator[Reader]:
 
 
 class _FileReader:
+    """``pread`` into a ring of reused buffers: a fresh 1 MiB ``bytes`` per chunk costs page
+    faults on every chunk (see core/_cipher.py). A piece stays valid while fewer than
+    ``RING - 1`` later pieces were read (read-ahead included)."""
+
     def __init__(self, path: str, fd: int, snap: Snapshot) -> None:
         self.path, self.fd, self.snap = path, fd, snap
+        self.ring: list[bytearray] = []
+        self.turn = 0
 
     @classmethod
     @contextlib.contextmanager
@@ -122,20 +168,30 @@ class _FileReader:
         if _file_tag(os.fstat(self.fd)) != self.snap.tag:
             raise changed(self.path)
 
-    def pieces(self, start: int, sizes: list[int]) -> Iterator[bytes]:
+    def pieces(self, start: int, sizes: list[int]) -> Iterator[memoryview]:
         offset = start
         for size in sizes:
             yield self._read(offset, size)
             offset += size
 
-    def _read(self, offset: int, size: int) -> bytes:
+    def _buffer(self, size: int) -> memoryview:
+        if len(self.ring) < RING:
+            self.ring.append(bytearray(size))
+        self.turn = (self.turn + 1) % len(self.ring)
+        buf = self.ring[self.turn]
+        if len(buf) < size:
+            buf = self.ring[self.turn] = bytearray(size)
+        return memoryview(buf)[:size]
+
+    def _read(self, offset: int, size: int) -> memoryview:
+        piece = self._buffer(size)
+        done = 0
         try:
-            piece = os.pread(self.fd, size, offset)
-            while len(piece) < size:
-                more = os.pread(self.fd, size - len(piece), offset + len(piece))
-                if not more:
+            while done < size:
+                n = os.preadv(self.fd, [piece[done:]], offset + done)
+                if n == 0:
                     raise changed(self.path, f"it ends before byte {offset + size}")
-                piece += more
+                done += n
         except OSError as exc:
             raise EncryptionError(f"cannot read source {self.path}: {exc.strerror}") from exc
         return piece
