@@ -15,6 +15,7 @@ import contextlib
 import logging
 import os
 import pickle
+import re
 import subprocess
 import sys
 import tempfile
@@ -43,7 +44,7 @@ from pqselfenc import (
 )
 from pqselfenc.core.stores import S3ChunkStore
 from pqselfenc.distributed import _cluster, _encrypt, _sources
-from pqselfenc.distributed._locations import LocalPath, S3Location, location
+from pqselfenc.distributed._locations import LocalPath, Location, S3Location, location
 from pqselfenc.error import ChunkStoreError, EncryptionError, IntegrityError
 from pqselfenc.streaming import encrypt_file
 
@@ -269,6 +270,28 @@ def test_a_corrupted_chunk_leaves_nothing_under_the_name(client: Client, tmp_pat
     assert os.listdir(out.parent) == []
 
 
+def _commit_twice(store: Location, data_map: DataMap, dest: Location) -> None:
+    """Run the decrypt tasks in-process, committing twice: a retried commit (its worker died
+    after the rename or the completion) must succeed on what the first one published."""
+    from pqselfenc.distributed import _decrypt
+
+    leaf = _decrypt.leaf_of(store, data_map, None)
+    target = _decrypt.prepare(dest, data_map.total_size, False)
+    part = _decrypt.decrypt_range(store, leaf, None, target, 0, len(leaf.chunks), 1)
+    for _ in range(2):
+        _decrypt.commit(target, data_map.total_size, 0o600, False, part)
+
+
+def test_a_retried_commit_finds_its_own_file(tmp_path: Path) -> None:
+    data = os.urandom(5 * C + 1)
+    data_map, _ = SelfEncryptor(
+        data, CFG, chunk_store=DirectoryChunkStore(tmp_path / "s")
+    ).encrypt()
+    _commit_twice(LocalPath(str(tmp_path / "s")), data_map, LocalPath(str(tmp_path / "out")))
+    assert (tmp_path / "out").read_bytes() == data
+    assert sorted(os.listdir(tmp_path)) == ["out", "s"]
+
+
 def test_decrypt_needs_the_convergence_secret(client: Client, tmp_path: Path) -> None:
     config = CFG.with_convergence_secret(os.urandom(32))
     data_map = cluster_matches(client, os.urandom(4 * C), config, C, tmp_path)
@@ -436,6 +459,18 @@ def test_decrypt_into_s3_multipart(client: Client, server: S3Server, raw: Any) -
     empty = s3_url(server, "empty")
     distributed.decrypt(client, SelfEncryptor(b"").encrypt()[0], store, empty)
     assert raw.get_object(Bucket=server.bucket, Key=empty.split("/", 3)[3])["Body"].read() == b""
+
+
+@pytest.mark.s3
+def test_a_retried_s3_commit_finds_its_own_object(server: S3Server, raw: Any) -> None:
+    data = os.urandom(3 * C)
+    store = s3_url(server, "store")
+    with S3ChunkStore.from_url(store) as opened:
+        data_map, _ = SelfEncryptor(data, CFG, chunk_store=opened).encrypt()
+    dest = s3_url(server, "dest")
+    key = dest.split("/", 3)[3]
+    _commit_twice(location(store, "s", object_key=False), data_map, S3Location(server.bucket, key))
+    assert raw.get_object(Bucket=server.bucket, Key=key)["Body"].read() == data
 
 
 @pytest.mark.s3
@@ -703,3 +738,12 @@ def test_distributed_imports_only_core() -> None:
         for node in top:
             module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
             assert not (module or "").startswith(("dask", "distributed")), path.name
+
+
+def test_every_test_docs_distributed_names_exists() -> None:
+    text = (ROOT / "docs" / "distributed.md").read_text()
+    named = re.findall(r"tests/test_distributed\.py::(\w+)", text)
+    tree = ast.parse(Path(__file__).read_text())
+    defined = {n.name for n in tree.body if isinstance(n, ast.FunctionDef)}
+    assert len(named) >= 8
+    assert sorted(set(named) - defined) == []

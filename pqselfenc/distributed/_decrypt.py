@@ -215,7 +215,20 @@ def _write_range(target: FileTarget, offset: int, pieces: Iterable[bytes]) -> in
     return written
 
 
+def _published(target: FileTarget) -> bool:
+    """Whether a previous run of this commit (on a worker that then died) already renamed
+    the temp file into place: the destination is then the very file the tasks wrote."""
+    with contextlib.suppress(OSError):
+        if os.path.lexists(target.temp):
+            return False
+        info = os.lstat(target.path)
+        return (info.st_dev, info.st_ino) == target.identity
+    return False
+
+
 def _publish(target: FileTarget, mode: int, overwrite: bool) -> None:
+    if _published(target):
+        return
     fd = _open_temp(target, os.O_RDONLY)
     try:
         os.fchmod(fd, mode)
@@ -315,6 +328,7 @@ def _complete_upload(target: UploadTarget, total: int, overwrite: bool, parts: l
             f"decrypted {sum(p['Size'] for p in parts)} bytes, the map says {total}"
         )
     listed = [{k: p[k] for k in ("PartNumber", "ETag", "ChecksumSHA256")} for p in parts]
+    listed.sort(key=lambda p: p["PartNumber"])
     extra = {} if overwrite else {"IfNoneMatch": "*"}
     client = client_for(where)
     try:
@@ -322,14 +336,40 @@ def _complete_upload(target: UploadTarget, total: int, overwrite: bool, parts: l
             Bucket=where.bucket,
             Key=where.key,
             UploadId=target.upload_id,
-            MultipartUpload={"Parts": sorted(listed, key=lambda p: p["PartNumber"])},
+            MultipartUpload={"Parts": listed},
             **extra,
         )
-        size = int(client.head_object(Bucket=where.bucket, Key=where.key)["ContentLength"])
+    except Exception as exc:
+        # A retried commit (its first run completed, then its worker died) finds the upload
+        # gone or the object there: fine if the object is the one these parts make.
+        if not _completed(client, where, listed, total):
+            raise _s3_failure(where, exc) from exc
+    head = _head(client, where)
+    if int(head["ContentLength"]) != total:
+        raise IntegrityError(
+            f"destination {where} holds {head['ContentLength']} bytes, not {total}"
+        )
+
+
+def _head(client: Any, where: S3Location) -> Any:
+    try:
+        return client.head_object(Bucket=where.bucket, Key=where.key)
     except Exception as exc:
         raise _s3_failure(where, exc) from exc
-    if size != total:
-        raise IntegrityError(f"destination {where} holds {size} bytes, the map says {total}")
+
+
+def _multipart_etag(parts: list[dict[str, Any]]) -> str:
+    """The ETag S3 gives an object completed from ``parts``: MD5 of the parts' MD5s, ``-N``."""
+    digests = b"".join(bytes.fromhex(p["ETag"].strip('"')) for p in parts)
+    return f'"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(parts)}"'
+
+
+def _completed(client: Any, where: S3Location, parts: list[dict[str, Any]], total: int) -> bool:
+    try:
+        head = client.head_object(Bucket=where.bucket, Key=where.key)
+        return bool(head.get("ETag") == _multipart_etag(parts) and head["ContentLength"] == total)
+    except Exception:
+        return False  # not there, or ETags that are not MD5s: not provably ours
 
 
 def _abort_upload(target: UploadTarget) -> None:
