@@ -268,6 +268,10 @@ def test_a_corrupted_chunk_leaves_nothing_under_the_name(client: Client, tmp_pat
     with pytest.raises(IntegrityError, match=f"chunk {data_map.chunks[7].name[:4].hex()}"):
         distributed.decrypt(client, data_map, tmp_path / "store", out, task_size=2 * C)
     assert os.listdir(out.parent) == []
+    logs = repr(client.get_worker_logs())
+    assert "Compute Failed" in logs  # Dask logged the failed task and its arguments...
+    for c in data_map.chunks:  # ...and no chunk key material with them
+        assert c.src_hash is not None and c.src_hash[:8].hex() not in logs
 
 
 def _commit_twice(store: Location, data_map: DataMap, dest: Location) -> None:
@@ -589,6 +593,22 @@ def test_urls_with_credentials_are_refused(client: Client, tmp_path: Path, bad: 
     data_map = SelfEncryptor(b"abc").encrypt()[0]
     with pytest.raises(ValueError, match="credentials do not belong in a URL"):
         distributed.decrypt(client, data_map, tmp_path, bad)
+
+
+def test_nothing_that_travels_prints_a_secret(tmp_path: Path) -> None:
+    """Dask logs ``repr`` of a failed task's arguments: none may show key material."""
+    secret = bytes(range(100, 132))
+    config = CFG.with_convergence_secret(secret)
+    data = os.urandom(4 * C)
+    data_map, _ = SelfEncryptor(data, config).encrypt()
+    where = LocalPath(str(tmp_path))
+    job = _encrypt.Job(where, _sources.Snapshot(len(data), "tag"), where, config)
+    packed = b"".join(c.name + (c.src_hash or b"") + bytes(8) for c in data_map.chunks)
+    result = _encrypt.RangeResult(0, packed, ((3, data_map.chunks[3].src_hash or b""),))
+    shown = " ".join(repr(v) for v in (job, config, data_map, result, *data_map.chunks))
+    for h in [secret, *(c.src_hash for c in data_map.chunks)]:
+        assert h is not None
+        assert h.hex() not in shown and repr(h) not in shown and h[:8].hex() not in shown
 
 
 def test_misuse_is_refused_before_any_work(client: Client, tmp_path: Path) -> None:

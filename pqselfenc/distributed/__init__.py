@@ -149,4 +149,6 @@ def _client(client: object) -> Client:
         ) from exc
     if not isinstance(client, Client):
         raise TypeError("client must be a dask.distributed.Client")
+    if client.asynchronous:
+        raise TypeError("client must be a synchronous Client (asynchronous=False)")
     return client

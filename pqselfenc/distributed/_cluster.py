@@ -214,7 +214,10 @@ def run_decrypt(
         target = session.gather(
             session.submit("prepare", D.prepare, dest, data_map.total_size, overwrite)
         )
-    abort = lambda: session.gather(session.submit("abort", D.abort, target))  # noqa: E731
+
+    def abort() -> None:
+        session.gather(session.submit("abort", D.abort, target))
+
     with session.failing(abort):
         ranges = chunk_ranges(count, chunks_per_task(piece, task_size, count, dest))
         parts = [
