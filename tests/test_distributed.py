@@ -40,6 +40,7 @@ from pqselfenc import (
     DirectoryChunkStore,
     EncryptionConfig,
     SelfEncryptor,
+    __version__,
     distributed,
 )
 from pqselfenc.core.stores import S3ChunkStore
@@ -704,8 +705,15 @@ def test_cli_errors_are_one_line(
     assert not Path("nope.bin.map").exists()
     creds = run(capsys, "encrypt", "--scheduler", address, "x", "--store", "s3://k:s@bucket/p")
     assert "credentials do not belong" in creds.error_line()
-    Path("in.bin").write_bytes(b"abc" * 100)
-    assert run(capsys, "encrypt", "in.bin", "--store", "st").code == 0
+    data = os.urandom(5 * C)
+    Path("in.bin").write_bytes(data)
+    done = run(capsys, "encrypt", "--scheduler", address, "in.bin", "--store", "st", "-q",
+               "--chunk-size", "4K")  # fmt: skip
+    assert done.code == 0, done.err
+    assert DataMap.from_bytes(Path("in.bin.map").read_bytes()) == reference(data, CFG)[0]
+    done = run(capsys, "decrypt", "in.bin.map", "--scheduler", address, "--store", "st",
+               "--out", "back.bin")  # fmt: skip
+    assert done.code == 0 and Path("back.bin").read_bytes() == data
     stdout = run(capsys, "decrypt", "in.bin.map", "--scheduler", address, "--store", "st")
     assert "--scheduler writes to a file" in stdout.error_line()
     nowhere = run(capsys, "decrypt", "in.bin.map", "--scheduler", address, "--store", "nowhere",
@@ -741,7 +749,7 @@ def test_importing_pqselfenc_and_the_cli_does_not_import_dask() -> None:
     }
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=env, timeout=60, check=True)  # fmt: skip
-    assert done.stdout.splitlines() == ["pqselfenc 0.1.0", "[]"]
+    assert done.stdout.splitlines() == [f"pqselfenc {__version__}", "[]"]
 
 
 def test_distributed_imports_only_core() -> None:
