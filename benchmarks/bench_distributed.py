@@ -9,8 +9,10 @@ Every round times, on the same random file and into a fresh store each time:
 - ``distributed.decrypt`` into a path with one and two workers.
 
 Ratios are per round against the single-machine time of the same round; the table shows
-medians. With ``--s3`` the source is an object and the store a prefix on a SeaweedFS server
-started here (tests/_s3server.py; loopback only): then the server's request rate is the limit.
+medians. With ``--s3`` the cluster's source is an object and every store a prefix on a
+SeaweedFS server started here (tests/_s3server.py; loopback only; ``encrypt_file`` still reads
+a local copy of the same bytes): then the server's request rate is the limit. Keep
+``--task-mib`` well above the chunk size (1 MiB): each task also reads two halo chunks.
 
     python benchmarks/bench_distributed.py [--size MIB] [--rounds N] [--task-mib M] [--s3]
 """
