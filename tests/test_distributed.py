@@ -297,6 +297,37 @@ def test_a_retried_commit_finds_its_own_file(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["out", "s"]
 
 
+def test_a_swapped_temp_file_is_refused(tmp_path: Path) -> None:
+    """Someone who can write the destination's folder swaps the temp file for a link or for
+    another file between tasks: no task writes through it, the commit does not publish it."""
+    from pqselfenc.distributed import _decrypt
+
+    data = os.urandom(4 * C)
+    data_map, _ = SelfEncryptor(
+        data, CFG, chunk_store=DirectoryChunkStore(tmp_path / "s")
+    ).encrypt()
+    store, dest = LocalPath(str(tmp_path / "s")), LocalPath(str(tmp_path / "out"))
+    with pytest.raises(EncryptionError, match="is a folder"):
+        _decrypt.prepare(LocalPath(str(tmp_path)), 1, True)
+    refusals = {"link": r"cannot write .*symbolic links", "file": "replaced by another file"}
+    for swap, refusal in refusals.items():
+        target = _decrypt.prepare(dest, data_map.total_size, True)
+        assert isinstance(target, _decrypt.FileTarget)
+        os.unlink(target.temp)
+        if swap == "link":
+            os.symlink(tmp_path / "victim", target.temp)
+        else:
+            Path(target.temp).write_bytes(b"planted")
+        with pytest.raises(EncryptionError, match=refusal):
+            _decrypt.decrypt_range(store, data_map, None, target, 0, 4, 1)
+        with pytest.raises(EncryptionError, match=refusal):
+            _decrypt.commit(target, data_map.total_size, 0o600, True, data_map.total_size)
+        _decrypt.abort(target)  # not ours any more: left alone
+        assert os.path.lexists(target.temp) and not (tmp_path / "victim").exists()
+        assert not (tmp_path / "out").exists()
+        os.unlink(target.temp)
+
+
 def test_decrypt_needs_the_convergence_secret(client: Client, tmp_path: Path) -> None:
     config = CFG.with_convergence_secret(os.urandom(32))
     data_map = cluster_matches(client, os.urandom(4 * C), config, C, tmp_path)

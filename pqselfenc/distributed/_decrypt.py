@@ -8,9 +8,10 @@ of every other read) and writes them to the destination prepared by ``prepare``:
 
 - a path: a temp file ``.pqselfenc-*`` next to the destination, created 0600 and preallocated
   to the full size; each task opens it without following links, checks it is still the file
-  ``prepare`` made (device and inode), writes its range with ``pwrite`` and fsyncs. ``commit``
-  checks the file again, sets its mode, fsyncs it, renames it over the destination (or links it,
-  to refuse an existing one) and fsyncs the folder. ``abort`` removes it.
+  ``prepare`` made (device, inode and owner, and still 0600: an inode number alone can be
+  reused), writes its range with ``pwrite`` and fsyncs. ``commit`` checks the file again, sets
+  its mode, fsyncs it, renames it over the destination (or links it, to refuse an existing
+  one) and fsyncs the folder. ``abort`` removes it (only if it is still that file).
 - an S3 object: a multipart upload (SHA-256 checksum per part); each task uploads one part.
   ``commit`` completes it (``If-None-Match: *`` when overwriting is refused) and checks the
   object's size; ``abort`` aborts it and checks that the upload is gone.
@@ -26,6 +27,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -57,11 +59,21 @@ _ABORT_TRIES = 3
 
 @dataclass(frozen=True)
 class FileTarget:
-    """A destination path and the temp file (device, inode) that becomes it."""
+    """A destination path and the temp file that becomes it: its device, inode and owner.
+    (An inode number alone can be reused by a file made after ours was removed.)"""
 
     path: str
     temp: str
-    identity: tuple[int, int]
+    identity: tuple[int, int, int]
+
+    def made(self, info: os.stat_result) -> bool:
+        """Whether ``info`` is of the file ``prepare`` made (wherever it is now)."""
+        found = (info.st_dev, info.st_ino, info.st_uid)
+        return stat.S_ISREG(info.st_mode) and found == self.identity
+
+    def still_temp(self, info: os.stat_result) -> bool:
+        """``made``, and still private (0600 until the commit sets the final mode)."""
+        return self.made(info) and not info.st_mode & 0o077
 
 
 @dataclass(frozen=True)
@@ -140,8 +152,7 @@ def abort(target: Target) -> None:
         _abort_upload(target)
         return
     with contextlib.suppress(FileNotFoundError):
-        info = os.lstat(target.temp)
-        if (info.st_dev, info.st_ino) == target.identity:
+        if target.still_temp(os.lstat(target.temp)):
             os.unlink(target.temp)
 
 
@@ -170,7 +181,7 @@ def _make_temp(path: str, total: int, overwrite: bool) -> FileTarget:
         raise _os_error(path, exc) from exc
     finally:
         os.close(fd)
-    return FileTarget(path, temp, (info.st_dev, info.st_ino))
+    return FileTarget(path, temp, (info.st_dev, info.st_ino, info.st_uid))
 
 
 def _preallocate(fd: int, total: int) -> None:
@@ -190,8 +201,7 @@ def _open_temp(target: FileTarget, flags: int) -> int:
         fd = os.open(target.temp, flags | os.O_NOFOLLOW | os.O_CLOEXEC)
     except OSError as exc:
         raise _os_error(target.path, exc) from exc
-    info = os.fstat(fd)
-    if (info.st_dev, info.st_ino) != target.identity:
+    if not target.still_temp(os.fstat(fd)):
         os.close(fd)
         raise EncryptionError(f"the temp file of {target.path} was replaced by another file")
     return fd
@@ -221,8 +231,7 @@ def _published(target: FileTarget) -> bool:
     with contextlib.suppress(OSError):
         if os.path.lexists(target.temp):
             return False
-        info = os.lstat(target.path)
-        return (info.st_dev, info.st_ino) == target.identity
+        return target.made(os.lstat(target.path))
     return False
 
 
