@@ -20,9 +20,13 @@ The tree::
     └── KeyStoreError              the key store failed or was misused
         ├── KeyNotFound            no identity, recipient or version under that name
         ├── KeyringUnavailable     no secure OS keyring (and no silent plaintext fallback)
+        ├── TokenUnavailable       the PKCS#11 module does not load, or the token is absent
+        │   └── TokenPinError      the token refused the PIN (wrong, locked, expired, none)
         ├── KeyDestroyedError      the key version was crypto-shredded
-        └── WeakSecretError        a secret or passphrase below the entropy bound, or a
-                                   generated key that failed its health or pairwise test
+        ├── WeakSecretError        a secret or passphrase below the entropy bound, or a
+        │                          generated key that failed its health or pairwise test
+        └── WrongPassphrase        a passphrase did not unlock what it protects (the vault,
+                                   an identity export): wrong, or the file was altered
 
 Misuse of the API (wrong argument types, impossible parameters) raises the built-in
 ``TypeError`` / ``ValueError`` at construction, as ``cryptography`` does. Exceptions from
@@ -48,7 +52,10 @@ __all__ = [
     "KeyStoreError",
     "KeyringUnavailable",
     "SignatureError",
+    "TokenPinError",
+    "TokenUnavailable",
     "WeakSecretError",
+    "WrongPassphrase",
 ]
 
 
@@ -100,9 +107,22 @@ class KeyringUnavailable(KeyStoreError):
     """No secure OS keyring is usable; pqselfenc refuses plaintext fallbacks."""
 
 
+class TokenUnavailable(KeyStoreError):
+    """The PKCS#11 module cannot be loaded, or the token is absent or not usable."""
+
+
+class TokenPinError(TokenUnavailable):
+    """The token refused the PIN (wrong, locked, expired), or no PIN was given."""
+
+
 class KeyDestroyedError(KeyStoreError):
     """The key version was destroyed (crypto-shredded) and cannot be used."""
 
 
 class WeakSecretError(KeyStoreError):
     """A secret is below the entropy bound or a new key failed its self-tests."""
+
+
+class WrongPassphrase(KeyStoreError):
+    """A passphrase did not unlock the vault or an identity export: it is wrong, or the
+    protected file was altered (AES-GCM cannot tell the two apart, and does not try)."""

@@ -1,4 +1,5 @@
-"""Shared fixtures for the key store tests: an injected clock, a small DataMap, store factories."""
+"""Helpers for the key store tests: an injected clock, a small DataMap, the tests' own Secret
+Service collection. The fixtures built on them are in conftest.py."""
 
 from __future__ import annotations
 
@@ -10,13 +11,12 @@ import os
 import warnings
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from pqselfenc import DataMap, SelfEncryptor
-from pqselfenc.keys import KeyConfig, KeyStore
+from pqselfenc.keys import KeyStore
 
 PASSPHRASE = "gravel orbit candle mosaic tundra"
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -40,25 +40,7 @@ def small_map(data: bytes = b"the quick brown fox jumps over the lazy dog" * 50)
     return SelfEncryptor(data).encrypt()[0]
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-StoreFactory = Callable[..., KeyStore]
-
-
-@pytest.fixture
-def open_store(tmp_path: Path, clock: FakeClock) -> StoreFactory:
-    """``open_store(**config_overrides)``: a file-backed store in tmp_path with the fake clock."""
-
-    def factory(path: Path | None = None, **overrides: object) -> KeyStore:
-        config = KeyConfig(rotation_interval=timedelta(days=30), **overrides)  # type: ignore[arg-type]
-        return KeyStore.open(
-            path or tmp_path / "ks", config=config, passphrase=PASSPHRASE, clock=clock
-        )
-
-    return factory
+StoreFactory = Callable[..., KeyStore]  # the ``open_store`` fixture (conftest.py)
 
 
 # -- the Secret Service: a collection of the tests' own ---------------------------------------
@@ -138,7 +120,8 @@ def own_collection() -> OwnCollection:
     return collection
 
 
-def _use_own_collection(monkeypatch: pytest.MonkeyPatch) -> OwnCollection:
+def use_own_collection(monkeypatch: pytest.MonkeyPatch) -> OwnCollection:
+    """Make this process's collection keyring's preferred one (unlocked) for this test."""
     collection = own_collection()
     if collection.is_locked():
         collection.unlock()  # a previous test locked it on purpose
@@ -162,19 +145,3 @@ def keyring_leaks_connections() -> Iterator[None]:
             yield
         finally:
             gc.collect()
-
-
-@pytest.fixture
-def secret_service(monkeypatch: pytest.MonkeyPatch) -> OwnCollection:
-    """The tests' own unlocked collection, made keyring's preferred one for this test (mark
-    the test ``needs_secret_service``)."""
-    if not SECRET_SERVICE:
-        pytest.fail("secret_service needs PQSELFENC_SECRET_SERVICE=1 (run bash scripts/test.sh)")
-    return _use_own_collection(monkeypatch)
-
-
-@pytest.fixture
-def isolated_keyring(monkeypatch: pytest.MonkeyPatch) -> OwnCollection | None:
-    """For modules whose tests may reach the keyring through ``--backend auto``: under
-    scripts/test.sh they use the tests' own collection, never the login one; else nothing."""
-    return _use_own_collection(monkeypatch) if SECRET_SERVICE else None

@@ -8,23 +8,20 @@ from concurrent.futures import Executor, Future
 from typing import Any
 
 from pqselfenc import ChunkInfo, ChunkStore, MemoryChunkStore
+from pqselfenc.core.stores import WrappingStore
 from pqselfenc.error import ChunkStoreError
 
 
-class CountingStore(ChunkStore):
+class CountingStore(WrappingStore):
     """Wraps a store; counts retrieves per name. ``lie`` claims verification it does not do."""
 
     def __init__(self, inner: ChunkStore | None = None, *, verifies: bool | None = None) -> None:
-        self.inner = inner if inner is not None else MemoryChunkStore()
-        self.verifies_on_retrieve = (
-            self.inner.verifies_on_retrieve if verifies is None else verifies
-        )
+        super().__init__(inner if inner is not None else MemoryChunkStore())
+        if verifies is not None:
+            self.verifies_on_retrieve = verifies
         self.fetched: list[bytes] = []
         self.tamper: dict[bytes, bytes] = {}  # name -> bytes to return instead
         self._lock = threading.Lock()
-
-    def store(self, chunk: bytes) -> ChunkInfo:
-        return self.inner.store(chunk)
 
     def retrieve(self, info: ChunkInfo) -> bytes:
         with self._lock:
@@ -34,11 +31,12 @@ class CountingStore(ChunkStore):
         return self.inner.retrieve(info)
 
 
-class FailingStore(ChunkStore):
-    """Stores ``ok`` chunks, then raises ``exc`` on every further store."""
+class FailingStore(WrappingStore):
+    """Stores ``ok`` chunks, then raises ``exc`` on every further store. It hooks ``store``, so
+    the engine writes through it (``put_named`` and ``batch`` fall back to the defaults)."""
 
     def __init__(self, ok: int, exc: BaseException | None = None) -> None:
-        self.inner = MemoryChunkStore()
+        super().__init__(MemoryChunkStore())
         self.ok, self.calls = ok, 0
         self.exc = exc if exc is not None else ChunkStoreError("disk full")
         self._lock = threading.Lock()
@@ -49,9 +47,6 @@ class FailingStore(ChunkStore):
             if self.calls > self.ok:
                 raise self.exc
         return self.inner.store(chunk)
-
-    def retrieve(self, info: ChunkInfo) -> bytes:
-        return self.inner.retrieve(info)
 
 
 class GatedStore(MemoryChunkStore):

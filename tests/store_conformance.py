@@ -8,7 +8,12 @@ provide two things:
   back (how a disk or a server corrupts or truncates an object).
 
 Set ``lists = False`` / ``deletes = False`` for a store that keeps the ``ChunkStore`` defaults
-for ``__iter__`` / ``delete``: the suite then checks that those defaults refuse clearly.
+for ``__iter__`` / ``delete``: the suite then checks that those defaults refuse clearly. Set
+``rehashes_named = True`` for a store whose engine writes must go through its own ``store``
+(a user's subclass that defines or hooks ``store``): the suite checks that ``put_named`` and
+``batch`` then hash every chunk again, and that every other store skips that hash.
+
+Wrapper stores run the same suite as the stores they wrap (``tests/test_stores.py``).
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
 from pqselfenc import ChunkInfo, ChunkStore, EncryptedChunk, EncryptionConfig, SelfEncryptor
+from pqselfenc.core import _primitives as P
 from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
+from pqselfenc.streaming import decrypt_file, encrypt_file
 
 SMALL = EncryptionConfig(chunk_size=64 * 1024)
 
@@ -34,6 +42,26 @@ def chunk_of(size: int, seed: int = 0) -> bytes:
 
 def names(store: ChunkStore) -> set[bytes]:
     return {info.name for info in store}
+
+
+def named(size: int, seed: int = 0) -> EncryptedChunk:
+    """A chunk as the engine hands it over: content and the name computed from it."""
+    content = chunk_of(size, seed)
+    return EncryptedChunk(ChunkInfo.for_chunk(content).name, content)
+
+
+class HashCount:
+    """Counts chunk-name computations (SHA-256 of a chunk) while it is installed."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.count, self._lock, real = 0, threading.Lock(), P.chunk_name
+
+        def chunk_name(chunk: bytes | memoryview) -> bytes:
+            with self._lock:
+                self.count += 1
+            return real(chunk)
+
+        monkeypatch.setattr(P, "chunk_name", chunk_name)
 
 
 def run_together(count: int, job: Callable[[int], object]) -> list[object]:
@@ -51,6 +79,7 @@ def run_together(count: int, job: Callable[[int], object]) -> list[object]:
 class StoreConformance:
     lists = True
     deletes = True
+    rehashes_named = False
 
     @pytest.fixture
     def store(self) -> ChunkStore:
@@ -212,3 +241,72 @@ class StoreConformance:
                 store.store_chunk(chunk)
         with pytest.raises(ChunkNotFound):
             SelfEncryptor.from_data_map(data_map, store, SMALL).decrypt()
+
+    # -- the engine's contract: put_named and batch ---------------------------------------------
+
+    def test_put_named_hashes_again_only_where_allowed(
+        self, store: ChunkStore, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Built-in stores and wrappers over them keep an engine-named chunk without hashing it
+        again (their reads verify); a store whose ``store`` is the user's goes through it."""
+        first, second = named(3000, seed=1), named(3000, seed=2)
+        hashes = HashCount(monkeypatch)
+        store.put_named(first)
+        with store.batch() as put:
+            put(second)
+        assert hashes.count == (2 if self.rehashes_named else 0)
+        monkeypatch.undo()
+        assert store.retrieve(first.info) == first.content
+        assert store.retrieve(second.info) == second.content
+
+    def test_named_puts_are_idempotent(self, store: ChunkStore) -> None:
+        chunk = named(5000, seed=8)
+        store.put_named(chunk)
+        store.put_named(EncryptedChunk(chunk.name, bytes(chunk.content)))
+        with store.batch() as put:
+            put(chunk)
+            put(chunk)
+        assert store.store(chunk.content) == chunk.info
+        assert store.retrieve(chunk.info) == chunk.content
+        if self.lists:
+            assert names(store) == {chunk.name}
+
+    def test_a_batch_from_many_threads_is_complete_when_it_exits(self, store: ChunkStore) -> None:
+        chunks = [named(2000 + i % 12, seed=i % 12) for i in range(48)]  # 12 names, 4 puts each
+        with store.batch() as put:
+            run_together(8, lambda t: [put(c) for c in chunks[t::8]])
+        for chunk in chunks:
+            assert store.has(chunk.info)
+            assert store.retrieve(chunk.info) == chunk.content
+        if self.lists:
+            assert names(store) == {c.name for c in chunks}
+
+    def test_a_failure_inside_a_batch_leaves_no_name_on_partial_content(
+        self, store: ChunkStore
+    ) -> None:
+        chunks = [named(70_000 + i, seed=100 + i) for i in range(12)]
+        with pytest.raises(RuntimeError, match="the engine failed"), store.batch() as put:
+            for chunk in chunks[:8]:
+                put(chunk)
+            raise RuntimeError("the engine failed")  # the batch sees it, and re-raises it
+        for chunk in chunks:  # a name is either absent or holds the whole chunk
+            if store.has(chunk.info):
+                assert chunk in chunks[:8]
+                assert store.retrieve(chunk.info) == chunk.content
+        if self.lists:
+            assert names(store) <= {c.name for c in chunks[:8]}
+        with store.batch() as put:  # the store is usable again, and a rerun completes
+            for chunk in chunks:
+                put(chunk)
+        assert all(store.retrieve(c.info) == c.content for c in chunks)
+
+    def test_encrypt_file_into_the_store_and_back(self, store: ChunkStore, tmp_path: Path) -> None:
+        """The file path writes through ``batch``: the map comes back only when its chunks are
+        stored, and decrypts from the store."""
+        data = os.urandom(500_000)
+        (tmp_path / "in").write_bytes(data)
+        data_map = encrypt_file(tmp_path / "in", store, SMALL)
+        assert data_map == SelfEncryptor(data, SMALL).encrypt()[0]
+        assert all(store.has(info) for info in data_map.chunks)
+        decrypt_file(data_map, store, tmp_path / "out", SMALL)
+        assert (tmp_path / "out").read_bytes() == data

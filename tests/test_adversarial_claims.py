@@ -125,7 +125,7 @@ def test_rotation_alone_gives_no_forward_secrecy(tmp_path: Path) -> None:
     ks.rotate("alice")
     shutil.copytree(tmp_path / "ks", tmp_path / "stolen")
     thief = KeyStore.open(tmp_path / "stolen", config=KeyConfig(), passphrase=PASSPHRASE)
-    assert thief.open(recorded) == data_map
+    assert thief.open_envelope(recorded) == data_map
 
 
 def test_rotate_rewrap_destroy_then_reencrypt(tmp_path: Path) -> None:
@@ -139,7 +139,7 @@ def test_rotate_rewrap_destroy_then_reencrypt(tmp_path: Path) -> None:
     ks.generate("alice")
     data_map, _ = SelfEncryptor(data, old_cfg, chunk_store=chunks).encrypt()
     recorded = ks.seal(data_map, ["alice"])
-    leaked_map = ks.open(recorded)  # the attacker got this DataMap (and the old secret)
+    leaked_map = ks.open_envelope(recorded)  # the attacker got this DataMap (and the old secret)
 
     ks.rotate("alice")
     current = ks.rewrap(recorded)
@@ -147,8 +147,8 @@ def test_rotate_rewrap_destroy_then_reencrypt(tmp_path: Path) -> None:
     shutil.copytree(tmp_path / "ks", tmp_path / "stolen")
     thief = KeyStore.open(tmp_path / "stolen", config=KeyConfig(), passphrase=PASSPHRASE)
     with pytest.raises(KeyDestroyedError):
-        thief.open(recorded)
-    assert ks.open(current) == data_map  # the owner still reads the rewrapped envelope
+        thief.open_envelope(recorded)
+    assert ks.open_envelope(current) == data_map  # the owner still reads the rewrapped envelope
     assert SelfEncryptor.from_data_map(leaked_map, chunks, old_cfg).decrypt() == data
 
     new_cfg = CFG.with_convergence_secret(os.urandom(32))

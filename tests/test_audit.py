@@ -6,14 +6,12 @@ import json
 from pathlib import Path
 
 import pytest
-from _keys_support import PASSPHRASE, FakeClock, StoreFactory, clock, open_store, small_map
+from _keys_support import PASSPHRASE, FakeClock, StoreFactory, small_map
 
 from pqselfenc.error import AuditError, DecryptionError
 from pqselfenc.kem import SigningKey, generate_identity
 from pqselfenc.keys import KeyStore
 from pqselfenc.keys.audit import canonical, chain_hash
-
-__all__ = ["clock", "open_store"]
 
 FIELDS = {"seq", "time", "actor", "action", "outcome", "name", "key_id", "version",
           "fingerprint", "envelope_id", "detail", "prev", "hash"}  # fmt: skip
@@ -25,14 +23,14 @@ def busy_store(open_store: StoreFactory, clock: FakeClock) -> KeyStore:
     ks.generate("alice")
     ks.recipients.add("bob", str(generate_identity().recipient()))
     sealed = ks.seal(small_map(), to=["alice", "bob"], sign_as="alice")
-    ks.open(sealed)
+    ks.open_envelope(sealed)
     clock.advance(days=40)
     ks.rotate_due()
     new = ks.rewrap(sealed)
     ks.destroy("alice", 1)
-    ks.open(new)
+    ks.open_envelope(new)
     with pytest.raises(DecryptionError):
-        ks.open(ks.seal(small_map(), to=["bob"]))
+        ks.open_envelope(ks.seal(small_map(), to=["bob"]))
     ks.export_identity("alice", "quartz-lantern-ripple-meadow-falcon-7")
     ks.recipients.remove("bob")
     ks.close()
@@ -59,14 +57,14 @@ def test_every_operation_is_recorded_without_key_material(
         assert event["time"].endswith("Z") and event["outcome"] in ("success", "failure")
     recorded = [e["generation"] for e in events if "generation" in e]
     assert recorded == list(range(1, len(recorded) + 1))  # every write, none skipped
-    assert recorded[-1] == ks._read().generation
+    assert recorded[-1] == ks._ledger.read().generation
     assert ("open", "failure") in [(e["action"], e["outcome"]) for e in events]
     gen = next(e for e in events if e["action"] == "generate")
     v1 = ks.identity("alice").version(1)
     assert (gen["name"], gen["version"], gen["key_id"], gen["fingerprint"]) == (
         "alice", 1, v1.key_id, v1.fingerprint,
     )  # fmt: skip
-    pair = ks._pair(ks.identity("alice"), ks.identity("alice").version(2))
+    pair = ks._secrets.pair(ks.identity("alice"), ks.identity("alice").version(2))
     log = ks.audit.path.read_text()
     for secret in (pair.kem.seed_bytes(), pair.signing.seed_bytes(), ks._secret.root):
         assert secret.hex()[:24] not in log
@@ -183,7 +181,7 @@ def test_audit_write_failure_fails_the_operation(open_store: StoreFactory, tmp_p
     with pytest.raises(AuditError):
         ks.generate("bob")
     with pytest.raises(AuditError):
-        ks.open(sealed)  # no data map without its audit event
+        ks.open_envelope(sealed)  # no data map without its audit event
     with pytest.raises(AuditError):
         ks.seal(small_map(), to=["alice"])
     with pytest.raises(AuditError):
@@ -192,7 +190,7 @@ def test_audit_write_failure_fails_the_operation(open_store: StoreFactory, tmp_p
     log.write_bytes(saved)
     assert "bob" not in ks.identities
     assert ks.identity("alice").version(1).usable  # destroy did not happen
-    assert ks.open(sealed).to_bytes() == small_map().to_bytes()
+    assert ks.open_envelope(sealed).to_bytes() == small_map().to_bytes()
     assert KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE).audit.verify().ok
 
 

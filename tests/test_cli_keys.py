@@ -15,7 +15,6 @@ import pytest
 from _cli_helpers import FakeTerminal, Result, run
 from _keys_support import (
     OwnCollection,
-    isolated_keyring,
     keyring_leaks_connections,
     needs_secret_service,
 )
@@ -25,7 +24,6 @@ from pqselfenc.keys import KeyStore
 PASSPHRASE = "gravel orbit candle mosaic tundra"
 EXPORT_PASSPHRASE = "lantern quarry velvet pigeon harbor"
 FAIL_KEYRING = "keyring.backends.fail.Keyring"
-__all__ = ["isolated_keyring"]
 BACKENDS = [pytest.param("keyring", marks=[pytest.mark.keyring, needs_secret_service]), "file"]
 
 
@@ -185,6 +183,31 @@ def test_wrong_passphrase(
     result = run(capsys, "keys", "list")
     assert "wrong passphrase" in result.error_line()
     assert "PQSELFENC_PASSPHRASE" in result.err
+
+
+def test_hints_follow_the_exception_type_not_the_message_text() -> None:
+    from pqselfenc.cli._errors import describe
+    from pqselfenc.error import KeyStoreError, WrongPassphrase
+
+    message, hint = describe(WrongPassphrase("the vault did not open"))
+    assert message == "the vault did not open"
+    assert hint is not None and "PQSELFENC_PASSPHRASE" in hint
+    _, other = describe(KeyStoreError("wrong passphrase, says only the text"))
+    assert other is not None and "PQSELFENC_PASSPHRASE" not in other
+
+
+def test_the_cli_offers_the_algorithms_the_library_defines(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from pqselfenc.cli import _keys
+    from pqselfenc.kem import SIGNATURE_ALGORITHMS, SUITE_NAMES
+    from pqselfenc.keys import KeyConfig
+
+    assert _keys.SUITES == SUITE_NAMES
+    assert _keys.SIGNATURES == SIGNATURE_ALGORITHMS
+    shown = ok(capsys, "keys", "generate", "--help").out
+    assert f"(default {KeyConfig().suite})" in shown
+    assert f"(default {KeyConfig().signature})" in shown
 
 
 def test_passphrase_from_file_or_nowhere(

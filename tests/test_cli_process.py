@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from _cli_helpers import clean_env, run_process
-from _keys_support import OwnCollection, isolated_keyring, needs_secret_service
+from _keys_support import OwnCollection, needs_secret_service
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "cli.md"
@@ -20,7 +20,6 @@ DOCS = [pytest.param(README, id="README"), pytest.param(DOC, id="cli.md")]
 BLOCK = re.compile(r"<!-- test: (?P<name>[a-z-]+) -->\n```sh\n(?P<body>.*?)```", re.DOTALL)
 FAIL_KEYRING = "keyring.backends.fail.Keyring"
 PASSPHRASE = "gravel orbit candle mosaic tundra"
-__all__ = ["isolated_keyring"]
 
 
 @pytest.fixture(autouse=True)

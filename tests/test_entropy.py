@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 
 import pytest
-from _keys_support import StoreFactory, clock, open_store
+from _keys_support import StoreFactory
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import WeakSecretError
@@ -20,8 +20,6 @@ from pqselfenc.keys._entropy import (
     draw_seeds,
     repetition_count_ok,
 )
-
-__all__ = ["clock", "open_store"]
 
 
 def distinct(n: int) -> bytes:

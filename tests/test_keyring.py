@@ -2,7 +2,7 @@
 
 The round-trip tests need the real gnome-keyring Secret Service that scripts/test.sh starts
 (it sets PQSELFENC_SECRET_SERVICE=1); run outside it they skip, saying so. They keep their items
-in a collection of their own (``secret_service`` in _keys_support.py), never in the daemon's
+in a collection of their own (``secret_service`` in conftest.py), never in the daemon's
 login collection, whose start-up state they would otherwise race.
 """
 
@@ -18,10 +18,8 @@ import pytest
 from _keys_support import (
     FakeClock,
     OwnCollection,
-    clock,
     keyring_leaks_connections,
     needs_secret_service,
-    secret_service,
     small_map,
 )
 
@@ -34,8 +32,6 @@ from pqselfenc.error import (
 )
 from pqselfenc.keys import KeyringBackend, KeyState, KeyStore
 from pqselfenc.keys.keyring_backend import native_keyring
-
-__all__ = ["clock", "secret_service"]
 
 
 @pytest.mark.parametrize(
@@ -106,18 +102,18 @@ def test_key_store_on_the_secret_service(
     data_map = small_map()
     sealed = ks.seal(data_map, to=["alice"], sign_as="alice")
     reopened = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
-    assert reopened.open(sealed, signer="alice").to_bytes() == data_map.to_bytes()
+    assert reopened.open_envelope(sealed, signer="alice").to_bytes() == data_map.to_bytes()
     assert reopened.convergence_secret() == ks.convergence_secret()
     clock.advance(days=365)
     reopened.rotate_due()
     new = reopened.rewrap(sealed)
     reopened.destroy("alice", 1)
-    meta = reopened._read()
+    meta = reopened._ledger.read()
     native = native_keyring()
     assert native.get_password(f"pqselfenc/{meta.store_id}", "alice/v1") is None  # gone
     assert native.get_password(f"pqselfenc/{meta.store_id}", "alice/v2") is not None
     assert reopened.identity("alice").version(1).state is KeyState.DESTROYED
-    assert reopened.open(new).to_bytes() == data_map.to_bytes()
+    assert reopened.open_envelope(new).to_bytes() == data_map.to_bytes()
     assert reopened.audit.verify().ok
 
 
@@ -129,15 +125,15 @@ def test_keyring_entry_tampering_is_caught(
     ks.generate("alice")
     ks.generate("bob")
     sealed = ks.seal(small_map(), to=["alice"])
-    service = f"pqselfenc/{ks._read().store_id}"
+    service = f"pqselfenc/{ks._ledger.read().store_id}"
     native = native_keyring()
     native.set_password(service, "alice/v1", native.get_password(service, "bob/v1"))
     fresh = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
     with pytest.raises(IntegrityError, match="does not match"):  # bob's seed under alice's name
-        fresh.open(sealed)
+        fresh.open_envelope(sealed)
     native.set_password(service, "alice/v1", "%%% not base64 %%%")
     with pytest.raises(InvalidDataError, match="malformed"):
-        KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock).open(sealed)
+        KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock).open_envelope(sealed)
     native.delete_password(service, "_store/v1")
     with pytest.raises(KeyNotFound):  # the store's own secret is gone: refuse, never recreate
         KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
@@ -202,7 +198,7 @@ def test_a_really_locked_keyring(
         with pytest.raises(KeyringUnavailable, match="locked"):
             ks.generate("bob")  # the new secret is refused before any metadata names it
         with pytest.raises(KeyringUnavailable, match="locked"):
-            fresh.open(sealed)  # alice's seed must come from the keyring now
+            fresh.open_envelope(sealed)  # alice's seed must come from the keyring now
         with pytest.raises(KeyringUnavailable, match="locked"):
             KeyStore.open(tmp_path / "new", backend="keyring", clock=clock)
         del opening
@@ -210,5 +206,5 @@ def test_a_really_locked_keyring(
     assert not (tmp_path / "new" / "keystore.json").exists()  # no half-made store
     secret_service.unlock()
     reopened = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
-    assert reopened.open(sealed).to_bytes() == small_map().to_bytes()
+    assert reopened.open_envelope(sealed).to_bytes() == small_map().to_bytes()
     assert "bob" not in reopened.identities and reopened.audit.verify().ok

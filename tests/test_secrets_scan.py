@@ -247,19 +247,19 @@ EXPORT_PASSPHRASE = "another long passphrase for export"
 
 def _store_secrets(scan: Scan, ks: Any) -> None:
     """Every secret a store holds, read through its own backend."""
-    scan.secret("store secret", ks._backend.get("_store", 1))
+    scan.secret("store secret", ks._secrets.backend.get("_store", 1))
     scan.secret("convergence secret", ks.convergence_secret())
-    scan.secret("keystore.json MAC key", ks._meta_key)
+    scan.secret("keystore.json MAC key", ks._secret.metadata_mac_key())
     for ident in ks.identities.values():
         for v in ident.versions:
             if v.usable:
-                blob = ks._backend.get(ident.name, v.version)
+                blob = ks._secrets.backend.get(ident.name, v.version)
                 scan.secret(f"{ident.name} v{v.version} secret", blob)
 
 
 def test_key_store_flows(scan: Scan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from pqselfenc.keys import KeyStore
-    from pqselfenc.keys import store as store_module
+    from pqselfenc.keys import _envelopes as envelopes_module
 
     scan.passphrase(PASSPHRASE)
     scan.passphrase(EXPORT_PASSPHRASE)
@@ -273,8 +273,8 @@ def test_key_store_flows(scan: Scan, tmp_path: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(os, "urandom", urandom)
     rng = Recording(scan)
-    real_seal = store_module.seal
-    monkeypatch.setattr(store_module, "seal", lambda *a, **k: real_seal(*a, rng=rng, **k))
+    real_seal = envelopes_module.seal
+    monkeypatch.setattr(envelopes_module, "seal", lambda *a, **k: real_seal(*a, rng=rng, **k))
 
     ks = KeyStore.open(tmp_path / "ks", passphrase=PASSPHRASE)
     v1 = ks.generate("alice")
@@ -282,7 +282,7 @@ def test_key_store_flows(scan: Scan, tmp_path: Path, monkeypatch: pytest.MonkeyP
     cfg = EncryptionConfig(chunk_size=256)
     data_map, _ = SelfEncryptor(os.urandom(2000), cfg, key_store=ks).encrypt()
     sealed = ks.seal(data_map, ["alice"], sign_as="alice")
-    assert ks.open(sealed, signer="alice") == data_map
+    assert ks.open_envelope(sealed, signer="alice") == data_map
     v2 = ks.rotate("alice")
     _store_secrets(scan, ks)  # v1 is still usable here: collect it before it is destroyed
     rewrapped = ks.rewrap(sealed)
@@ -295,13 +295,14 @@ def test_key_store_flows(scan: Scan, tmp_path: Path, monkeypatch: pytest.MonkeyP
     report = ks.audit.verify()
     assert report.ok, report
     scan.see(ks, v1, v2, ks.identity("alice"), ks.identities, report, ks.audit, ks.config)
-    scan.see(ks._backend, ks._secret, ks.signing_key("alice"), ks.due(), ks.recipients)
+    scan.see(ks._secrets.backend, ks._secret, ks.signing_key("alice"), ks.due(), ks.recipients)
+    scan.see(ks._secrets, ks._ledger)
     # failures: destroyed version, wrong passphrase, unknown names, tampered envelope
-    scan.failing(lambda: ks.open(sealed))
+    scan.failing(lambda: ks.open_envelope(sealed))
     scan.failing(lambda: KeyStore.open(tmp_path / "ks", passphrase=PASSPHRASE + "x"))
     scan.failing(lambda: ks.seal(data_map, ["nobody"]))
     scan.failing(lambda: ks.destroy("alice", 9))
-    scan.failing(lambda: ks.open(rewrapped[:-1]))
+    scan.failing(lambda: ks.open_envelope(rewrapped[:-1]))
     scan.failing(lambda: ks.import_identity(exported, "wrong passphrase", name="carol"))
     ks.close()
     for path in (tmp_path / "ks").rglob("*"):  # at rest: only public data, or ciphertext

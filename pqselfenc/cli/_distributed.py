@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pqselfenc.cli._output import CliError, check_writable, default_file_mode, read_input
 from pqselfenc.cli._session import Session
+from pqselfenc.core.config import EncryptionConfig
 
 __all__ = ["add_option", "decrypt", "encrypt"]
 
@@ -86,10 +87,13 @@ def _library_errors() -> Iterator[None]:
         raise CliError(str(exc)) from exc
 
 
-def encrypt(session: Session) -> int:
-    """``pqselfenc encrypt --scheduler ADDRESS SOURCE...``."""
+def encrypt(
+    session: Session, options: EncryptionConfig, lines: Callable[[list[dict[str, Any]]], list[str]]
+) -> int:
+    """``pqselfenc encrypt --scheduler ADDRESS SOURCE...``: ``options`` is the config the
+    command line asks for, ``lines`` formats the results as ``encrypt`` does."""
     from pqselfenc import distributed
-    from pqselfenc.cli import _encrypt, _maps
+    from pqselfenc.cli import _maps
     from pqselfenc.cli._keyring import check_recipients, secret_config
 
     args = session.args
@@ -104,7 +108,7 @@ def encrypt(session: Session) -> int:
         raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
     if args.to:
         check_recipients(session, args.to)
-    config = secret_config(session, _encrypt._config(session), args.private_dedup)
+    config = secret_config(session, options, args.private_dedup)
     store = _store(session, create=True)
     with _library_errors():
         data_maps = distributed.encrypt_many(_connect(session), sources, store, config)
@@ -114,14 +118,15 @@ def encrypt(session: Session) -> int:
         done.append({"input": source, "map": str(target), "sealed": sealed,
                      "recipients": list(args.to), "size": data_map.total_size,
                      "chunks": len(data_map.chunks), "levels": data_map.child + 1})  # fmt: skip
-    session.console.result({"encrypted": done, "store": store}, _encrypt._lines(done))
+    session.console.result({"encrypted": done, "store": store}, lines(done))
     return 0
 
 
-def decrypt(session: Session) -> int:
-    """``pqselfenc decrypt --scheduler ADDRESS MAP --out FILE|s3://BUCKET/KEY``."""
+def decrypt(session: Session, options: EncryptionConfig) -> int:
+    """``pqselfenc decrypt --scheduler ADDRESS MAP --out FILE|s3://BUCKET/KEY`` (``options``:
+    the config the command line asks for)."""
     from pqselfenc import distributed
-    from pqselfenc.cli import _encrypt, _maps
+    from pqselfenc.cli import _maps
     from pqselfenc.cli._keyring import secret_config
 
     args = session.args
@@ -134,7 +139,7 @@ def decrypt(session: Session) -> int:
     raw = read_input(args.map, "map")
     store = _store(session, create=False)
     data_map = _maps.decode_map(session, raw, str(args.map))
-    config = secret_config(session, _encrypt._config(session), bool(data_map.secret_id))
+    config = secret_config(session, options, bool(data_map.secret_id))
     with _library_errors():
         distributed.decrypt(
             _connect(session),

@@ -19,10 +19,10 @@ from pqselfenc.cli._output import (
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._stores import CountingStore
-from pqselfenc.core._files import encrypt_file
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import CompressionConfig, EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
+from pqselfenc.core.files import encrypt_file
 
 __all__ = ["add_parsers"]
 
@@ -196,7 +196,7 @@ def _check_inputs(files: list[Path]) -> None:
 def encrypt(session: Session) -> int:
     args = session.args
     if args.scheduler:
-        return _distributed.encrypt(session)
+        return _distributed.encrypt(session, _config(session), _lines)
     args.files = [Path(f) for f in args.files]
     _check_inputs(args.files)
     maps = _map_paths(args.files, args.out)
@@ -250,7 +250,7 @@ def _lines(done: list[dict[str, Any]]) -> list[str]:
 def decrypt(session: Session) -> int:
     args = session.args
     if args.scheduler:
-        return _distributed.decrypt(session)
+        return _distributed.decrypt(session, _config(session))
     to_stdout = args.out == "-"
     if to_stdout:
         refuse_binary_to_terminal(sys.stdout, "decrypted content")

@@ -9,6 +9,10 @@ __all__ = ["describe"]
 # Most specific first: the first class that matches gives the hint.
 _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     (
+        err.WrongPassphrase,
+        "check $PQSELFENC_PASSPHRASE or --passphrase-file (or the export passphrase)",
+    ),
+    (
         err.KeyringUnavailable,
         "unlock the OS keyring (log in to the desktop session, or unlock the login keyring) "
         "and retry; a new key store can use a passphrase-protected file: --backend file",
@@ -43,16 +47,11 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
 )
 
 
-_UNLOCK_HINT = "check $PQSELFENC_PASSPHRASE or --passphrase-file (or the export passphrase)"
-
-
 def describe(exc: BaseException) -> tuple[str, str | None]:
     """``(message, hint)`` for a library error or an ``OSError``."""
     if isinstance(exc, OSError):
         return _os_message(exc), None
     message = str(exc) or type(exc).__name__
-    if isinstance(exc, err.KeyStoreError) and "wrong passphrase" in message:
-        return message, _UNLOCK_HINT
     return message, next((h for cls, h in _HINTS if isinstance(exc, cls)), None)
 
 

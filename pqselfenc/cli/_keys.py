@@ -28,8 +28,11 @@ if TYPE_CHECKING:
 __all__ = ["add_parsers"]
 
 EXPORT_PASSPHRASE_ENV = "PQSELFENC_EXPORT_PASSPHRASE"  # noqa: S105 (a variable name)
-SUITES = ("x-wing", "ml-kem-1024", "ml-kem-768")
-SIGNATURES = ("ml-dsa-65", "ml-dsa-87")
+# The names the library defines (pqselfenc.kem.SUITE_NAMES and SIGNATURE_ALGORITHMS are these
+# same tables): read from the primitives module, which the CLI loads anyway, so that building the
+# parser does not import the KEM layer (start-up time).
+SUITES = tuple(P.SUITE_IDS)
+SIGNATURES = tuple(P.SIG_IDS)
 _KEY_TEXT = re.compile(
     rf"({re.escape(P.PUBLIC_KEY_TEXT_PREFIX)}|{re.escape(P.VERIFYING_KEY_TEXT_PREFIX)})"
 )
@@ -250,7 +253,7 @@ def export_key(session: Session) -> int:
 
 def import_key(session: Session) -> int:
     args = session.args
-    blob = read_input(args.file, "export file")
+    blob = read_input(args.file, "export file", limit=P.MAX_EXPORT_FILE_SIZE)
     passphrase = read_secret(session, "export_passphrase_file", EXPORT_PASSPHRASE_ENV,
                              "passphrase of the export")  # fmt: skip
     ident = key_store(session, create=True).import_identity(blob, passphrase, name=args.name)
@@ -281,7 +284,7 @@ def parse_key_text(text: str) -> tuple[str, str | None]:
 def _key_argument(value: str) -> str:
     if value.lstrip().startswith(P.PUBLIC_KEY_TEXT_PREFIX):
         return value
-    raw = read_input(Path(value), "key file")
+    raw = read_input(Path(value), "key file", limit=P.MAX_KEY_TEXT_FILE_SIZE)
     try:
         return raw.decode("ascii")
     except UnicodeDecodeError as exc:

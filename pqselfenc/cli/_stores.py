@@ -8,13 +8,14 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from pqselfenc import ChunkInfo, ChunkStore, EncryptedChunk
 from pqselfenc.cli._output import CliError, Progress
-from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk
-from pqselfenc.core.stores import DirectoryChunkStore
+from pqselfenc.core.stores import DirectoryChunkStore, WrappingStore
 
 __all__ = ["CountingStore", "default_store_path", "open_store"]
 
 S3_SCHEME = "s3://"
+Put = Callable[[EncryptedChunk], None]
 
 
 def default_store_path(home: Path) -> Path:
@@ -48,22 +49,19 @@ def _open_s3(url: str) -> ChunkStore:
         raise CliError(str(exc), hint="e.g. --store 's3://bucket/prefix?endpoint=URL'") from exc
 
 
-class CountingStore(ChunkStore):
+class CountingStore(WrappingStore):
     """Passes every call to ``inner`` and reports stored/fetched bytes to a progress bar.
 
     The count is clamped to ``total`` (ciphertext carries a few bytes more than the plaintext
-    the bar is measured in), so the bar never runs past 100 %.
+    the bar is measured in), so the bar never runs past 100 %. Writes keep the inner store's
+    ``put_named`` and ``batch`` (batched durability included); each is counted as it is put.
     """
 
     def __init__(self, inner: ChunkStore, progress: Progress, total: int) -> None:
-        self._inner = inner
+        super().__init__(inner)
         self._progress = progress
         self._left = total
         self._lock = threading.Lock()
-        self.verifies_on_retrieve = inner.verifies_on_retrieve
-
-    def __repr__(self) -> str:
-        return f"CountingStore({self._inner!r})"
 
     def _count(self, n: int) -> None:
         with self._lock:
@@ -72,38 +70,30 @@ class CountingStore(ChunkStore):
         if step:
             self._progress.update(step)
 
+    def _counted(self, put: Put) -> Put:
+        def counted(chunk: EncryptedChunk) -> None:
+            put(chunk)
+            self._count(len(chunk.content))
+
+        return counted
+
     def store(self, chunk: bytes) -> ChunkInfo:
-        info = self._inner.store(chunk)
+        info = self.inner.store(chunk)
         self._count(len(chunk))
         return info
 
-    def _put_named(self, chunk: EncryptedChunk) -> None:
-        self._inner._store_named(chunk)  # the engine named it: the inner store need not rehash
-        self._count(len(chunk.content))
+    def put_named(self, chunk: EncryptedChunk) -> None:
+        self._counted(self.inner.put_named)(chunk)
 
     @contextlib.contextmanager
-    def _batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
-        with self._inner._batch() as put:
-
-            def counted(chunk: EncryptedChunk) -> None:
-                put(chunk)
-                self._count(len(chunk.content))
-
-            yield counted
+    def batch(self) -> Iterator[Put]:
+        with self.inner.batch() as put:
+            yield self._counted(put)
 
     def retrieve(self, info: ChunkInfo) -> bytes:
-        content = self._inner.retrieve(info)
+        content = self.inner.retrieve(info)
         self._count(len(content))
         return content
-
-    def has(self, info: ChunkInfo) -> bool:
-        return self._inner.has(info)
-
-    def delete(self, info: ChunkInfo) -> None:
-        self._inner.delete(info)
-
-    def __iter__(self) -> Iterator[ChunkInfo]:
-        return iter(self._inner)
 
     def finish(self) -> None:
         """Fill the bar: the job is done even if the byte estimate was high."""

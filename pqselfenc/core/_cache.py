@@ -11,22 +11,24 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-from pqselfenc.core._memory import DEFAULT_MAX_CHUNK_CACHE, CacheConfig
-from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk, verify_chunk
+from pqselfenc.core._checks import check_int
+from pqselfenc.core._memory import DEFAULT_MAX_CHUNK_CACHE, MAX_BYTES, CacheConfig
+from pqselfenc.core._store import ChunkInfo, ChunkStore, WrappingStore, verify_chunk
 
 __all__ = ["CachingChunkStore"]
 
 Clock = Callable[[], float]
 
 
-class CachingChunkStore(ChunkStore):
+class CachingChunkStore(WrappingStore):
     """Serves ``retrieve`` from an LRU of at most ``cache.capacity`` chunks and ``max_bytes``
     bytes; an entry expires ``cache.ttl`` seconds (of ``clock``) after it was fetched.
-    Writes and deletes go to the inner store (a delete also drops the cached copy)."""
+    Everything else goes to the inner store (a delete also drops the cached copy); writes keep
+    the inner store's ``put_named`` and ``batch``, batched durability included."""
 
-    verifies_on_retrieve = True
+    verifies_on_retrieve = True  # only verified bytes enter the cache
 
     def __init__(
         self,
@@ -36,13 +38,9 @@ class CachingChunkStore(ChunkStore):
         max_bytes: int = DEFAULT_MAX_CHUNK_CACHE,
         clock: Clock = time.monotonic,
     ) -> None:
-        if not isinstance(inner, ChunkStore):
-            raise TypeError("inner must be a ChunkStore")
-        self.inner = inner
+        super().__init__(inner)
         self.cache = cache if cache is not None else CacheConfig()
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError("max_bytes must be a non-negative int")
-        self.max_bytes = max_bytes
+        self.max_bytes = check_int("max_bytes", max_bytes, 0, MAX_BYTES)
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[bytes, tuple[float, bytes]] = OrderedDict()
@@ -62,17 +60,6 @@ class CachingChunkStore(ChunkStore):
         with self._lock:
             return self._bytes
 
-    def store(self, chunk: bytes) -> ChunkInfo:
-        return self.inner.store(chunk)
-
-    def store_chunk(self, chunk: EncryptedChunk) -> None:
-        """Pass a named chunk to the wrapped store (which checks the name)."""
-        self.inner.store_chunk(chunk)
-
-    def _put_named(self, chunk: EncryptedChunk) -> None:
-        """Pass a chunk the engine named to the wrapped store's own way in."""
-        self.inner._store_named(chunk)
-
     def retrieve(self, info: ChunkInfo) -> bytes:
         hit = self._lookup(info.name)
         if hit is not None:
@@ -90,9 +77,6 @@ class CachingChunkStore(ChunkStore):
         with self._lock:
             self._drop(info.name)
         self.inner.delete(info)
-
-    def __iter__(self) -> Iterator[ChunkInfo]:
-        return iter(self.inner)
 
     def clear(self) -> None:
         """Drop every cached chunk (the inner store is untouched)."""

@@ -15,13 +15,14 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from pqselfenc.core.config import EncryptionConfig, _check_int
+from pqselfenc.core._checks import check_int
+from pqselfenc.core.config import EncryptionConfig
 
 __all__ = ["CacheConfig", "MemoryConfig"]
 
 DEFAULT_MAX_TOTAL_MEMORY = 256 << 20
 DEFAULT_MAX_CHUNK_CACHE = 64 << 20
-_MAX_BYTES = 1 << 62
+MAX_BYTES = 1 << 62  # any byte bound above this is a mistake
 
 # Besides the tasks in flight, an encrypting stream holds the chunk being filled, the one being
 # handed over (one more than the window while it is submitted) and chunks 0 and 1.
@@ -38,8 +39,8 @@ class MemoryConfig:
     max_chunk_cache: int = DEFAULT_MAX_CHUNK_CACHE
 
     def __post_init__(self) -> None:
-        _check_int("max_total_memory", self.max_total_memory, 1, _MAX_BYTES)
-        _check_int("max_chunk_cache", self.max_chunk_cache, 0, _MAX_BYTES)
+        check_int("max_total_memory", self.max_total_memory, 1, MAX_BYTES)
+        check_int("max_chunk_cache", self.max_chunk_cache, 0, MAX_BYTES)
 
     def encrypt_window(self, config: EncryptionConfig, wanted: int) -> int:
         """Tasks an encrypting stream may keep in flight: ``wanted`` or fewer, never zero.
@@ -81,7 +82,7 @@ class CacheConfig:
     ttl: float | None = 300.0
 
     def __post_init__(self) -> None:
-        _check_int("capacity", self.capacity, 1, 1 << 32)
+        check_int("capacity", self.capacity, 1, 1 << 32)
         if self.ttl is not None:
             if isinstance(self.ttl, bool) or not isinstance(self.ttl, int | float):
                 raise TypeError("ttl must be a number of seconds or None")

@@ -1,8 +1,10 @@
-"""The chunk store protocol and the two small values it trades in.
+"""The chunk store contract, the two small values it trades in, and the wrapper base.
 
 A store keeps encrypted chunks under their content address (SHA-256 of the stored bytes). It
 never sees a key, so anything that can hold bytes can be a store: a dict, a folder, a bucket.
-Retries, caching and limits are wrapper stores, not flags on this class.
+The engine writes through ``ChunkStore.batch`` and ``put_named`` and reads through
+``retrieve``; ``ChunkStore``'s docstring is the contract. Retries, caching and limits are
+wrapper stores (``WrappingStore``), not flags on this class.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
@@ -83,31 +85,41 @@ def verify_chunk(info: ChunkInfo, content: bytes) -> bytes:
 
 
 class ChunkStore(abc.ABC):
-    """Where encrypted chunks live, by content address.
+    """Where encrypted chunks live, by content address: the store contract.
 
-    Subclass it with ``store`` and ``retrieve``; ``has``, ``delete`` and ``__iter__`` have
-    defaults. ``store`` must be idempotent (storing the same bytes twice adds nothing: that is
-    deduplication) and must never leave a partial chunk visible under a name. ``retrieve``
-    raises ``ChunkNotFound`` for a missing chunk.
-
-    Workers call ``store`` and ``retrieve`` from several threads at once: a store must be
+    A store must implement ``store`` and ``retrieve``. ``store`` is idempotent (storing the same
+    bytes twice adds nothing: that is deduplication), never leaves a partial chunk visible under
+    a name, and returns ``ChunkInfo.for_chunk(chunk)``; ``retrieve`` raises ``ChunkNotFound``
+    for a missing chunk. ``has``, ``delete`` and ``__iter__`` have defaults (``delete`` and
+    listing refuse). Workers call every method from several threads at once: a store must be
     thread-safe (the built-in ones are).
 
-    A store that checks ``SHA-256(content) == name`` on every retrieve sets
-    ``verifies_on_retrieve = True`` so the decryptor does not hash twice; the built-in stores do.
+    A store may also set ``verifies_on_retrieve = True`` when ``retrieve`` checks
+    ``SHA-256(content) == name`` itself (the decryptor then does not hash twice), and override
+    the two members the engine writes through:
+
+    - ``put_named(chunk)``: store a chunk whose name the engine computed from these bytes. The
+      default hashes again through ``store`` and checks the name; a store whose reads verify
+      every name may skip that hash.
+    - ``batch()``: a context manager yielding a ``put`` with ``put_named``'s meaning, for the
+      many chunks of one run; a store may group their durability (one wave of fsyncs). When
+      the block exits without error every chunk given to ``put`` is durable; see ``batch``.
+
+    Both default to going through ``store``, and return to that default below a write hook:
+    a subclass that overrides ``store`` or ``store_chunk`` but not ``put_named`` gets the
+    default ``put_named`` back, and one that overrides any of those three but not ``batch``
+    gets the default ``batch``, so a user's ``store`` hook sees every write the engine makes.
+    Wrapper stores (a cache, a counter) subclass ``WrappingStore``, which forwards all of it.
     """
 
     verifies_on_retrieve: bool = False
 
-    # Whether the engine may write through ``_put_named``; derived per class, see there.
-    _puts_named: ClassVar[bool] = False
-
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        if "_put_named" in vars(cls):
-            cls._puts_named = True
-        elif "store" in vars(cls) or "store_chunk" in vars(cls):
-            cls._puts_named = False  # a subclass hooks writes: the engine must go through them
+        own = vars(cls)
+        for member, after in _DERIVED:
+            if member not in own and any(name in own for name in after):
+                setattr(cls, member, vars(ChunkStore)[member])  # the default, derived from store
 
     @abc.abstractmethod
     def store(self, chunk: bytes) -> ChunkInfo:
@@ -133,38 +145,103 @@ class ChunkStore(abc.ABC):
         """Every stored chunk's info, in no particular order."""
         raise ChunkStoreError(f"{type(self).__name__} does not support listing")
 
-    def _store_named(self, chunk: EncryptedChunk) -> None:
-        """The engine's way in: ``chunk.name`` was computed from these exact bytes by the
-        encryptor. Through ``_put_named`` where the class allows it, else ``store_chunk``."""
-        if self._puts_named:
-            self._put_named(chunk)
-        else:
-            self.store_chunk(chunk)
-
-    def _put_named(self, chunk: EncryptedChunk) -> None:
-        """Store a chunk the engine named, without hashing it again. Built-in stores define
-        this (their reads verify every name anyway); a class that defines it may take this
-        path, and a subclass that then overrides ``store`` or ``store_chunk`` turns it off, so
-        a user's hook sees every write. The default checks like ``store_chunk``."""
-        self.store_chunk(chunk)
-
-    @contextlib.contextmanager
-    def _batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
-        """The engine's way to store many chunks: yields a ``_store_named`` that any thread may
-        call; once the block exits without error every chunk is as durable as ``store`` makes
-        one, and only then may a DataMap point at them. A store that can group that work (one
-        wave of fsyncs instead of one per chunk) overrides this; the default stores each chunk
-        as it comes."""
-        yield self._store_named
-
     def store_chunk(self, chunk: EncryptedChunk) -> None:
-        """Store an already-named chunk; checks the store agrees on the name."""
+        """Store an already-named chunk through ``store``; checks the store agrees on the name."""
         info = self.store(chunk.content)
         if info.name != chunk.name:
             raise ChunkStoreError(
                 f"{type(self).__name__}.store returned another name than "
                 f"{short_name(chunk.name)} for the chunk"
             )
+
+    def put_named(self, chunk: EncryptedChunk) -> None:
+        """Store a chunk the engine named: ``chunk.name`` was computed from these exact bytes.
+
+        Same promises as ``store`` (idempotent, thread-safe, never a partial chunk under a
+        name). The default is ``store_chunk``, which hashes again through ``store``; a store
+        whose reads verify every name may override it to keep the bytes without hashing
+        (the built-in stores do). See the class docstring for when the default comes back.
+        """
+        self.store_chunk(chunk)
+
+    def batch(self) -> contextlib.AbstractContextManager[Callable[[EncryptedChunk], None]]:
+        """``with store.batch() as put:``: store the many chunks of one run.
+
+        ``put`` means ``put_named`` and any thread may call it, any number of times; several
+        batches may run at once. ``put`` may return before its chunk is durable, or readable,
+        and a failure may surface at a later ``put`` or when the block exits. When the block
+        exits without error, every chunk given to ``put`` (written now or found already
+        stored) is as durable as ``store`` makes one: only then may a DataMap naming them be
+        written, and the engine returns a map only after its batch exited. When the block
+        raises, the batch waits for its writes and promises nothing more, except that no
+        name points at partial content. The default puts each chunk through ``put_named``
+        at once; a store that can group durability (the directory store) overrides it.
+        """
+        return contextlib.nullcontext(self.put_named)
+
+
+# (member, the members whose override in a class brings back ChunkStore's default member)
+_DERIVED = (
+    ("put_named", ("store", "store_chunk")),
+    ("batch", ("store", "store_chunk", "put_named")),
+)
+
+
+class WrappingStore(ChunkStore):
+    """A store in front of ``inner`` that passes every member of the contract on to it.
+
+    Subclass it for a wrapper (a cache, a counter, a rate limit) and override only what the
+    wrapper changes: the rest, including the engine's ``put_named`` and ``batch`` (so the
+    inner store's fast path and its batched durability), reaches ``inner`` unchanged.
+    ``verifies_on_retrieve`` is the inner store's unless a subclass declares its own. A
+    subclass that overrides ``store`` or ``put_named`` falls back to the ``ChunkStore``
+    defaults for the members after it (class docstring there), so it sees every write but
+    loses ``inner``'s batching unless it overrides ``batch`` too.
+    """
+
+    def __init__(self, inner: ChunkStore) -> None:
+        if not isinstance(inner, ChunkStore):
+            raise TypeError("inner must be a ChunkStore")
+        self.inner = inner
+        if not _declares(type(self), "verifies_on_retrieve"):
+            self.verifies_on_retrieve = inner.verifies_on_retrieve
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.inner!r})"
+
+    def store(self, chunk: bytes) -> ChunkInfo:
+        """``inner.store``."""
+        return self.inner.store(chunk)
+
+    def retrieve(self, info: ChunkInfo) -> bytes:
+        """``inner.retrieve``."""
+        return self.inner.retrieve(info)
+
+    def has(self, info: ChunkInfo) -> bool:
+        """``inner.has``."""
+        return self.inner.has(info)
+
+    def delete(self, info: ChunkInfo) -> None:
+        """``inner.delete``."""
+        self.inner.delete(info)
+
+    def __iter__(self) -> Iterator[ChunkInfo]:
+        """``iter(inner)``."""
+        return iter(self.inner)
+
+    def put_named(self, chunk: EncryptedChunk) -> None:
+        """``inner.put_named``: the inner store decides whether to hash again."""
+        self.inner.put_named(chunk)
+
+    def batch(self) -> contextlib.AbstractContextManager[Callable[[EncryptedChunk], None]]:
+        """``inner.batch()``: the inner store's batching and durability."""
+        return self.inner.batch()
+
+
+def _declares(cls: type, name: str) -> bool:
+    """Whether a class between ``cls`` and ``WrappingStore`` (exclusive) sets ``name``."""
+    chain = cls.__mro__
+    return any(name in vars(k) for k in chain[: chain.index(WrappingStore)])
 
 
 class _ListStore(ChunkStore):

@@ -9,7 +9,7 @@ up to that much is buffered first; a smaller input goes through ``encrypt_bytes`
 
 ``StreamDecryption`` yields verified plaintext chunk by chunk, or any byte range, fetching only
 the chunks that range needs. Both are synchronous; ``pqselfenc.streaming`` runs them off the
-event loop and ``_files`` drives them from files.
+event loop and ``files`` drives them from files.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from pqselfenc.core import _engine as E
+from pqselfenc.core._checks import Data, as_view
 from pqselfenc.core._cipher import ChunkKeys
 from pqselfenc.core._memory import MemoryConfig
 from pqselfenc.core._pipeline import ChunkEncryption, Sink
@@ -71,9 +72,9 @@ class StreamEncryption:
         self._fixed = False  # the layout is known to be fixed-size pieces
         self.state = "open"
 
-    def write(self, data: bytes | bytearray | memoryview) -> None:
+    def write(self, data: Data) -> None:
         """Append ``data``; blocks while the task window is full."""
-        view = _view(data)
+        view = as_view(data)
         self.check_open()
         with self._failing():
             while view:
@@ -171,13 +172,6 @@ class StreamEncryption:
         except BaseException:
             self.abort()
             raise
-
-
-def _view(data: object) -> memoryview:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
-    view = memoryview(data)
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 class StreamDecryption:

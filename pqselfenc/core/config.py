@@ -10,19 +10,12 @@ import os
 from dataclasses import dataclass, field
 
 from pqselfenc.core import _primitives as P
+from pqselfenc.core._checks import check_int
 
 __all__ = ["ChunkConfig", "CompressionConfig", "EncryptionConfig", "ParallelConfig"]
 
 DEFAULT_CHUNK_SIZE = 1 << 20
 DEFAULT_MIN_CHUNKS = 3
-
-
-def _check_int(name: str, value: object, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, not {type(value).__name__}")
-    if not low <= value <= high:
-        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -38,8 +31,8 @@ class ChunkConfig:
     min_chunks: int = DEFAULT_MIN_CHUNKS
 
     def __post_init__(self) -> None:
-        _check_int("chunk_size", self.chunk_size, 1, P.MAX_CHUNK_SIZE)
-        _check_int("min_chunks", self.min_chunks, 1, P.MAX_MIN_CHUNKS)
+        check_int("chunk_size", self.chunk_size, 1, P.MAX_CHUNK_SIZE)
+        check_int("min_chunks", self.min_chunks, 1, P.MAX_MIN_CHUNKS)
 
 
 @dataclass(frozen=True)
@@ -58,7 +51,7 @@ class CompressionConfig:
         if self.algorithm not in P.COMPRESSION_IDS:
             known = ", ".join(sorted(P.COMPRESSION_IDS))
             raise ValueError(f"unknown compression algorithm {self.algorithm!r} (known: {known})")
-        _check_int("compression level", self.level, 1, 22)
+        check_int("compression level", self.level, 1, 22)
 
     @property
     def algorithm_id(self) -> int:
@@ -88,8 +81,8 @@ class ParallelConfig:
     chunk_size: int = DEFAULT_CHUNK_SIZE
 
     def __post_init__(self) -> None:
-        _check_int("max_threads", self.max_threads, 1, 256)
-        _check_int("parallel chunk_size", self.chunk_size, 1, P.MAX_CHUNK_SIZE)
+        check_int("max_threads", self.max_threads, 1, 256)
+        check_int("parallel chunk_size", self.chunk_size, 1, P.MAX_CHUNK_SIZE)
 
 
 @dataclass(frozen=True, repr=False)

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import Executor
-from typing import Protocol, runtime_checkable
+from contextlib import nullcontext
+from typing import Protocol, Self, runtime_checkable
 
 from pqselfenc.core import _engine as E
+from pqselfenc.core._checks import Data, as_view
 from pqselfenc.core._cipher import ChunkKeys
 from pqselfenc.core._store import ChunkStore, EncryptedChunk, as_store
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
 
 __all__ = ["ConvergenceSecretSource", "SelfEncryptor", "resolve_config"]
-
-Data = bytes | bytearray | memoryview
 
 
 @runtime_checkable
@@ -44,13 +44,6 @@ def resolve_config(
     return config.with_convergence_secret(secret)
 
 
-def _as_view(data: object) -> memoryview:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise TypeError(f"data must be bytes, bytearray or memoryview, not {type(data).__name__}")
-    view = memoryview(data)
-    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
-
-
 class SelfEncryptor:
     """Self-encrypts one input held in memory.
 
@@ -71,7 +64,7 @@ class SelfEncryptor:
         *,
         executor: Executor | None = None,
     ) -> None:
-        self._data = _as_view(data)
+        self._data = as_view(data)
         self._config = resolve_config(config, key_store)
         if chunk_store is not None and not isinstance(chunk_store, ChunkStore):
             raise TypeError("chunk_store must be a ChunkStore")
@@ -91,8 +84,9 @@ class SelfEncryptor:
     def encrypt(self) -> tuple[DataMap, list[EncryptedChunk]]:
         """Encrypt; returns the DataMap and the chunks (empty if they went into a store)."""
         chunks: list[EncryptedChunk] = []
-        sink = self._store._store_named if self._store is not None else chunks.append
-        with E.executor_for(self._config, self._executor) as executor:
+        # The batch exits (every chunk durable) before the map is returned.
+        writing = self._store.batch() if self._store is not None else nullcontext(chunks.append)
+        with writing as sink, E.executor_for(self._config, self._executor) as executor:
             data_map = E.encrypt_bytes(self._data, self._config, sink, executor)
         chunks.sort(key=lambda c: c.name)  # encryption order depends on workers; this does not
         self._map = data_map
@@ -108,7 +102,7 @@ class SelfEncryptor:
         key_store: ConvergenceSecretSource | None = None,
         *,
         executor: Executor | None = None,
-    ) -> SelfEncryptor:
+    ) -> Self:
         """An encryptor that can ``decrypt`` ``data_map`` from ``chunks`` (a list or a store)."""
         if not isinstance(data_map, DataMap):
             raise TypeError("data_map must be a DataMap")

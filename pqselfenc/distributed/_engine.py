@@ -12,8 +12,8 @@ in this file (every other module of the package imports these names from here):
 - ``keys_for_config``, ``keys_for_map``, ``make_map``, ``shrink``, ``expand``, ``iter_plain``
   (core/_engine.py): key contexts, the DataMap of entries (hierarchical when large), the way
   down a hierarchical map, verified plaintext of a run of chunks.
-- ``chunk_writer`` (below): the one way a chunk reaches a store, through ``ChunkStore._batch``
-  (which yields the store's ``_store_named``): every chunk is durable once the block exits.
+- ``chunk_writer`` (below): the one way a chunk reaches a store, through ``ChunkStore.batch``
+  (which yields the store's ``put_named``): every chunk is durable once the block exits.
 """
 
 from __future__ import annotations
@@ -58,5 +58,5 @@ Put = Callable[[EncryptedChunk], None]
 def chunk_writer(store: ChunkStore) -> Iterator[Put]:
     """A ``put(chunk)`` any thread may call; once the block exits without error every chunk
     put is as durable as the store makes one (a directory store fsyncs them as one wave)."""
-    with store._batch() as put:
+    with store.batch() as put:
         yield put

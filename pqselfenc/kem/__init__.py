@@ -10,9 +10,10 @@ and, if asked, checks who sealed it::
     sealed = seal(data_map, [alice.recipient(), bob_public_key])
     data_map = open_sealed(sealed, [alice])
 
-Suites: HPKE (RFC 9180) with KEM X-Wing (ML-KEM-768 + X25519, the default), ML-KEM-1024 or
-ML-KEM-768, KDF SHAKE256, AEAD AES-256-GCM, all from `cryptography`. docs/format.md describes
-the bytes; threat-model/kem.md what they protect against.
+Suites (``SUITE_NAMES``, the default first): HPKE (RFC 9180) with KEM X-Wing (ML-KEM-768 +
+X25519, the default), ML-KEM-1024 or ML-KEM-768, KDF SHAKE256, AEAD AES-256-GCM, all from
+`cryptography`. Signatures (``SIGNATURE_ALGORITHMS``): ML-DSA-65 or ML-DSA-87.
+docs/format.md describes the bytes; threat-model/kem.md what they protect against.
 """
 
 from pqselfenc.kem._backend import (

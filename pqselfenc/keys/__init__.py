@@ -8,7 +8,7 @@ CRYPTO.md section 4::
     ks.generate("alice")
     ks.recipients.add("bob", bob_public_key_text)
     sealed = ks.seal(data_map, to=["alice", "bob"], sign_as="alice")
-    data_map = ks.open(sealed)
+    data_map = ks.open_envelope(sealed)
     ks.rotate_due(); ks.rewrap(sealed); ks.destroy("alice", version=1)
     SelfEncryptor(data, key_store=ks)
 

@@ -20,7 +20,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pqselfenc.core import _primitives as P
-from pqselfenc.error import InvalidDataError, KeyStoreError
+from pqselfenc.error import InvalidDataError, KeyStoreError, WrongPassphrase
 
 __all__ = ["passphrase_decrypt", "passphrase_encrypt"]
 
@@ -53,7 +53,7 @@ def passphrase_encrypt(magic: bytes, label: bytes, plaintext: bytes, passphrase:
 
 
 def passphrase_decrypt(magic: bytes, label: bytes, blob: bytes, passphrase: str) -> bytes:
-    """The plaintext; ``InvalidDataError`` if malformed, ``KeyStoreError`` on a wrong passphrase."""
+    """The plaintext; ``InvalidDataError`` if malformed, ``WrongPassphrase`` if it does not open."""
     if not isinstance(blob, bytes) or len(blob) < _HEADER_SIZE + P.TAG_SIZE:
         raise InvalidDataError("passphrase-protected blob is truncated")
     got, version, t, m, p = _HEAD.unpack_from(blob)
@@ -68,4 +68,4 @@ def passphrase_decrypt(magic: bytes, label: bytes, blob: bytes, passphrase: str)
     try:
         return AESGCM(kek).decrypt(nonce, blob[_HEADER_SIZE:], label + blob[:_HEADER_SIZE])
     except InvalidTag as exc:
-        raise KeyStoreError("wrong passphrase, or the protected file was altered") from exc
+        raise WrongPassphrase("wrong passphrase, or the protected file was altered") from exc

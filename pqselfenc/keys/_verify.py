@@ -5,26 +5,43 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import Any
 
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
-from pqselfenc.error import InvalidDataError, SignatureError
-from pqselfenc.keys._json import loads
-
-if TYPE_CHECKING:
-    from pqselfenc.keys.audit import AuditLog, Verifier
-
-from pqselfenc.keys.audit import (
-    _CHECKPOINT_KEYS,
-    _EVENT_KEYS,
+from pqselfenc.error import AuditError, InvalidDataError, SignatureError
+from pqselfenc.keys._audit_format import (
+    CHECKPOINT_KEYS,
+    EVENT_KEYS,
     GENERATION,
-    AuditReport,
-    _checkpoint_message,
+    Verifier,
     chain_hash,
+    checkpoint_message,
     valid_generation,
 )
+from pqselfenc.keys._json import loads
 
-__all__ = ["verify_log"]
+__all__ = ["AuditReport", "verify_log"]
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """What ``verify`` found: ``ok``, or the first problem (``kind``, ``seq``, ``line``)."""
+
+    ok: bool
+    events: int
+    last_seq: int
+    checkpoint_seq: int
+    kind: str | None = None
+    seq: int | None = None
+    line: int | None = None
+    detail: str | None = None
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"audit log ok: {self.events} lines, checkpoint at seq {self.checkpoint_seq}"
+        return f"audit log broken ({self.kind}) at line {self.line}, seq {self.seq}: {self.detail}"
 
 
 class _Broken(Exception):
@@ -63,8 +80,8 @@ def _parse(raw: bytes) -> dict[str, Any]:
         raise _Broken("malformed", str(exc)) from exc
     if not isinstance(obj, dict):
         raise _Broken("malformed", "the line is not a JSON object")
-    keys = _CHECKPOINT_KEYS if obj.get("action") == "checkpoint" else _EVENT_KEYS
-    if GENERATION in obj and keys is _EVENT_KEYS:
+    keys = CHECKPOINT_KEYS if obj.get("action") == "checkpoint" else EVENT_KEYS
+    if GENERATION in obj and keys is EVENT_KEYS:
         if not valid_generation(obj[GENERATION]):
             raise _Broken("malformed", "the line's generation is not an integer of at least 1")
         keys = keys | {GENERATION}
@@ -80,7 +97,7 @@ def check_signature(obj: dict[str, Any], verifier: Verifier) -> None:
         raise _Broken("bad-signature", "checkpoint signed by another key than the store's")
     try:
         sig = base64.b64decode(obj["signature"], validate=True)
-        message = _checkpoint_message(obj, obj["prev"])
+        message = checkpoint_message(obj, obj["prev"])
         verifier.verify(sig, message, P.AUDIT_SIGNATURE_CONTEXT)
     except (binascii.Error, ValueError, TypeError, SignatureError) as exc:
         raise _Broken("bad-signature", "checkpoint signature does not verify") from exc
@@ -106,10 +123,19 @@ def _bad(walk: _Walk, kind: str, seq: int, line: int, detail: str) -> AuditRepor
     return AuditReport(False, walk.seq, walk.seq, cp, kind, seq, line, detail)
 
 
-def _check_checkpoint_file(log: AuditLog, walk: _Walk) -> AuditReport | None:
+def _read(path: Path, limit: int) -> bytes | None:
+    """A log file's bytes (None if absent): a regular file, never through a link, bounded."""
     try:
-        raw = log.checkpoint_path.read_bytes()
+        return _durable.read_file(path, limit=limit)
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(f"cannot read {_durable.describe(exc)}") from exc
+
+
+def _check_checkpoint_file(checkpoint_path: Path, walk: _Walk) -> AuditReport | None:
+    raw = _read(checkpoint_path, P.MAX_AUDIT_LINE_SIZE + 1)
+    if raw is None:
         if walk.checkpoints:
             return _bad(walk, "truncated", walk.seq, walk.seq, "audit.checkpoint is missing")
         return None
@@ -133,14 +159,12 @@ def _check_checkpoint_file(log: AuditLog, walk: _Walk) -> AuditReport | None:
     return None
 
 
-def verify_log(log: AuditLog, verifier: Verifier) -> AuditReport:
-    """The first problem in ``log`` (``AuditReport.ok`` False), or an ok report."""
-    try:
-        data = log.path.read_bytes()
-    except FileNotFoundError:
-        data = b""
+def verify_log(path: Path, checkpoint_path: Path, verifier: Verifier) -> AuditReport:
+    """The first problem in the log at ``path`` (``AuditReport.ok`` False), or an ok report;
+    ``checkpoint_path`` holds its last signed checkpoint."""
+    data = _read(path, P.MAX_AUDIT_LOG_SIZE) or b""
     walk = _Walk(verifier)
-    problem = _walk_lines(data, walk) or _check_checkpoint_file(log, walk)
+    problem = _walk_lines(data, walk) or _check_checkpoint_file(checkpoint_path, walk)
     if problem is not None:
         return problem
     return AuditReport(True, walk.seq, walk.seq, max(walk.checkpoints, default=0))

@@ -9,7 +9,8 @@ truncated log is caught. Events carry ids and fingerprints, never key material.
 Fail closed: if an event cannot be appended, ``AuditError`` is raised and the operation fails.
 A crash in the middle of an append leaves a torn last line; ``verify`` reports it precisely,
 and ``recover_torn_tail`` (run by the store when it opens) moves those bytes to
-``audit.jsonl.torn`` and records an ``audit-recover`` event.
+``audit.jsonl.torn`` and records an ``audit-recover`` event. Every file here is read, appended to
+or truncated only as a regular file, never through a link (``core/_durable.py``).
 """
 
 from __future__ import annotations
@@ -18,58 +19,35 @@ import base64
 import hashlib
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
-from pqselfenc.keys._fsutil import atomic_write, fsync_dir
+from pqselfenc.keys._audit_format import (
+    GENERATION,
+    Verifier,
+    chain_hash,
+    checkpoint_message,
+    valid_generation,
+)
 from pqselfenc.keys._json import canonical, loads
 from pqselfenc.keys._metadata import fmt_time
+from pqselfenc.keys._verify import AuditReport, verify_log
 
 __all__ = ["AuditLog", "AuditReport"]
 
-_FIELDS = ("actor", "action", "outcome", "name", "key_id", "version", "fingerprint")
-_EVENT_KEYS = frozenset({"seq", "time", *_FIELDS, "envelope_id", "detail", "prev", "hash"})
-_CHECKPOINT_KEYS = _EVENT_KEYS | {"signer", "signature"}
-# Optional in an event (never in a checkpoint): the keystore.json generation an operation that
-# writes the metadata is committing. Older logs lack it; they then give no bound at open.
-GENERATION = "generation"
 _TAIL_READ = 64 * 1024
-_MAX_LINE = 1 << 20
+_MAX_LINE = P.MAX_AUDIT_LINE_SIZE
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
 
 
 class Signer(Protocol):
+    """What signs a checkpoint: an ML-DSA signing key (``kem.SigningKey``)."""
+
     def sign(self, message: bytes, context: bytes) -> bytes: ...
-
-
-class Verifier(Protocol):
-    @property
-    def key_id(self) -> bytes: ...
-
-    def verify(self, signature: bytes, message: bytes, context: bytes) -> None: ...
-
-
-@dataclass(frozen=True)
-class AuditReport:
-    """What ``verify`` found: ``ok``, or the first problem (``kind``, ``seq``, ``line``)."""
-
-    ok: bool
-    events: int
-    last_seq: int
-    checkpoint_seq: int
-    kind: str | None = None
-    seq: int | None = None
-    line: int | None = None
-    detail: str | None = None
-
-    def __str__(self) -> str:
-        if self.ok:
-            return f"audit log ok: {self.events} lines, checkpoint at seq {self.checkpoint_seq}"
-        return f"audit log broken ({self.kind}) at line {self.line}, seq {self.seq}: {self.detail}"
 
 
 def parse_line(raw: bytes, message: str) -> dict[str, Any]:
@@ -81,19 +59,6 @@ def parse_line(raw: bytes, message: str) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise AuditError(message)
     return obj
-
-
-def valid_generation(value: object) -> bool:
-    """An audit line's ``generation``: an int (not a bool) of at least 1."""
-    return type(value) is int and value >= 1
-
-
-def chain_hash(prev: bytes, body: dict[str, Any]) -> bytes:
-    return hashlib.sha3_256(P.AUDIT_CHAIN_LABEL + prev + canonical(body)).digest()
-
-
-def _checkpoint_message(body: dict[str, Any], prev_hex: str) -> bytes:
-    return canonical({"seq": body["seq"], "time": body["time"], "prev": prev_hex})
 
 
 class AuditLog:
@@ -138,14 +103,14 @@ class AuditLog:
         seq, prev = self._head()
         body = self._body(seq + 1, "checkpoint", "success", {})
         body["signer"] = self._verifier.key_id.hex()
-        message = _checkpoint_message(body, prev.hex())
+        message = checkpoint_message(body, prev.hex())
         sig = self._signer.sign(message, P.AUDIT_SIGNATURE_CONTEXT)
         body["signature"] = base64.b64encode(sig).decode("ascii")
         line = self._append(body, prev)
         try:
-            atomic_write(self.checkpoint_path, line)
-        except Error as exc:
-            raise AuditError(f"cannot save the audit checkpoint: {exc}") from exc
+            _durable.replace_file(self.checkpoint_path, line)
+        except OSError as exc:
+            raise AuditError(f"cannot save the audit checkpoint: {_durable.describe(exc)}") from exc
         return seq + 1
 
     def checkpoint_if_needed(self) -> int | None:
@@ -177,15 +142,9 @@ class AuditLog:
         line = dict(body, prev=prev.hex(), hash=chain_hash(prev, body).hex())
         data = canonical(line) + b"\n"
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(28, "short write to the audit log")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _durable.append_file(self.path, data)
         except OSError as exc:
-            raise AuditError(f"cannot append to the audit log: {exc.strerror}") from exc
+            raise AuditError(f"cannot append to the audit log: {_durable.describe(exc)}") from exc
         return data
 
     def _head(self) -> tuple[int, bytes]:
@@ -213,17 +172,26 @@ class AuditLog:
             raise AuditError(_MALFORMED_LAST)
         return obj
 
-    def _last_line(self) -> bytes | None:
+    def _open(self) -> BinaryIO | None:
+        """audit.jsonl for reading, None if absent; only a regular file, never through a link."""
         try:
-            with self.path.open("rb") as fh:
-                end = fh.seek(0, os.SEEK_END)
-                if end == 0:
-                    return None
-                start = max(0, end - _TAIL_READ)
-                fh.seek(start)
-                tail = fh.read()
+            return _durable.open_file(self.path)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise AuditError(f"cannot read the audit log: {_durable.describe(exc)}") from exc
+
+    def _last_line(self) -> bytes | None:
+        fh = self._open()
+        if fh is None:
+            return None
+        with fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end == 0:
+                return None
+            start = max(0, end - _TAIL_READ)
+            fh.seek(start)
+            tail = fh.read()
         if not tail.endswith(b"\n"):
             raise AuditError("the audit log ends in a torn line; reopen the store to recover")
         lines = tail[:-1].rsplit(b"\n", 1)
@@ -232,26 +200,40 @@ class AuditLog:
         return lines[-1]
 
     def recover_torn_tail(self) -> int:
-        """Move a torn last line (crash mid-append) to audit.jsonl.torn; bytes moved (0 if none)."""
+        """Move a torn last line (crash mid-append) to audit.jsonl.torn; bytes moved (0 if none).
+
+        Neither file is touched through a link or as anything but a regular file, and a tail
+        longer than one audit line is not moved (``AuditError``: look at it yourself).
+        """
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+            cut = self._cut_torn_tail()
+        except OSError as exc:
+            raise AuditError(f"cannot move the torn audit tail: {_durable.describe(exc)}") from exc
+        if cut is None:
             return 0
-        if not data or data.endswith(b"\n"):
-            return 0
-        keep = data.rfind(b"\n") + 1
-        torn = data[keep:]
-        with (self.path.parent / "audit.jsonl.torn").open("ab") as fh:
-            fh.write(torn + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.truncate(self.path, keep)
-        fsync_dir(self.path.parent)
+        keep, torn = cut
         digest = hashlib.sha3_256(torn).hexdigest()[:16]
         self.record(
             "audit-recover", detail=f"{len(torn)} torn bytes at offset {keep}, sha3 {digest}"
         )
         return len(torn)
+
+    def _cut_torn_tail(self) -> tuple[int, bytes] | None:
+        """Append a torn tail to audit.jsonl.torn, then truncate it off: (offset, bytes)."""
+        try:
+            fh = _durable.open_file(self.path, writable=True)
+        except FileNotFoundError:
+            return None
+        with fh:
+            keep, end = _torn_start(fh)
+            if keep == end:
+                return None
+            fh.seek(keep)
+            torn = fh.read(end - keep)
+            _durable.append_file(self.path.with_name("audit.jsonl.torn"), torn + b"\n")
+            fh.truncate(keep)
+            os.fsync(fh.fileno())
+        return keep, torn
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -262,9 +244,8 @@ class AuditLog:
         along the log (every metadata write appends its event under the store lock). A line
         that does not parse, or a ``generation`` that is not an int >= 1, is ``AuditError``.
         """
-        try:
-            fh = self.path.open("rb")
-        except FileNotFoundError:
+        fh = self._open()
+        if fh is None:
             return None
         with fh:
             for raw in _reversed_lines(fh):
@@ -285,9 +266,8 @@ class AuditLog:
         ``AuditError`` for a line that is not a strict JSON object (or longer than 1 MiB):
         reading stops there, and ``verify`` says exactly what is wrong.
         """
-        try:
-            fh = self.path.open("rb")
-        except FileNotFoundError:
+        fh = self._open()
+        if fh is None:
             return
         with fh:
             for number, raw in enumerate(iter(lambda: fh.readline(_MAX_LINE + 1), b""), 1):
@@ -297,9 +277,22 @@ class AuditLog:
 
     def verify(self, trusted_key: Verifier | None = None) -> AuditReport:
         """Check every link, every checkpoint signature, and truncation against the last one."""
-        from pqselfenc.keys._verify import verify_log
+        return verify_log(self.path, self.checkpoint_path, trusted_key or self._verifier)
 
-        return verify_log(self, trusted_key or self._verifier)
+
+def _torn_start(fh: BinaryIO) -> tuple[int, int]:
+    """(offset just after the last newline, end of file): equal when nothing is torn."""
+    end = pos = fh.seek(0, os.SEEK_END)
+    while pos > 0 and end - pos <= _MAX_LINE:
+        start = max(0, pos - _TAIL_READ)
+        fh.seek(start)
+        cut = fh.read(pos - start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1, end
+        pos = start
+    if pos > 0:
+        raise AuditError("the torn end of audit.jsonl is longer than one line: inspect it")
+    return 0, end
 
 
 def _reversed_lines(fh: BinaryIO) -> Iterator[bytes]:

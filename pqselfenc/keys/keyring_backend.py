@@ -37,7 +37,7 @@ def _is_secure(backend: object) -> bool:
 
 def _locked_classes() -> tuple[type[Exception], ...]:
     """keyring's "locked", and secretstorage's (raised when a collection locks mid-call)."""
-    from keyring.errors import KeyringLocked
+    from keyring.errors import KeyringLocked  # lazy: keyring loads only when a keyring is used
 
     try:
         from secretstorage.exceptions import LockedException
@@ -50,7 +50,7 @@ def _translate(exc: Exception, what: str) -> KeyStoreError:
     """Our error for what the keyring library raised: ``KeyringUnavailable`` when the keyring
     is locked (the user dismissed, or nobody can answer, the unlock prompt) or its collection
     cannot be opened; else ``KeyStoreError``. Only class names go into messages."""
-    from keyring.errors import InitError
+    from keyring.errors import InitError  # lazy, as above
 
     if isinstance(exc, _locked_classes()):
         return KeyringUnavailable(LOCKED)

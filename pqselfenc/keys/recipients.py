@@ -4,30 +4,30 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from pqselfenc.error import KeyNotFound, KeyStoreError
 from pqselfenc.kem import PublicKey, VerifyingKey
+from pqselfenc.keys._ledger import Ledger
 from pqselfenc.keys._metadata import RecipientEntry
-from pqselfenc.keys.config import check_name
-
-if TYPE_CHECKING:
-    from pqselfenc.keys.store import KeyStore
+from pqselfenc.keys.config import KeyConfig, check_name
 
 __all__ = ["RecipientDirectory"]
 
 
 class RecipientDirectory:
-    """``store.recipients``: add, replace, remove and look up named recipients (audited)."""
+    """``store.recipients``: add, replace, remove and look up named recipients (audited).
 
-    def __init__(self, store: KeyStore) -> None:
-        self._store = store
+    Made by ``KeyStore`` on its ledger (the metadata and audit log) and its policy (``config``).
+    """
+
+    def __init__(self, ledger: Ledger, config: KeyConfig) -> None:
+        self._ledger, self._config = ledger, config
 
     def __repr__(self) -> str:
         return f"RecipientDirectory({sorted(self._entries())})"
 
     def _entries(self) -> dict[str, RecipientEntry]:
-        return dict(self._store._read().recipients)
+        return dict(self._ledger.read().recipients)
 
     def __iter__(self) -> Iterator[RecipientEntry]:
         return iter(sorted(self._entries().values(), key=lambda r: r.name))
@@ -55,14 +55,13 @@ class RecipientDirectory:
         """
         check_name(name, "recipient name")
         key = public_key if isinstance(public_key, PublicKey) else PublicKey.parse(public_key)
-        self._store.config.check_suite(key.suite)
+        self._config.check_suite(key.suite)
         vk = None if verifying_key is None else str(VerifyingKey.parse(verifying_key))
-        store = self._store
-        with store._locked() as meta:
+        with self._ledger.locked() as meta:
             if name in meta.identities:
                 raise KeyStoreError(f"{name!r} is a local identity, not a recipient")
             entry = RecipientEntry(name, key.suite, str(key), key.key_id.hex(),
-                                   key.fingerprint, store._clock(), vk)  # fmt: skip
+                                   key.fingerprint, self._ledger.clock(), vk)  # fmt: skip
             old = meta.recipients.get(name)
             if old is not None and not replace_existing:
                 raise KeyStoreError(
@@ -70,19 +69,17 @@ class RecipientDirectory:
                 )
             if old is not None and old.key_id != entry.key_id:
                 entry = replace(entry, previous_key_ids=(*old.previous_key_ids, old.key_id))
-            store._write(meta.with_recipients({**meta.recipients, name: entry}),
-                         lambda g: store._record_fields("recipient-add", name, entry.key_id,
-                                                        entry.fingerprint, g))  # fmt: skip
+            self._ledger.commit(meta.with_recipients({**meta.recipients, name: entry}),
+                                "recipient-add", name, key_id=entry.key_id,
+                                fingerprint=entry.fingerprint)  # fmt: skip
         return entry
 
     def remove(self, name: str) -> None:
         """Forget ``name`` (envelopes already sealed to it are unaffected)."""
-        store = self._store
-        with store._locked() as meta:
+        with self._ledger.locked() as meta:
             entry = meta.recipients.get(name)
             if entry is None:
                 raise KeyNotFound(f"no recipient named {name!r}")
             rest = {n: r for n, r in meta.recipients.items() if n != name}
-            store._write(meta.with_recipients(rest),
-                         lambda g: store._record_fields("recipient-remove", name, entry.key_id,
-                                                        entry.fingerprint, g))  # fmt: skip
+            self._ledger.commit(meta.with_recipients(rest), "recipient-remove", name,
+                                key_id=entry.key_id, fingerprint=entry.fingerprint)  # fmt: skip

@@ -55,7 +55,7 @@ def seed_store() -> SeedStore:
     ks.generate("bob")
     sealed = ks.seal(core_samples()[1][0], ["alice", "bob"], sign_as="alice")
     ks.rotate("alice")
-    ks.open(sealed)
+    ks.open_envelope(sealed)
     ks.destroy("alice", 1)
     ks.close()
     d = ks.directory
@@ -68,7 +68,7 @@ def seed_store() -> SeedStore:
         (d / "keystore.json").read_bytes(),
         ks._secret.audit_key.verifying_key(),
         ks._secret.audit_key,
-        ks._meta_key,
+        ks._secret.metadata_mac_key(),
     )
 
 

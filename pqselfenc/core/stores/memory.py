@@ -39,9 +39,8 @@ class MemoryChunkStore(ChunkStore):
             self._chunks.setdefault(info.name, bytes(chunk))
         return info
 
-    def _put_named(self, chunk: EncryptedChunk) -> None:
-        """Store a chunk the engine named from these exact bytes, without hashing it again
-        (every read verifies the name anyway)."""
+    def put_named(self, chunk: EncryptedChunk) -> None:
+        """Keep a chunk the engine named without hashing it again: every read verifies it."""
         with self._lock:
             self._chunks.setdefault(chunk.name, chunk.content)
 

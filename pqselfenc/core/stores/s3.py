@@ -346,7 +346,7 @@ class S3ChunkStore(ChunkStore):
         self._keep(info, chunk if isinstance(chunk, bytes) else bytes(chunk))
         return info
 
-    def _put_named(self, chunk: EncryptedChunk) -> None:
+    def put_named(self, chunk: EncryptedChunk) -> None:
         """Store a chunk the engine named, without hashing it here: the upload carries
         ``ChecksumSHA256`` = the name, so the server refuses bytes that do not match it."""
         self._keep(chunk.info, chunk.content)
