@@ -12,23 +12,14 @@ import argparse
 import contextlib
 import os
 import sys
-import traceback
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 from pqselfenc import __version__
-from pqselfenc.cli import _audit, _encrypt, _keys, _store
-from pqselfenc.cli._errors import describe
-from pqselfenc.cli._output import (
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    PROG,
-    CliError,
-    Console,
-)
-from pqselfenc.cli._session import Session
-from pqselfenc.error import Error
+
+if TYPE_CHECKING:  # the command modules load the engine: only a command that runs needs them
+    from pqselfenc.cli._output import Console
+    from pqselfenc.cli._session import Session
 
 __all__ = ["main"]
 
@@ -77,7 +68,23 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The module that adds each command's parsers. A run builds only its own command's (argparse's
+# gettext lookups make building all of them cost more than parsing a small decrypt); a first
+# word that is not listed here builds them all, so help and usage errors name every command.
+_OWNERS = {
+    "encrypt": "_encrypt", "decrypt": "_encrypt",
+    "keys": "_keys", "recipients": "_keys", "rewrap": "_keys",
+    "store": "_store", "audit": "_audit",
+}  # fmt: skip
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, if ``command`` is a command name, of only that one."""
+    from pqselfenc.cli import _audit, _encrypt, _keys, _store
+    from pqselfenc.cli._output import PROG
+
+    modules = {"_encrypt": _encrypt, "_keys": _keys, "_store": _store, "_audit": _audit}
+    owner = _OWNERS.get(command or "")
     parser = _Parser(
         prog=PROG,
         description="Post-quantum hardened self-encryption: encrypt files into a chunk store, "
@@ -89,18 +96,23 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
     common = _common()
-    _encrypt.add_parsers(sub, common)
-    _keys.add_parsers(sub, common)
-    _store.add_parsers(sub, common)
-    _audit.add_parsers(sub, common)
+    for name, module in modules.items():
+        if owner in (None, name):
+            module.add_parsers(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    console = Console()
-    parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["--version"]:  # as argparse would answer, before the engine loads
+        print(f"pqselfenc {__version__}")
+        return 0
+    from pqselfenc.cli._output import EXIT_USAGE, PROG, Console
+    from pqselfenc.cli._session import Session
+
+    console = Console()
+    parser = build_parser(words[0] if words else None)
     try:
         args = parser.parse_args(words)
     except _UsageError as exc:
@@ -116,6 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _command_of(parser: argparse.ArgumentParser, words: list[str]) -> str:
     """``pqselfenc store gc`` from the leading command words of ``words`` (for help hints)."""
+    from pqselfenc.cli._output import PROG
+
     command = [PROG]
     for word in words:
         sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
@@ -140,6 +154,10 @@ def _call(func: Callable[[Session], int], session: Session) -> int:
 
 
 def _run(func: Callable[[Session], int], session: Session, console: Console) -> int:
+    from pqselfenc.cli._errors import describe
+    from pqselfenc.cli._output import EXIT_INTERNAL, EXIT_INTERRUPTED, CliError
+    from pqselfenc.error import Error
+
     try:
         return _call(func, session)
     except CliError as exc:
@@ -154,6 +172,8 @@ def _run(func: Callable[[Session], int], session: Session, console: Console) -> 
         return EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         console.error(
             f"internal error ({type(exc).__name__}); this is a bug in pqselfenc",

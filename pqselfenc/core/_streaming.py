@@ -6,7 +6,6 @@ so CPU work never runs on the event loop. Public as ``pqselfenc.streaming`` (usa
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -51,6 +50,8 @@ class StreamEncryptor:
         memory: MemoryConfig | None = None,
         executor: Executor | None = None,
     ) -> None:
+        import asyncio  # in the async paths only: synchronous decryption never loads it
+
         if chunk_store is not None and not isinstance(chunk_store, ChunkStore):
             raise TypeError("chunk_store must be a ChunkStore")
         self._kept: list[EncryptedChunk] = []
@@ -109,6 +110,8 @@ class StreamEncryptor:
             await self.abort()
 
     async def _step(self, func: Callable[..., T], *args: object) -> T:
+        import asyncio
+
         future = self._feeder.submit(func, *args)
         try:
             return await asyncio.wrap_future(future)
@@ -179,6 +182,8 @@ class StreamDecryptor:
         return self._pieces()
 
     async def _pieces(self) -> AsyncIterator[bytes]:
+        import asyncio
+
         feeder, pieces = _feeder(), self._core.pieces()
         try:
             while True:
