@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -132,7 +131,7 @@ def wheel_venv(work: Path) -> Path:
                     str(ROOT)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     wheel = next(wheels.glob("pqselfenc-*.whl"))
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "-q", "install", "--no-deps",
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "-q", "install", "--no-deps", "--ignore-installed",
                     str(wheel)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     return venv / "bin" / "python"
 
@@ -159,13 +158,14 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="pqselfenc-bench-") as tmp:
         work = Path(tmp)
+        os.chdir(work)  # not the checkout: python -c would import it from the current folder
         env = python_env(work)
         prepare(work, sys.executable, env)
         script = entry_script(Path(sys.executable).parent)
         rows = measure(commands(work, sys.executable, script), env, args.rounds)
         if args.wheel:
             rows += wheel_rows(work, args.rounds)
-        shutil.rmtree(work / "store")
+        os.chdir(ROOT)
     header = (
         f"start-up over a bare interpreter, median of {args.rounds} alternating rounds "
         f"(+ms: wall clock, cpu +ms: child CPU time), bytecode cache on"

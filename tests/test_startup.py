@@ -89,6 +89,8 @@ def test_decrypt_of_a_small_unsealed_map_loads_only_what_decrypt_needs(
     modules = imported(*argv, env=env, cwd=path.parent)
     assert out.read_bytes() == (path.parent / "small").read_bytes()
     assert loaded(modules, HEAVY) == []
+    other_commands = ("pqselfenc.cli._keys", "pqselfenc.cli._store", "pqselfenc.cli._audit")
+    assert loaded(modules, other_commands) == []
     assert "pqselfenc.core.stores.directory" in modules  # the check sees what it did load
 
 

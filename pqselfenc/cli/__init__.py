@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -80,10 +81,8 @@ _OWNERS = {
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """The parser of every command, or, if ``command`` is a command name, of only that one."""
-    from pqselfenc.cli import _audit, _encrypt, _keys, _store
     from pqselfenc.cli._output import PROG
 
-    modules = {"_encrypt": _encrypt, "_keys": _keys, "_store": _store, "_audit": _audit}
     owner = _OWNERS.get(command or "")
     parser = _Parser(
         prog=PROG,
@@ -96,9 +95,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
     common = _common()
-    for name, module in modules.items():
-        if owner in (None, name):
-            module.add_parsers(sub, common)
+    for name in dict.fromkeys(_OWNERS.values()) if owner is None else [owner]:
+        importlib.import_module(f"pqselfenc.cli.{name}").add_parsers(sub, common)
     return parser
 
 
