@@ -131,8 +131,9 @@ def wheel_venv(work: Path) -> Path:
                     str(ROOT)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True)
     wheel = next(wheels.glob("pqselfenc-*.whl"))
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "-q", "install", "--no-deps", "--ignore-installed",
-                    str(wheel)], check=True, stdout=subprocess.DEVNULL)  # fmt: skip
+    install = ["install", "--no-deps", "--ignore-installed", str(wheel)]  # over the editable one
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "-q", *install], check=True,
+                   stdout=subprocess.DEVNULL)  # fmt: skip
     return venv / "bin" / "python"
 
 
