@@ -13,7 +13,9 @@ to an X25519 recipient from ``age-keygen``. Each round then runs, in turn:
 - ``age -d -i KEY -o FILE``.
 
 Each output is checked (size) and deleted after its run. Ratios are per round, other / ours
-(> 1: pqselfenc is faster), and the table shows medians. Python has a bytecode cache (one
+(> 1: pqselfenc is faster), and the table shows medians; the notes add each process's own CPU
+time (rusage, every thread) and the same ratio in CPU time, which a loaded machine disturbs
+less than wall clock. Python has a bytecode cache (one
 untimed warm-up fills it). Target: pqselfenc decrypt at least as fast as both (>= 1).
 
     python benchmarks/bench_decrypt.py [--size MIB] [--runs N] [--dir DIR] [--json]
@@ -32,6 +34,7 @@ from pathlib import Path
 from _common import MiB, Row, mbps, median, python_env, report, row, run_process
 
 CLI = ["-m", "pqselfenc.cli"]
+Timed = tuple[float, float]  # (wall clock, CPU of the process) seconds
 
 
 class Peers:
@@ -49,11 +52,11 @@ class Peers:
         self.key, self.aged = work / "age-key.txt", work / "input.age"
         self._setup()
 
-    def _run(self, *cmd: str, out: Path | None = None) -> float:
+    def _run(self, *cmd: str, out: Path | None = None) -> Timed:
         if out is None:
-            return run_process(list(cmd), self.env)[0]
+            return run_process(list(cmd), self.env)
         with open(out, "wb") as sink:
-            return run_process(list(cmd), self.env, stdout=sink)[0]
+            return run_process(list(cmd), self.env, stdout=sink)
 
     def _setup(self) -> None:
         self.pqselfenc("encrypt", str(self.input), "--out", str(self.map))
@@ -64,39 +67,39 @@ class Peers:
                       if line.startswith("# public key: "))  # fmt: skip
         self._run("age", "-r", public, "-o", str(self.aged), str(self.input))
 
-    def pqselfenc(self, *args: str, out: Path | None = None) -> float:
+    def pqselfenc(self, *args: str, out: Path | None = None) -> Timed:
         home = ["--store", str(self.store), "--home", str(self.work / "home"), "-q"]
         return self._run(sys.executable, *CLI, *args, *home, out=out)
 
-    def decrypt_file(self, tag: str) -> float:
+    def decrypt_file(self, tag: str) -> Timed:
         out = self.work / f"out-{tag}"
         return self._done(out, self.pqselfenc("decrypt", str(self.map), "--out", str(out)))
 
-    def decrypt_stdout(self, tag: str) -> float:
+    def decrypt_stdout(self, tag: str) -> Timed:
         out = self.work / f"out-{tag}"
         return self._done(out, self.pqselfenc("decrypt", str(self.map), out=out))
 
-    def restic(self, tag: str) -> float:
+    def restic(self, tag: str) -> Timed:
         target = self.work / f"restore-{tag}"
         cmd = ["restic", "-r", str(self.repo), "restore", "latest", "--target", str(target), "-q"]
-        seconds = self._run(*cmd)
-        self._done(target / self.input.relative_to("/"), seconds)
+        timed = self._run(*cmd)
+        self._done(target / self.input.relative_to("/"), timed)
         shutil.rmtree(target)
-        return seconds
+        return timed
 
-    def restic_key(self) -> float:
+    def restic_key(self) -> Timed:
         return self._run("restic", "-r", str(self.repo), "cat", "config", "-q")
 
-    def age(self, tag: str) -> float:
+    def age(self, tag: str) -> Timed:
         out = self.work / f"out-{tag}"
         return self._done(out, self._run("age", "-d", "-i", str(self.key), "-o", str(out),
                                          str(self.aged)))  # fmt: skip
 
-    def _done(self, out: Path, seconds: float) -> float:
+    def _done(self, out: Path, timed: Timed) -> Timed:
         if out.stat().st_size != self.size:
             raise SystemExit(f"{out}: {out.stat().st_size} bytes, expected {self.size}")
         out.unlink()
-        return seconds
+        return timed
 
 
 def version(cmd: list[str]) -> str:
@@ -109,16 +112,20 @@ def table_rows(runs: dict[str, list[float]], size: int) -> list[Row]:
     b = "decrypt vs"
 
     def timed(name: str, key: str, note: str = "") -> Row:
+        note = f"CPU {m[key + '_cpu'] * 1e3:.0f} ms" + (f"; {note}" if note else "")
         return row(b, name, **{"MB/s": mbps(size, m[key])}, ms=m[key] * 1e3, note=note)
 
     fixed = row(b, "restic cat config", ms=m["restic_key"] * 1e3,
-                note="restic's fixed cost per command: start + scrypt key derivation")  # fmt: skip
+                note=f"CPU {m['restic_key_cpu'] * 1e3:.0f} ms; restic's fixed cost per command: "
+                "start + scrypt key derivation")  # fmt: skip
 
     def ratio(name: str, theirs: str, ours: str) -> Row:
         rs = [t / o for t, o in zip(runs[theirs], runs[ours], strict=True)]
+        theirs_cpu, ours_cpu = runs[theirs + "_cpu"], runs[ours + "_cpu"]
+        cpu = median([t / o for t, o in zip(theirs_cpu, ours_cpu, strict=True)])
         per_round = ", ".join(f"{r:.2f}" for r in rs)
         return row(b, name, ratio=median(rs), target=">= 1", ok=median(rs) >= 1,
-                   note=f"> 1: pqselfenc faster; rounds {per_round}")  # fmt: skip
+                   note=f"> 1: pqselfenc faster; rounds {per_round}; CPU {cpu:.2f}")  # fmt: skip
 
     return [
         timed("pqselfenc decrypt --out FILE", "ours", "atomic: temp file, fsync, rename"),
@@ -154,8 +161,9 @@ def main() -> None:
                 "ours_stdout": peers.decrypt_stdout(str(i)), "age": peers.age(str(i)),
                 "restic_key": peers.restic_key(),
             }  # fmt: skip
-            for key, value in sample.items():
-                runs.setdefault(key, []).append(value)
+            for key, (wall, cpu) in sample.items():
+                runs.setdefault(key, []).append(wall)
+                runs.setdefault(key + "_cpu", []).append(cpu)
     header = f"{args.size} MiB random file, median of {args.runs} alternating runs, wall clock"
     report("bench_decrypt", table_rows(runs, args.size * MiB), header)
 
