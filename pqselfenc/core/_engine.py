@@ -92,6 +92,7 @@ def encrypt_view(
 ) -> list[ChunkInfo]:
     """Encrypt the chunks of an in-memory input; returns the entries (empty when inline)."""
     layout = Layout.of(len(data), chunking)
+    check_count(layout.count, chunking.chunk_size)
     job = ChunkEncryption(keys_for_config(config), sink, executor, window_of(config))
     try:
         for i in range(layout.count):
@@ -101,6 +102,17 @@ def encrypt_view(
     except BaseException:
         job.abort()
         raise
+
+
+def check_count(count: int, chunk_size: int) -> None:
+    """``EncryptionError`` before any chunk is written when an input needs more chunks than a
+    DataMap can name (``MAX_PARSE_ENTRIES``): make_map would refuse it only at the end."""
+    if count > P.MAX_PARSE_ENTRIES:
+        need = -(-count * chunk_size // P.MAX_PARSE_ENTRIES)
+        raise EncryptionError(
+            f"the input needs {count} chunks of {chunk_size} bytes; a DataMap names at most "
+            f"{P.MAX_PARSE_ENTRIES}: use a chunk size of at least {need} bytes"
+        )
 
 
 def encrypt_bytes(
@@ -148,11 +160,24 @@ def iter_levels(
     yield data_map
     while data_map.child > 0:
         keys = keys_for_map(data_map, config)
-        blob = b"".join(iter_plain(data_map, store, keys, executor, window))
-        child = DataMap.from_bytes(blob)
-        _check_child(data_map, child)
-        data_map = child
+        data_map = _child_of(data_map, store, keys, executor, window)
         yield data_map
+
+
+def _child_of(
+    parent: DataMap, store: ChunkStore, keys: ChunkKeys, executor: Executor | None, window: int
+) -> DataMap:
+    """The map a parent level decrypts to. The parser bounded the level's size already; its
+    first chunk is decrypted alone and its head checked before the others are fetched, so a
+    level whose content is not the map it claims costs one chunk, not the whole level."""
+    blob = bytearray(b"".join(iter_plain(parent, store, keys, executor, window, 0, 1)))
+    if len(blob) >= P.MAP_HEAD_SIZE + len(parent.secret_id):
+        parent.check_child_head(blob)
+    for piece in iter_plain(parent, store, keys, executor, window, 1):
+        blob += piece
+    child = DataMap.from_bytes(blob)
+    _check_child(parent, child)
+    return child
 
 
 def _check_child(parent: DataMap, child: DataMap) -> None:
@@ -184,6 +209,31 @@ def iter_plain(
     yield from ordered_map(executor, window, tasks)
 
 
+def iter_range(
+    leaf: DataMap,
+    store: ChunkStore,
+    keys: ChunkKeys,
+    offset: int,
+    length: int,
+    executor: Executor | None = None,
+    window: int = 4,
+) -> Iterator[bytes]:
+    """Verified bytes ``offset .. offset + length`` (clipped to the end), one piece per chunk,
+    fetching only the chunks needed; at most ``window`` chunks are in flight."""
+    start, end = _clip(leaf, offset, length)
+    if start >= end:
+        return
+    if not leaf.chunks:
+        yield leaf.inline[start:end]
+        return
+    piece, last = _size(leaf.chunks[0]), len(leaf.chunks) - 1
+    tasks = (
+        decrypt_task(leaf.chunks, i, store, keys, _part(leaf, i, piece, start, end))
+        for i in range(min(start // piece, last), min((end - 1) // piece, last) + 1)
+    )
+    yield from ordered_map(executor, window, tasks)
+
+
 def read_range(
     leaf: DataMap,
     store: ChunkStore,
@@ -193,21 +243,27 @@ def read_range(
     executor: Executor | None = None,
 ) -> bytes:
     """Bytes ``offset`` .. ``offset + length`` of the content, fetching only the chunks needed."""
+    return b"".join(iter_range(leaf, store, keys, offset, length, executor))
+
+
+def _clip(leaf: DataMap, offset: int, length: int) -> tuple[int, int]:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError("offset must be a non-negative int")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError("length must be a non-negative int")
-    end = min(offset + length, leaf.total_size)
-    if offset >= end:
-        return b""
-    if not leaf.chunks:
-        return leaf.inline[offset:end]
-    piece = leaf.chunks[0].src_size or 1
-    first = min(offset // piece, len(leaf.chunks) - 1)
-    last = min((end - 1) // piece, len(leaf.chunks) - 1)
-    blob = b"".join(iter_plain(leaf, store, keys, executor, 4, first, last + 1))
-    base = first * piece
-    return blob[offset - base : end - base]
+    return offset, min(offset + length, leaf.total_size)
+
+
+def _size(info: ChunkInfo) -> int:
+    assert info.src_size is not None
+    return info.src_size
+
+
+def _part(leaf: DataMap, index: int, piece: int, start: int, end: int) -> tuple[int, int] | None:
+    """The part of chunk ``index`` inside ``[start, end)``, in chunk offsets (None: all of it)."""
+    base, size = index * piece, _size(leaf.chunks[index])
+    lo, hi = max(start - base, 0), min(end - base, size)
+    return None if (lo, hi) == (0, size) else (lo, hi)
 
 
 def check_total(leaf: DataMap, produced: int) -> None:

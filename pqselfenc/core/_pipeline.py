@@ -16,15 +16,15 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, InvalidStateError
 from functools import partial
 from typing import TypeVar
 
 from pqselfenc.core import _primitives as P
-from pqselfenc.core._cipher import ChunkKeys, decrypt_chunk, encrypt_chunk
+from pqselfenc.core._cipher import ChunkKeys, chunk_label, decrypt_chunk, encrypt_chunk
 from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk
-from pqselfenc.error import EncryptionError, Error
+from pqselfenc.error import EncryptionError, Error, IntegrityError
 
 T = TypeVar("T")
 
@@ -188,7 +188,7 @@ def _publish(plain: bytes | memoryview, published: Future[bytes]) -> bytes:
     return h
 
 
-def ring(entries: tuple[ChunkInfo, ...], index: int) -> tuple[bytes, bytes, bytes]:
+def ring(entries: Sequence[ChunkInfo], index: int) -> tuple[bytes, bytes, bytes]:
     """``(h_i, h_{i-1}, h_{i-2})`` on the ring of a map's entries."""
     n = len(entries)
     hashes = [entries[index].src_hash, entries[(index - 1) % n].src_hash,
@@ -198,22 +198,37 @@ def ring(entries: tuple[ChunkInfo, ...], index: int) -> tuple[bytes, bytes, byte
 
 
 def decrypt_task(
-    entries: tuple[ChunkInfo, ...], index: int, store: ChunkStore, keys: ChunkKeys
+    entries: Sequence[ChunkInfo],
+    index: int,
+    store: ChunkStore,
+    keys: ChunkKeys,
+    part: tuple[int, int] | None = None,
 ) -> Callable[[], bytes]:
-    """A task that fetches, verifies and decrypts chunk ``index``."""
+    """A task that fetches, verifies and decrypts chunk ``index`` (only ``part`` of its
+    plaintext is kept, when given)."""
     info = entries[index]
 
     def run() -> bytes:
-        stored = store.retrieve(info)
         assert info.src_size is not None
         return decrypt_chunk(
-            stored,
+            _retrieve(store, info, index),
             info.name,
             ring(entries, index),
             info.src_size,
             keys,
             index=index,
             name_checked=store.verifies_on_retrieve,
+            part=part,
         )
 
     return run
+
+
+def _retrieve(store: ChunkStore, info: ChunkInfo, index: int) -> bytes:
+    """``store.retrieve``; a store's own integrity failure (it checks names on retrieve) is
+    re-raised naming the chunk's index too, as every decryption error does."""
+    try:
+        return store.retrieve(info)
+    except IntegrityError as exc:
+        label = chunk_label(index, info.name)
+        raise IntegrityError(f"{label} failed the store's check: {exc}") from exc

@@ -19,6 +19,7 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from pqselfenc.core import _engine as E
+from pqselfenc.core import _primitives as P
 from pqselfenc.core._checks import Data, as_view
 from pqselfenc.core._cipher import ChunkKeys
 from pqselfenc.core._memory import MemoryConfig
@@ -66,6 +67,7 @@ class StreamEncryption:
             E.keys_for_config(config), sink, self._pool.executor, self.window
         )
         self._size = config.chunk_size
+        self._limit = P.MAX_PARSE_ENTRIES * self._size  # the most bytes a DataMap can hold
         self._pending: list[bytearray] = []  # full pieces held until the layout is known
         self._fill, self._pos = bytearray(self._size), 0
         self.total = 0
@@ -147,6 +149,8 @@ class StreamEncryption:
     def _advance(self, n: int) -> None:
         self._pos += n
         self.total += n
+        if self.total > self._limit:  # one byte more needs a chunk no DataMap can name
+            E.check_count(P.MAX_PARSE_ENTRIES + 1, self._size)
         if self._pos < self._size:
             return
         piece, self._fill, self._pos = self._fill, bytearray(self._size), 0
@@ -220,3 +224,11 @@ class StreamDecryption:
         """Verified bytes ``[offset, offset + length)``, clipped to the content's end."""
         leaf, keys = self.leaf()
         return E.read_range(leaf, self.store, keys, offset, length, self.executor)
+
+    def iter_range(self, offset: int, length: int) -> Generator[bytes, None, None]:
+        """Verified bytes ``[offset, offset + length)`` (clipped to the end) as pieces of at
+        most one chunk, within the same memory bound as ``pieces``."""
+        leaf, keys = self.leaf()
+        with E.executor_for(self.config, self.executor) as executor:
+            window = self.window(leaf)
+            yield from E.iter_range(leaf, self.store, keys, offset, length, executor, window)

@@ -120,7 +120,8 @@ class StreamEncryptor:
 
 
 class StreamDecryptor:
-    """Verified plaintext of a DataMap: ``async for`` pieces, or ``read_range``.
+    """Verified plaintext of a DataMap: ``async for`` pieces, ``read_range`` (bytes) or
+    ``iter_range`` (pieces, for ranges too large to hold).
 
     ``cache`` (a ``CacheConfig``) wraps the store in a ``CachingChunkStore`` bounded by
     ``memory.max_chunk_cache`` bytes, with ``clock`` for its TTL. Nothing unverified is ever
@@ -170,6 +171,11 @@ class StreamDecryptor:
         """Verified bytes ``[offset, offset + length)``, clipped to the end; fetches only the
         chunks holding them (after the map levels, on first use)."""
         return self._core.read_range(offset, length)
+
+    def iter_range(self, offset: int, length: int) -> Iterator[bytes]:
+        """Verified bytes ``[offset, offset + length)`` (clipped to the end) as pieces of at
+        most one chunk, synchronously: a range of any size in the memory of ``__iter__``."""
+        return self._core.iter_range(offset, length)
 
     def __iter__(self) -> Iterator[bytes]:
         """The plaintext pieces, synchronously (for callers without an event loop)."""

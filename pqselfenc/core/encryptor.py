@@ -125,6 +125,14 @@ class SelfEncryptor:
         leaf, store, keys = self._reader()
         return E.read_range(leaf, store, keys, offset, length, self._executor)
 
+    def iter_range(self, offset: int, length: int) -> Iterator[bytes]:
+        """Verified bytes ``[offset, offset + length)`` (clipped to the end) as pieces of at
+        most one chunk: a large range without holding all of it."""
+        leaf, store, keys = self._reader()
+        with E.executor_for(self._config, self._executor) as executor:
+            window = E.window_of(self._config)
+            yield from E.iter_range(leaf, store, keys, offset, length, executor, window)
+
     def levels(self) -> Iterator[DataMap]:
         """Every level of the map, top first, down to the level-0 map of the content.
 
