@@ -282,7 +282,7 @@ def _decrypt_into(
 
         counting = CountingStore(store, bar, total)
         reader = StreamDecryptor.from_data_map(data_map, counting, config)
-        pieces = iter(reader) if span is None else iter([reader.read_range(*span)])
+        pieces = iter(reader) if span is None else reader.iter_range(*span)
         written = 0
         for piece in pieces:
             handle.write(piece)
