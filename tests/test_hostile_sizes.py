@@ -195,3 +195,96 @@ def test_a_parent_whose_first_piece_is_not_its_child_stops_there() -> None:
     )
     with pytest.raises(InvalidDataError, match="bad magic"):  # not ChunkNotFound: no fetch
         reader.read_range(0, 1)
+
+
+# -- attempts to get past each bound (each kept as a test) -----------------------------------------
+
+
+def test_a_parent_with_pieces_smaller_than_the_head_is_checked_once_the_head_is_complete() -> None:
+    """Attempt: make the first piece shorter than the child's 25-byte head, so the early check
+    cannot run on it. The head is checked as soon as the pieces hold it (here after three 10-byte
+    chunks); the 27,860 other chunks do not exist and are never needed."""
+    content = P.MAP_HEAD_SIZE + P.MAP_ENTRY_SIZE * (P.MAX_MAP_ENTRIES + 1)
+    n = -(-content // 10)
+    sizes = [10] * (n - 1) + [content - 10 * (n - 1)]
+    junk = P.src_hash(bytes(10))
+    hashes = [junk] * 3 + [P.src_hash(b"%d" % i) for i in range(3, n)]
+    names, chunks = [P.src_hash(b"n%d" % i) for i in range(n)], []
+    for i in range(3):
+        stored = H.seal_chunk(b"\x00" + bytes(10), (hashes[i], hashes[i - 1], hashes[i - 2]))
+        names[i] = P.chunk_name(stored)
+        chunks.append(EncryptedChunk(names[i], stored))
+    raw = H.pack_map(list(zip(hashes, names, sizes, strict=True)), total=1 << 40, child=1)
+    reader = SelfEncryptor.from_data_map(DataMap.from_bytes(raw), chunks)
+    with pytest.raises(InvalidDataError, match="bad magic"):  # not ChunkNotFound
+        reader.read_range(0, 1)
+
+
+@pytest.mark.parametrize(
+    ("level", "window_log", "ok"),
+    [(3, 23, True), (3, 24, False), (19, 23, True), (19, 24, False), (20, 25, True),
+     (20, 26, False), (21, 26, True), (21, 27, False), (22, 27, True), (22, 28, False)],
+)  # fmt: skip
+def test_the_window_bound_is_exactly_what_a_level_uses(
+    level: int, window_log: int, ok: bool
+) -> None:
+    """Attempt: ask for one window step more than a writer at that level uses."""
+    n = MIB
+    frame = H.zstd_body(H.rle_frame(n, fcs=n, window_log=window_log))
+    case = H.one_chunk_case("window", frame, n, "ok:1" if ok else "IntegrityError",
+                            src_hash=H.zero_hash(n), level=level)  # fmt: skip
+    assert H.run(case) == case.expect
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_the_stored_size_bound_is_exact(version: int) -> None:
+    """Attempt: one stored byte more than a raw frame of ``src_size`` bytes takes."""
+    plain = b"exact size " * 10
+    fits = H.one_chunk_case("fits", b"\x00" + plain, len(plain), "ok:1",
+                            src_hash=P.src_hash(plain), version=version)  # fmt: skip
+    over = H.one_chunk_case("over", b"\x00" + plain + b"!", len(plain), "IntegrityError",
+                            src_hash=P.src_hash(plain), version=version)  # fmt: skip
+    stored = next(iter(fits.chunks.values()))
+    assert len(stored) == len(plain) + P.CHUNK_OVERHEAD[version]
+    assert (H.run(fits), H.run(over)) == ("ok:1", "IntegrityError")
+
+
+def test_a_frame_cannot_claim_less_and_give_more() -> None:
+    """Attempt: declare src_size but inflate past it through a second frame, or through blocks
+    beyond the declared size: the stream stops one byte past src_size."""
+    n = MIB
+    extra_frame = H.rle_frame(n, fcs=n, window_log=21) + H.rle_frame(n, fcs=n, window_log=21)
+    lying = H.rle_frame(2 * n, fcs=n, window_log=21)  # declares 1 MiB, holds 2 MiB
+    for frame in (extra_frame, lying):
+        case = H.one_chunk_case("more", H.zstd_body(frame), n, "IntegrityError",
+                                src_hash=H.zero_hash(n))  # fmt: skip
+        assert H.run(case) == "IntegrityError"
+        reader = SelfEncryptor.from_data_map(
+            DataMap.from_bytes(case.map_bytes),
+            [EncryptedChunk(k, v) for k, v in case.chunks.items()],
+        )
+        assert peak_bytes(reader.decrypt) < 4 * MIB
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    total=st.integers(3, 1500),
+    chunk_size=st.integers(1, 200),
+    min_chunks=st.integers(1, 9),
+    offset=st.integers(0, 1600),
+    length=st.integers(0, 1600),
+)
+def test_ranges_of_every_layout_are_the_right_bytes(
+    total: int, chunk_size: int, min_chunks: int, offset: int, length: int
+) -> None:
+    """Attempt: a range over the larger last piece of a ``min_chunks`` layout, or across
+    chunk borders, returns exactly the slice (iter_range pieces and read_range alike)."""
+    from pqselfenc import EncryptionConfig
+
+    data = bytes(i * 7 % 251 for i in range(total))
+    cfg = EncryptionConfig(chunk_size=chunk_size, min_chunks=min_chunks)
+    m, chunks = SelfEncryptor(data, cfg).encrypt()
+    reader = SelfEncryptor.from_data_map(m, chunks)
+    pieces = list(reader.iter_range(offset, length))
+    assert b"".join(pieces) == reader.read_range(offset, length) == data[offset : offset + length]
+    assert all(pieces) and len(pieces) <= len(m.chunks)

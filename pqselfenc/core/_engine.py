@@ -168,16 +168,25 @@ def _child_of(
     parent: DataMap, store: ChunkStore, keys: ChunkKeys, executor: Executor | None, window: int
 ) -> DataMap:
     """The map a parent level decrypts to. The parser bounded the level's size already; its
-    first chunk is decrypted alone and its head checked before the others are fetched, so a
-    level whose content is not the map it claims costs one chunk, not the whole level."""
+    first chunk is decrypted alone and the child's head checked as soon as it is complete
+    (one chunk at a time until then), so a level whose content is not the map it claims costs
+    the chunks that hold its head, not the whole level."""
     blob = bytearray(b"".join(iter_plain(parent, store, keys, executor, window, 0, 1)))
-    if len(blob) >= P.MAP_HEAD_SIZE + len(parent.secret_id):
-        parent.check_child_head(blob)
-    for piece in iter_plain(parent, store, keys, executor, window, 1):
+    checked = _head_checked(parent, blob)
+    for piece in iter_plain(parent, store, keys, executor, window if checked else 1, 1):
         blob += piece
+        checked = checked or _head_checked(parent, blob)
     child = DataMap.from_bytes(blob)
     _check_child(parent, child)
     return child
+
+
+def _head_checked(parent: DataMap, blob: bytearray) -> bool:
+    """Whether ``blob`` holds the child's whole head, checked (``InvalidDataError`` if wrong)."""
+    if len(blob) < P.MAP_HEAD_SIZE + len(parent.secret_id):
+        return False
+    parent.check_child_head(blob)
+    return True
 
 
 def _check_child(parent: DataMap, child: DataMap) -> None:

@@ -104,12 +104,12 @@ BODY_ZSTD = 1
 CHUNK_OVERHEAD = {FORMAT_VERSION: 1 + TAG_SIZE, SIV_FORMAT_VERSION: SIV_NONCE_SIZE + 1 + TAG_SIZE}
 
 # zstd windows a writer's frames use: zstd's parameter table gives levels 1..19 a window of at
-# most 2^23 bytes and levels 20..22 at most 2^27 (and never more than the content, which every
-# frame we write declares). A reader refuses a frame asking for more before decoding it, so a
-# hostile frame cannot make the decoder reserve more than an honest one of that level.
+# most 2^23 bytes, levels 20, 21, 22 at most 2^25, 2^26, 2^27 (and never more than the content,
+# which every frame we write declares). A reader refuses a frame asking for more before decoding
+# it, so a hostile frame cannot make the decoder reserve more than an honest one of its level.
 ZSTD_MAX_WINDOW = 1 << 23
 ZSTD_MAX_WINDOW_ULTRA = 1 << 27
-ZSTD_ULTRA_LEVEL = 20
+ZSTD_ULTRA_WINDOWS = {20: 1 << 25, 21: 1 << 26, 22: ZSTD_MAX_WINDOW_ULTRA}
 
 _PIPELINE = struct.Struct(">BBi")
 
@@ -133,7 +133,7 @@ def pipeline_id(compression: int, level: int, version: int | None = None) -> byt
 
 def zstd_max_window(level: int) -> int:
     """The largest zstd window a frame written at ``level`` uses (see ZSTD_MAX_WINDOW)."""
-    return ZSTD_MAX_WINDOW_ULTRA if level >= ZSTD_ULTRA_LEVEL else ZSTD_MAX_WINDOW
+    return ZSTD_ULTRA_WINDOWS.get(level, ZSTD_MAX_WINDOW)
 
 
 def src_hash(plaintext: bytes | memoryview) -> bytes:
