@@ -124,3 +124,21 @@ def test_a_store_refusing_a_chunk_names_its_index(where: str, path: str, tmp_pat
     with pytest.raises(IntegrityError, match=rf"^{label} failed the store's check: .*name"):
         calls[path]()
     assert not (tmp_path / "out").exists()
+
+
+def test_a_map_whose_chunks_exceed_the_memory_bound_is_a_library_error(tmp_path: Path) -> None:
+    """Its sizes come from the map, not from the caller: EncryptionError, not ValueError (the
+    CLI's "internal error"), on every streaming path, before any chunk is fetched."""
+    from pqselfenc import ChunkInfo, DataMap
+
+    piece = 300 << 20
+    m = DataMap(2 * piece, (ChunkInfo(bytes(32), bytes(32), piece),) * 2)
+    reader = StreamDecryptor.from_data_map(m, MemoryChunkStore())
+    for call in (
+        lambda: list(reader),
+        lambda: list(reader.iter_range(0, 10)),
+        lambda: decrypt_file(m, MemoryChunkStore(), tmp_path / "out"),
+    ):
+        with pytest.raises(EncryptionError, match="memory bound"):
+            call()
+    assert not (tmp_path / "out").exists()

@@ -207,8 +207,15 @@ class StreamDecryption:
         return self._leaf
 
     def window(self, leaf: DataMap) -> int:
+        """Tasks in flight for ``leaf``'s chunks within the memory bound; a map whose chunks
+        cannot fit it (its sizes come from outside) is an ``EncryptionError``, not misuse."""
         piece = leaf.chunks[0].src_size if leaf.chunks else 0
-        return self.memory.decrypt_window(piece or 1, E.window_of(self.config))
+        try:
+            return self.memory.decrypt_window(piece or 1, E.window_of(self.config))
+        except ValueError as exc:
+            raise EncryptionError(
+                f"cannot stream this DataMap within the memory bound: {exc}"
+            ) from exc
 
     def pieces(self) -> Generator[bytes, None, None]:
         """Every chunk's verified plaintext, in order; checks the total at the end."""
