@@ -14,7 +14,6 @@ from pqselfenc.cli._output import (
     atomic_file,
     check_writable,
     default_file_mode,
-    read_input,
     refuse_binary_to_terminal,
 )
 from pqselfenc.cli._session import Session
@@ -96,12 +95,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="output file ('-', the default, is stdout when it is not a terminal)",
     )
-    dec.add_argument(
-        "--signer",
-        metavar="NAME",
-        type=name_arg,
-        help="require a sealed map signed by NAME (an identity or a recipient)",
-    )
+    _maps.add_policy_options(dec)
     dec.add_argument(
         "--range",
         type=_range_arg,
@@ -249,9 +243,9 @@ def decrypt(session: Session) -> int:
         refuse_binary_to_terminal(sys.stdout, "decrypted content")
     else:
         check_writable(Path(args.out), args.force)
-    raw = read_input(args.map, "map")
+    map_file = _maps.read_map_file(args.map, _maps.MapPolicy.from_args(args))
     store = session.chunk_store(create=False)  # cheap checks before any passphrase prompt
-    data_map = _maps.decode_map(session, raw, str(args.map))
+    data_map = map_file.open(session)
     config = secret_config(session, _config(session), bool(data_map.secret_id))
     if to_stdout:
         written = _decrypt_into(session, sys.stdout.buffer, data_map, store, config)

@@ -195,11 +195,11 @@ def secret_config(session: Session, config: EncryptionConfig, needed: bool) -> E
     return config.with_convergence_secret(convergence_secret(session))
 
 
-def open_sealed(session: Session, raw: bytes, where: str) -> DataMap:
-    """Open a sealed map with the local identities (and check ``--signer`` if given)."""
+def open_sealed(session: Session, raw: bytes, where: str, *, signer: str | None) -> DataMap:
+    """Open a sealed map with the local identities; with ``signer``, only if signed by it."""
     store = key_store(session)
     try:
-        return store.open_envelope(raw, signer=session.option("signer"))
+        return store.open_envelope(raw, signer=signer)
     except InvalidDataError as exc:
         raise CliError(f"{where}: {exc}", hint="the sealed map is damaged or truncated") from exc
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pqselfenc.cli._keyring import key_store, name_arg, read_secret
-from pqselfenc.cli._maps import is_sealed
+from pqselfenc.cli._maps import MapPolicy, read_map_file
 from pqselfenc.cli._output import (
     CliError,
     default_file_mode,
@@ -335,11 +335,9 @@ def remove_recipient(session: Session) -> int:
 
 
 def rewrap_maps(session: Session) -> int:
-    raws = {path: read_input(path, "map") for path in session.args.maps}
-    for path, raw in raws.items():
-        if not is_sealed(raw):
-            raise CliError(f"{path} is not a sealed map", hint="only sealed maps can be rewrapped; "
-                           "seal an unsealed one with 'pqselfenc encrypt --to'")  # fmt: skip
+    policy = MapPolicy(require_sealed=True, sealed_hint="only sealed maps can be rewrapped; "
+                       "seal an unsealed one with 'pqselfenc encrypt --to'")  # fmt: skip
+    raws = {path: read_map_file(path, policy).raw for path in session.args.maps}
     store = key_store(session)
     for path, raw in raws.items():
         new = store.rewrap(raw, sign_as=session.args.sign_as)

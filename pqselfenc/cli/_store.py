@@ -45,6 +45,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     gc.add_argument(
         "--delete", action="store_true", help="really delete (default: only report what would go)"
     )
+    for reader in (stats, gc):
+        _maps.add_policy_options(reader)
     for parser in (verify, stats, gc):
         parser.add_argument(
             "--store",
@@ -122,8 +124,10 @@ def _walk(
 
 def references(session: Session, maps: list[Path], store: ChunkStore) -> References:
     refs = References()
-    for path in maps:
-        data_map = _maps.load_map(session, path)
+    policy = _maps.MapPolicy.from_args(session.args)
+    files = [_maps.read_map_file(path, policy) for path in maps]  # all refused before any work
+    for path, map_file in zip(maps, files, strict=True):
+        data_map = map_file.open(session)
         config = secret_config(session, EncryptionConfig(), bool(data_map.secret_id))
         try:
             _walk(data_map, store, config, refs, str(path))
