@@ -3,27 +3,33 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from pqselfenc.cli import _maps
-from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
+from pqselfenc.cli._keyring import check_recipients, key_store, name_arg, secret_config
 from pqselfenc.cli._output import (
+    PROG,
     CliError,
     atomic_file,
     check_writable,
     default_file_mode,
-    refuse_binary_to_terminal,
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._stores import CountingStore
+from pqselfenc.core import _primitives as P
+from pqselfenc.core._memory import MemoryConfig
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import CompressionConfig, EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.core.files import encrypt_file
 
 __all__ = ["add_parsers"]
+
+T = TypeVar("T")
 
 MAP_SUFFIX = ".map"
 
@@ -120,19 +126,22 @@ def _threads_option(parser: argparse.ArgumentParser) -> None:
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also says yes to "²"
+_SIZE = re.compile(r"(?P<number>[0-9]+)(?:(?P<unit>[KMG])(?:I?B|I)?|B)?", re.IGNORECASE)
 
 
 def _size_arg(text: str) -> int:
-    number, unit = text.rstrip("KMGkmgiBb"), text[len(text.rstrip("KMGkmgiBb")) :]
-    unit = unit.upper().removesuffix("B").removesuffix("I")
-    if not number.isdigit() or unit not in _UNITS:
+    """``65536``, ``65536B``, ``64K``, ``64Ki``, ``64KiB``, ``64KB``, ``1M``, ``1G``: K = 1024,
+    any letter case, ASCII digits only."""
+    found = _SIZE.fullmatch(text)
+    if found is None:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 65536, 64K, 1M)")
-    return int(number) * _UNITS[unit]
+    return int(found["number"]) * _UNITS[(found["unit"] or "").upper()]
 
 
 def _range_arg(text: str) -> tuple[int, int]:
     offset, sep, length = text.partition(":")
-    if not sep or not offset.isdigit() or not length.isdigit():
+    if not sep or not _DIGITS.fullmatch(offset) or not _DIGITS.fullmatch(length):
         raise argparse.ArgumentTypeError(f"not OFFSET:LEN: {text!r} (e.g. 1000:200)")
     return int(offset), int(length)
 
@@ -144,23 +153,28 @@ def _compression(spec: str | None) -> CompressionConfig:
     if not spec:
         return CompressionConfig()
     name, _, level = spec.partition(":")
-    if level and not level.isdigit():
-        raise CliError(f"bad compression level {level!r}", hint="e.g. --compress zstd:3")
+    if level and not _DIGITS.fullmatch(level):
+        raise CliError(f"--compress: bad level {level!r}", hint="e.g. --compress zstd:3", code=2)
+    return CompressionConfig(name, int(level) if level else 3)
+
+
+def _option(flag: str, build: Callable[[], T]) -> T:
+    """``build()``; a value the library refuses is a usage error naming ``flag``."""
     try:
-        return CompressionConfig(name, int(level) if level else 3)
+        return build()
     except ValueError as exc:
-        raise CliError(str(exc), hint="e.g. --compress zstd or --compress zstd:19") from exc
+        raise CliError(f"{flag}: {exc}", hint=f"see '{PROG} --help' for {flag}", code=2) from exc
 
 
 def _config(session: Session) -> EncryptionConfig:
-    try:
-        config = EncryptionConfig(compression=_compression(session.option("compress")))
-        if session.option("chunk_size") is not None:
-            config = config.with_chunk_size(session.option("chunk_size"))
-        if session.option("threads") is not None:
-            config = config.with_parallel(ParallelConfig(max_threads=session.option("threads")))
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
+    compression = _option("--compress", lambda: _compression(session.option("compress")))
+    config = EncryptionConfig(compression=compression)
+    size, threads = session.option("chunk_size"), session.option("threads")
+    if size is not None:
+        config = _option("--chunk-size", lambda: config.with_chunk_size(size))
+    if threads is not None:
+        parallel = _option("--threads", lambda: ParallelConfig(max_threads=threads))
+        config = config.with_parallel(parallel)
     return config
 
 
@@ -185,10 +199,56 @@ def _check_inputs(files: list[Path]) -> None:
             raise CliError(f"input file {path} is not a regular file")
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """What makes two paths one file (device, inode), following links; None if absent."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _check_collisions(files: list[Path], maps: list[Path]) -> None:
+    """Before any work: no input twice (by name, link or ``..``), no two maps on one path,
+    no map over an input (``--force`` would replace it with its own map)."""
+    inputs: dict[tuple[int, int] | None, Path] = {}  # _check_inputs: every one exists
+    for path in files:
+        key = _file_id(path)
+        if key in inputs:
+            raise CliError(f"{path} is the same file as {inputs[key]}", hint="give it once")
+        inputs[key] = path
+    targets: dict[str, Path] = {}
+    for path, target in zip(files, maps, strict=True):
+        real = os.path.realpath(target)
+        if real in targets:
+            raise CliError(f"{targets[real]} and {path} would both write {target}",
+                           hint="encrypt them into different --out folders")  # fmt: skip
+        targets[real] = path
+        key = _file_id(target)
+        if key is not None and key in inputs:
+            raise CliError(f"{target} would overwrite the input {inputs[key]}",
+                           hint="choose another --out")  # fmt: skip
+
+
+def _check_one_suite(session: Session, names: list[str]) -> None:
+    """One suite per envelope (docs/format.md 3.1): refuse a mix before any work."""
+    store = key_store(session)
+    identities = store.identities
+    suites = {n: identities[n].suite if n in identities else store.recipients.get(n).suite
+              for n in names}  # fmt: skip
+    if len(set(suites.values())) > 1:
+        mix = ", ".join(f"{n} ({s})" for n, s in suites.items())
+        raise CliError(f"the recipients of one sealed map must share one KEM suite: {mix}",
+                       hint="seal separately for each suite: one 'encrypt --to' run per "
+                       "suite (a mixed envelope would be only as strong as its weakest "
+                       "stanza)")  # fmt: skip
+
+
 def encrypt(session: Session) -> int:
     args = session.args
     _check_inputs(args.files)
     maps = _map_paths(args.files, args.out)
+    _check_collisions(args.files, maps)
     args.to = list(dict.fromkeys(args.to))  # one stanza per recipient, however often named
     for target in maps:
         check_writable(target, args.force)
@@ -196,6 +256,7 @@ def encrypt(session: Session) -> int:
         raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
     if args.to:
         check_recipients(session, args.to)  # fail before any work
+        _check_one_suite(session, args.to)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
     done = [
@@ -211,7 +272,7 @@ def _encrypt_one(
     size = path.stat().st_size
     with session.console.progress(size, f"encrypt {path.name}") as bar:
         counting = CountingStore(store, bar, size)
-        data_map = encrypt_file(path, counting, config)
+        data_map = encrypt_file(path, counting, config, memory=MemoryConfig().fit_encrypt(config))
         counting.finish()
     sealed = _maps.write_map(session, target, data_map, session.args.to, session.args.force)
     return {
@@ -239,8 +300,8 @@ def _lines(done: list[dict[str, Any]]) -> list[str]:
 def decrypt(session: Session) -> int:
     args = session.args
     to_stdout = args.out == "-"
-    if to_stdout:
-        refuse_binary_to_terminal(sys.stdout, "decrypted content")
+    if to_stdout:  # refused on a terminal; the result then goes to stderr, never into the data
+        stream = session.console.data_stdout("decrypted content")
     else:
         check_writable(Path(args.out), args.force)
     map_file = _maps.read_map_file(args.map, _maps.MapPolicy.from_args(args))
@@ -248,8 +309,8 @@ def decrypt(session: Session) -> int:
     data_map = map_file.open(session)
     config = secret_config(session, _config(session), bool(data_map.secret_id))
     if to_stdout:
-        written = _decrypt_into(session, sys.stdout.buffer, data_map, store, config)
-        sys.stdout.flush()
+        written = _decrypt_into(session, stream, data_map, store, config)
+        stream.flush()
     else:
         with atomic_file(Path(args.out), mode=default_file_mode(), force=args.force) as handle:
             written = _decrypt_into(session, handle, data_map, store, config)
@@ -275,7 +336,8 @@ def _decrypt_into(
         from pqselfenc.streaming import StreamDecryptor  # asyncio: only decrypt needs it
 
         counting = CountingStore(store, bar, total)
-        reader = StreamDecryptor.from_data_map(data_map, counting, config)
+        memory = MemoryConfig().fit_decrypt(P.MAX_CHUNK_SIZE)  # any chunk a writer makes
+        reader = StreamDecryptor.from_data_map(data_map, counting, config, memory=memory)
         pieces = iter(reader) if span is None else iter([reader.read_range(*span)])
         written = 0
         for piece in pieces:

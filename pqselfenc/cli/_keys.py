@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import re
 import stat
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -15,7 +14,6 @@ from pqselfenc.cli._output import (
     CliError,
     default_file_mode,
     read_input,
-    refuse_binary_to_terminal,
     write_file,
 )
 from pqselfenc.cli._session import Session
@@ -232,18 +230,19 @@ def export_key(session: Session) -> int:
     if args.public:
         text = _public_text(session, args.name)
         if to_stdout:
-            sys.stdout.write(text)
+            out = session.console.data_stdout("public key text", binary=False)
+            out.write(text.encode())
+            out.flush()
         else:
             write_file(Path(args.out), text.encode(), mode=default_file_mode(), force=args.force)
         return 0
-    if to_stdout:
-        refuse_binary_to_terminal(sys.stdout, "a secret key export")
+    stream = session.console.data_stdout("a secret key export") if to_stdout else None
     passphrase = read_secret(session, "export_passphrase_file", EXPORT_PASSPHRASE_ENV,
                              "passphrase for the export", confirm=True)  # fmt: skip
     blob = key_store(session).export_identity(args.name, passphrase)
-    if to_stdout:
-        sys.stdout.buffer.write(blob)
-        sys.stdout.flush()
+    if stream is not None:
+        stream.write(blob)
+        stream.flush()
     else:
         write_file(Path(args.out), blob, mode=0o600, force=args.force)
         session.console.note(f"wrote {args.out}: the secret keys of {args.name}, "

@@ -13,7 +13,7 @@ the DataMap entries themselves (~200 bytes per chunk).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from pqselfenc.core._checks import check_int
 from pqselfenc.core.config import EncryptionConfig
@@ -56,6 +56,24 @@ class MemoryConfig:
                 "its layout is known"
             )
         return self._window(cs, _ENCRYPT_OVERHEAD_CHUNKS, wanted)
+
+    def fit_encrypt(self, config: EncryptionConfig) -> MemoryConfig:
+        """This bound, raised where needed to the least that encrypts with ``config``: the
+        chunks buffered before the layout is known, or one task besides the stream's own.
+
+        For callers that take the chunk size from their user (the CLI): every chunk size the
+        configuration accepts then runs. Tasks in flight stay as few as before."""
+        chunks = max(config.min_chunks + 1, _ENCRYPT_OVERHEAD_CHUNKS + 1)
+        return self._at_least(chunks * config.chunk_size)
+
+    def fit_decrypt(self, chunk_size: int) -> MemoryConfig:
+        """This bound, raised where needed to the least that decrypts ``chunk_size``-byte
+        chunks (one task besides the piece being read); e.g. ``P.MAX_CHUNK_SIZE`` for a map
+        whose chunk size is not known yet."""
+        return self._at_least((_DECRYPT_OVERHEAD_CHUNKS + 1) * max(chunk_size, 1))
+
+    def _at_least(self, need: int) -> MemoryConfig:
+        return replace(self, max_total_memory=max(self.max_total_memory, min(need, MAX_BYTES)))
 
     def decrypt_window(self, chunk_size: int, wanted: int) -> int:
         """Tasks a decrypting stream of ``chunk_size``-byte chunks may keep in flight."""
