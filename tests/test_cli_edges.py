@@ -191,7 +191,9 @@ OPTIONS = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(options=OPTIONS, size=st.integers(0, 700))
 @example(options={"--chunk-size": "65M"}, size=10)  # issue 18.11: exit 70 before
 @example(options={"--chunk-size": "52M", "--threads": "1"}, size=0)
@@ -233,3 +235,58 @@ def test_recipients_of_different_suites_are_a_clear_error_before_any_work(
     )
     assert not (tmp_path / "f.map").exists() and not (tmp_path / "c").exists()
     ok(capsys, "encrypt", "f", "--to", "bob", "--store", "c")  # one suite at a time works
+
+
+# -- store names are read strictly (18.2 siblings) -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("S3://bucket/p", "a URL pqselfenc does not know"),
+        ("s3:/bucket/p", "a URL pqselfenc does not know"),
+        ("s3:bucket", "a URL pqselfenc does not know"),
+        ("https://bucket/p", "a URL pqselfenc does not know"),
+        (" chunks", "starts or ends with a blank"),
+        ("chunks ", "starts or ends with a blank"),
+        ("chu\nnks", "control character '\\n'"),
+        ("", "is empty"),
+        ("s3://b/p", "a bucket name is 3 to 63"),
+    ],
+)
+def test_a_store_name_that_is_not_understood_is_refused_before_anything_is_made(
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    spec: str,
+    message: str,
+) -> None:
+    """``--store S3://bucket/p`` used to make a local folder named ``S3:``."""
+    write(tmp_path / "in.bin", 100)
+    result = run(capsys, "encrypt", "in.bin", "--store", spec)
+    assert result.code == 2 and message in result.error_line()
+    assert result.error_line().startswith("--store")
+    if spec:
+        monkeypatch.setenv("PQSELFENC_STORE", spec)
+        from_env = run(capsys, "encrypt", "in.bin")
+        assert from_env.code == 2 and from_env.error_line().startswith("$PQSELFENC_STORE")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.bin"]
+
+
+def test_an_empty_store_variable_counts_as_unset(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PQSELFENC_STORE", "")
+    write(tmp_path / "in.bin", 100)
+    ok(capsys, "encrypt", "in.bin")
+    assert list(DirectoryChunkStore(tmp_path / "home" / "chunks"))
+    ok(capsys, "encrypt", "in.bin", "--store", "./S3:odd folder", "--force")  # a folder, said so
+
+
+def test_verify_of_an_empty_folder_store_says_so(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "empty").mkdir()
+    result = run(capsys, "store", "verify", "--store", "empty")
+    assert result.code == 1 and "lists no chunks" in result.error_line()
+    ok(capsys, "store", "verify", "--store", "empty", "--allow-empty")

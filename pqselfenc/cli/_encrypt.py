@@ -262,7 +262,7 @@ def encrypt(session: Session) -> int:
     done = [
         _encrypt_one(session, f, m, store, config) for f, m in zip(args.files, maps, strict=True)
     ]
-    session.console.result({"encrypted": done, "store": session.store_spec()}, _lines(done))
+    session.console.result({"encrypted": done, "store": session.store_label()}, _lines(done))
     return 0
 
 

@@ -32,6 +32,12 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     verify = actions.add_parser(
         "verify", parents=[common], help="check every stored chunk against its name"
     )
+    verify.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when the store lists no chunk (default: an error, since a mistyped "
+        "store or S3 prefix lists nothing)",
+    )
     stats = actions.add_parser(
         "stats", parents=[common], help="count chunks, and what the given maps reference"
     )
@@ -73,7 +79,14 @@ def verify_store(session: Session) -> int:
             bar.update(1)
     lines = [f"{b['chunk']}…: {b['problem']}" for b in bad]
     lines.append(f"{len(infos) - len(bad)} of {len(infos)} chunks verified")
-    session.console.result({"store": session.store_spec(), "chunks": len(infos), "bad": bad}, lines)
+    label = session.store_label()
+    session.console.result({"store": label, "chunks": len(infos), "bad": bad}, lines)
+    if not infos and not session.args.allow_empty:
+        raise CliError(
+            f"the store {label} lists no chunks: nothing was verified",
+            hint="is --store right? (an S3 prefix that holds nothing lists nothing); pass "
+            "--allow-empty when an empty store is expected",
+        )
     if bad:
         raise CliError(
             f"{len(bad)} of {len(infos)} chunks do not match their names",
@@ -149,7 +162,7 @@ def store_stats(session: Session) -> int:
     store = session.chunk_store(create=False)
     stored = list(store)
     doc: dict[str, Any] = {
-        "store": session.store_spec(),
+        "store": session.store_label(),
         "chunks": len(stored),
         "bytes": _sizes(store, stored),
     }
@@ -190,7 +203,7 @@ def collect_garbage(session: Session) -> int:
         _delete(store, garbage, session.console)
     verb = "deleted" if session.args.delete else "would delete"
     doc = {
-        "store": session.store_spec(),
+        "store": session.store_label(),
         "chunks": len(stored),
         "referenced": len(refs.names),
         "unreferenced": len(garbage),

@@ -144,6 +144,15 @@ MAX_MAP_LEVEL = 8
 # Chunk sizes are bounded so a src_size fits u32 and one chunk always fits in memory.
 MAX_CHUNK_SIZE = 1 << 30
 
+# The largest chunk a writer stores: a piece is at most chunk_size + min_chunks - 2 bytes (the
+# last piece takes the remainder, see core/_chunking.py), framed with 1 flag byte (zstd only
+# when smaller), plus the GCM tag. Readers refuse a larger stored chunk without reading it.
+MAX_STORED_CHUNK_SIZE = MAX_CHUNK_SIZE + (MAX_MIN_CHUNKS - 2) + 1 + TAG_SIZE
+
+# Largest map file a reader accepts: the JSON form's bound (the largest of the three forms; a
+# binary map of MAX_PARSE_ENTRIES entries is ~68 MiB, an envelope at most ~130 MiB).
+MAX_MAP_FILE_SIZE = 256 << 20
+
 # --------------------------------------------------------------------------------------------
 # 3. Sealed envelope (kem/)
 # --------------------------------------------------------------------------------------------
