@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -340,8 +340,18 @@ def _decrypt_into(
         reader = StreamDecryptor.from_data_map(data_map, counting, config, memory=memory)
         pieces = iter(reader) if span is None else iter([reader.read_range(*span)])
         written = 0
-        for piece in pieces:
-            handle.write(piece)
-            written += len(piece)
+        try:
+            for piece in pieces:
+                handle.write(piece)
+                written += len(piece)
+        except BaseException:
+            _close(pieces)  # now, while an interrupt is handled: no worker is waited for
+            raise
         counting.finish()
     return written
+
+
+def _close(pieces: Iterator[bytes]) -> None:
+    close = getattr(pieces, "close", None)
+    if callable(close):
+        close()

@@ -13,7 +13,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._chunking import Layout
 from pqselfenc.core._cipher import ChunkKeys
-from pqselfenc.core._pipeline import ChunkEncryption, Sink, decrypt_task, ordered_map
+from pqselfenc.core._pipeline import (
+    ChunkEncryption,
+    Sink,
+    decrypt_task,
+    interrupting,
+    ordered_map,
+)
 from pqselfenc.core._store import ChunkInfo, ChunkStore
 from pqselfenc.core.config import ChunkConfig, EncryptionConfig
 from pqselfenc.core.datamap import DataMap
@@ -60,8 +66,11 @@ def executor_for(
     if given is not None or config.parallel.max_threads == 1:
         yield given
         return
-    with ThreadPoolExecutor(config.parallel.max_threads, thread_name_prefix="pqselfenc") as pool:
+    pool = ThreadPoolExecutor(config.parallel.max_threads, thread_name_prefix="pqselfenc")
+    try:
         yield pool
+    finally:  # on an interrupt, leave workers blocked in I/O behind (see interrupting)
+        pool.shutdown(wait=not interrupting(), cancel_futures=True)
 
 
 def make_map(

@@ -22,7 +22,7 @@ from pqselfenc.core import _engine as E
 from pqselfenc.core._checks import Data, as_view
 from pqselfenc.core._cipher import ChunkKeys
 from pqselfenc.core._memory import MemoryConfig
-from pqselfenc.core._pipeline import ChunkEncryption, Sink
+from pqselfenc.core._pipeline import ChunkEncryption, Sink, interrupting
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
@@ -43,8 +43,8 @@ class _Pool:
         self.executor: Executor | None = given if given is not None else self.owned
 
     def close(self) -> None:
-        if self.owned is not None:
-            self.owned.shutdown(wait=True, cancel_futures=True)
+        if self.owned is not None:  # on an interrupt, workers blocked in I/O are left behind
+            self.owned.shutdown(wait=not interrupting(), cancel_futures=True)
             self.owned = None
 
 
