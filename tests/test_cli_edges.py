@@ -290,3 +290,22 @@ def test_verify_of_an_empty_folder_store_says_so(
     result = run(capsys, "store", "verify", "--store", "empty")
     assert result.code == 1 and "lists no chunks" in result.error_line()
     ok(capsys, "store", "verify", "--store", "empty", "--allow-empty")
+
+
+def test_option_values_that_used_to_be_guessed_at_are_usage_errors(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--out ''`` meant the current folder (``Path('')`` is ``.``); ``--last 10**20`` was
+    OverflowError (exit 70); ``int()`` takes ``' 3'`` and ``'٣'``."""
+    write(tmp_path / "in.bin", 100)
+    empty = run(capsys, "encrypt", "in.bin", "--out", "", "--store", "c")
+    assert empty.code == 2 and "an empty path" in empty.error_line()
+    assert not (tmp_path / "in.bin.map").exists()
+    for threads in ("٣", " 3", "3.0"):
+        assert run(capsys, "encrypt", "in.bin", "--threads", threads, "--store", "c").code == 2
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    monkeypatch.setenv("PQSELFENC_PASSPHRASE", "gravel orbit candle mosaic tundra")
+    ok(capsys, "keys", "generate", "alice")
+    assert run(capsys, "audit", "show", "--last", "1" + "0" * 20).code == 2
+    assert run(capsys, "keys", "destroy", "alice", "--version", "-1", "--yes").code == 2
+    ok(capsys, "audit", "show", "--last", "999999999999999999")

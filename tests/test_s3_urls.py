@@ -14,6 +14,7 @@ from pqselfenc.core.stores._s3url import (
     check_prefix,
     parse_s3_url,
 )
+from pqselfenc.error import ChunkStoreError
 
 SECRET = "wJalrXUtnFEMI-K7MDENG-bPxRfiCY"
 
@@ -160,3 +161,37 @@ def test_a_prefix_fits_an_s3_key_with_the_chunk_name() -> None:
     assert check_prefix("a" * 959) == "a" * 959 + "/"
     with pytest.raises(ValueError, match="at most 959"):
         check_prefix("a" * 960)
+
+
+def test_constructor_options_of_the_wrong_shape_are_refused() -> None:
+    """``conditional_put="false"`` used to mean True (``bool()`` of a non-empty string)."""
+    with pytest.raises(TypeError, match="conditional_put"):
+        S3ChunkStore("chunks", "p", conditional_put="false")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="retry"):
+        S3ChunkStore("chunks", "p", retry=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="region"):
+        S3ChunkStore("chunks", "p", region="us east")
+
+
+class _ListingClient:
+    """A stand-in boto3 client whose listing pages are given (``client=`` takes any)."""
+
+    def __init__(self, pages: list[dict[str, object]]) -> None:
+        self.pages = pages
+
+    def list_objects_v2(self, **request: object) -> dict[str, object]:
+        return self.pages[min(len(self.pages) - 1, 0 if "ContinuationToken" not in request else 1)]
+
+    def close(self) -> None:
+        return None
+
+
+def test_listing_skips_entries_of_the_wrong_shape_and_stops_on_a_looping_server() -> None:
+    name = "ab" * 32
+    odd = {"Contents": [{"Key": f"p/{name}"}, {}, {"Key": 7}, {"Key": f"q/{name}"}]}
+    with S3ChunkStore("chunks", "p", client=_ListingClient([odd])) as store:
+        assert [i.hex_name for i in store] == [name]  # a missing or odd Key was KeyError
+    looping = {"Contents": [], "IsTruncated": True, "NextContinuationToken": "again"}
+    refused = pytest.raises(ChunkStoreError, match="repeated a continuation token")
+    with S3ChunkStore("chunks", "p", client=_ListingClient([looping, looping])) as store, refused:
+        list(store)

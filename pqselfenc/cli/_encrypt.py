@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from pqselfenc.cli import _maps
+from pqselfenc.cli._args import count_arg, path_arg
 from pqselfenc.cli._keyring import check_recipients, key_store, name_arg, secret_config
 from pqselfenc.cli._output import (
     PROG,
@@ -43,7 +44,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "(FILE.map by default). With --to the map is sealed for the named recipients; "
         "without, it is an unsealed secret written with mode 0600.",
     )
-    enc.add_argument("files", nargs="+", metavar="FILE", type=Path, help="files to encrypt")
+    enc.add_argument("files", nargs="+", metavar="FILE", type=path_arg, help="files to encrypt")
     _store_option(enc)
     enc.add_argument(
         "--to",
@@ -61,7 +62,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     enc.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         metavar="MAP",
         help="map file (one FILE) or existing folder for the maps (several)",
     )
@@ -93,7 +94,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Fetch, verify and decrypt the content a map describes. The output "
         "appears under its name only when complete and verified.",
     )
-    dec.add_argument("map", type=Path, metavar="MAP")
+    dec.add_argument("map", type=path_arg, metavar="MAP")
     _store_option(dec)
     dec.add_argument(
         "--out",
@@ -122,7 +123,7 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, metavar="N", help="worker threads")
+    parser.add_argument("--threads", type=count_arg, metavar="N", help="worker threads")
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}

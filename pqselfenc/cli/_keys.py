@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pqselfenc.cli._args import count_arg, path_arg
 from pqselfenc.cli._keyring import key_store, name_arg, read_secret
 from pqselfenc.cli._maps import MapPolicy, read_map_file
 from pqselfenc.cli._output import (
@@ -44,7 +45,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Open each sealed MAP and seal it again, in place, for the same "
         "recipients' current key versions (after a rotation). The chunks are not touched.",
     )  # fmt: skip
-    rewrap.add_argument("maps", nargs="+", metavar="MAP", type=Path)
+    rewrap.add_argument("maps", nargs="+", metavar="MAP", type=path_arg)
     rewrap.add_argument(
         "--sign-as", metavar="NAME", type=name_arg, help="sign with this local identity"
     )
@@ -79,7 +80,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "destroy", parents=[common], help="crypto-shred one key version (irreversible)"
     )
     destroy.add_argument("name", metavar="NAME", type=name_arg)
-    destroy.add_argument("--version", type=int, required=True, metavar="N")
+    destroy.add_argument("--version", type=count_arg, required=True, metavar="N")
     destroy.add_argument(
         "--yes",
         action="store_true",
@@ -102,7 +103,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     export.set_defaults(func=export_key)
     imp = actions.add_parser("import", parents=[common], help="add an exported identity")
-    imp.add_argument("file", metavar="FILE", type=Path)
+    imp.add_argument("file", metavar="FILE", type=path_arg)
     imp.add_argument("--name", metavar="NAME", type=name_arg, help="import under another name")
     imp.add_argument(
         "--export-passphrase-file",

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from pqselfenc.cli import _maps
+from pqselfenc.cli._args import path_arg
 from pqselfenc.cli._keyring import secret_config
 from pqselfenc.cli._output import CliError, Console
 from pqselfenc.cli._session import Session
@@ -41,13 +42,13 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     stats = actions.add_parser(
         "stats", parents=[common], help="count chunks, and what the given maps reference"
     )
-    stats.add_argument("maps", nargs="*", metavar="MAP", type=Path)
+    stats.add_argument("maps", nargs="*", metavar="MAP", type=path_arg)
     gc = actions.add_parser(
         "gc",
         parents=[common],
         help="find (and with --delete remove) chunks no given map references",
     )
-    gc.add_argument("maps", nargs="+", metavar="MAP", type=Path)
+    gc.add_argument("maps", nargs="+", metavar="MAP", type=path_arg)
     gc.add_argument(
         "--delete", action="store_true", help="really delete (default: only report what would go)"
     )

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import ipaddress
 import math
+import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 __all__ = [
@@ -25,6 +27,8 @@ __all__ = [
     "check_prefix",
     "check_region",
     "check_timeout",
+    "endpoint_from_env",
+    "host_of",
     "parse_s3_url",
 ]
 
@@ -223,3 +227,15 @@ def check_timeout(seconds: object) -> float:
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_TIMEOUT):
         raise ValueError(f"timeout must be more than 0 and at most {MAX_TIMEOUT:g} seconds")
     return float(seconds)
+
+
+def endpoint_from_env(names: Sequence[str]) -> str | None:
+    """The first of the variables ``names`` that is set, checked like a URL's ``endpoint``
+    (an error names the variable, never its value)."""
+    name = next((n for n in names if os.environ.get(n)), None)
+    return None if name is None else check_endpoint(os.environ[name], source=name)
+
+
+def host_of(endpoint: str | None) -> str:
+    """A checked endpoint's host and port (``aws`` for none), for ``repr``."""
+    return "aws" if endpoint is None else endpoint.split("://", 1)[1].rstrip("/")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import random
 import time
 from collections.abc import Callable, Iterator
@@ -52,7 +51,10 @@ from pqselfenc.core.stores._s3url import (
     check_bucket,
     check_endpoint,
     check_prefix,
+    check_region,
     check_timeout,
+    endpoint_from_env,
+    host_of,
     parse_s3_url,
 )
 from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
@@ -206,9 +208,15 @@ def _checksum(info: ChunkInfo) -> str:
     return base64.b64encode(info.name).decode("ascii")
 
 
-def _host_of(endpoint: str | None) -> str:
-    """The endpoint's host and port, for repr (an endpoint never holds credentials)."""
-    return "aws" if endpoint is None else endpoint.split("://", 1)[1].rstrip("/")
+def _check_settings(concurrency: object, retry: object, conditional_put: object) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        raise TypeError("max_concurrency must be an int")
+    if not 1 <= concurrency <= 1024:
+        raise ValueError("max_concurrency must be between 1 and 1024")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError("retry must be a RetryPolicy")
+    if not isinstance(conditional_put, bool):  # bool("false") would be True
+        raise TypeError("conditional_put must be a bool")
 
 
 class S3ChunkStore(ChunkStore):
@@ -242,15 +250,13 @@ class S3ChunkStore(ChunkStore):
         self.bucket = check_bucket(bucket)
         self.prefix = check_prefix(prefix)
         self.timeout = check_timeout(timeout)
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise TypeError("max_concurrency must be an int")
-        if not 1 <= max_concurrency <= 1024:
-            raise ValueError("max_concurrency must be between 1 and 1024")
+        _check_settings(max_concurrency, retry, conditional_put)
         if (access_key_id is None) != (secret_access_key is None):
             raise ValueError("give both access_key_id and secret_access_key, or neither")
         self.endpoint_url = None if endpoint_url is None else check_endpoint(endpoint_url)
+        region = None if region is None else check_region(region)
         self.retry = retry if retry is not None else RetryPolicy()
-        self.conditional_put = bool(conditional_put)
+        self.conditional_put = conditional_put
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
         self._requests = Requests(max_concurrency)
@@ -300,7 +306,7 @@ class S3ChunkStore(ChunkStore):
         to the constructor.
         """
         where = parse_s3_url(url)
-        endpoint = where.endpoint or _endpoint_from_env()
+        endpoint = where.endpoint or endpoint_from_env(ENDPOINT_ENV)
         if where.timeout is not None:
             options.setdefault("timeout", where.timeout)
         return cls(where.bucket, where.prefix, endpoint_url=endpoint, region=where.region,
@@ -308,7 +314,7 @@ class S3ChunkStore(ChunkStore):
 
     def __repr__(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}"
-        return f"S3ChunkStore({where!r}, endpoint={_host_of(self.endpoint_url)!r})"
+        return f"S3ChunkStore({where!r}, endpoint={host_of(self.endpoint_url)!r})"
 
     def close(self) -> None:
         """Close the connection pool (of a client this store made itself)."""
@@ -362,15 +368,20 @@ class S3ChunkStore(ChunkStore):
 
     def __iter__(self) -> Iterator[ChunkInfo]:
         token: str | None = None
+        seen: set[str] = set()
         while True:
             page = self._call("list", None, functools.partial(self._list_page, token))
             for entry in page.get("Contents", ()):
-                info = self._info_of(entry["Key"])
+                info = self._info_of(entry.get("Key"))
                 if info is not None:
                     yield info
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
+            if token in seen:  # a server that loops would make verify and gc run for ever
+                raise ChunkStoreError(f"S3 list in s3://{self.bucket}/{self.prefix}: the "
+                                      "server repeated a continuation token")  # fmt: skip
+            seen.add(token)
 
     def check(self) -> None:
         """Raise ``ChunkStoreError`` unless the bucket exists and the credentials work."""
@@ -451,7 +462,9 @@ class S3ChunkStore(ChunkStore):
                 raise ChunkStoreError(f"S3 bucket {self.bucket!r} does not exist") from exc
             raise
 
-    def _info_of(self, key: str) -> ChunkInfo | None:
+    def _info_of(self, key: object) -> ChunkInfo | None:
+        if not isinstance(key, str) or not key.startswith(self.prefix):
+            return None
         name = key[len(self.prefix) :]
         if len(name) != 2 * P.NAME_SIZE or name != name.lower():
             return None
@@ -485,8 +498,3 @@ class S3ChunkStore(ChunkStore):
         tries = f" (gave up after {tried + 1} attempts)" if tried else ""
         return f"S3 {what} in s3://{self.bucket}/{self.prefix}: {failure.reason}{tries}"
 
-
-def _endpoint_from_env() -> str | None:
-    """The first endpoint variable that is set, checked like a URL's ``endpoint`` option."""
-    name = next((n for n in ENDPOINT_ENV if os.environ.get(n)), None)
-    return None if name is None else check_endpoint(os.environ[name], source=name)
