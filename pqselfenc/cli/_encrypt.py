@@ -273,7 +273,8 @@ def _encrypt_one(
     size = path.stat().st_size
     with session.console.progress(size, f"encrypt {path.name}") as bar:
         counting = CountingStore(store, bar, size)
-        data_map = encrypt_file(path, counting, config, memory=MemoryConfig().fit_encrypt(config))
+        memory = MemoryConfig().fit_encrypt(config.chunk_size, config.min_chunks)
+        data_map = encrypt_file(path, counting, config, memory=memory)
         counting.finish()
     sealed = _maps.write_map(session, target, data_map, session.args.to, session.args.force)
     return {

@@ -13,7 +13,7 @@ the DataMap entries themselves (~200 bytes per chunk).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from pqselfenc.core._checks import check_int
 from pqselfenc.core.config import EncryptionConfig
@@ -57,14 +57,15 @@ class MemoryConfig:
             )
         return self._window(cs, _ENCRYPT_OVERHEAD_CHUNKS, wanted)
 
-    def fit_encrypt(self, config: EncryptionConfig) -> MemoryConfig:
-        """This bound, raised where needed to the least that encrypts with ``config``: the
-        chunks buffered before the layout is known, or one task besides the stream's own.
+    def fit_encrypt(self, chunk_size: int, min_chunks: int) -> MemoryConfig:
+        """This bound, raised where needed to the least that encrypts ``chunk_size``-byte
+        chunks: the ``min_chunks`` buffered before the layout is known and one more, or one
+        task besides the stream's own chunks.
 
         For callers that take the chunk size from their user (the CLI): every chunk size the
         configuration accepts then runs. Tasks in flight stay as few as before."""
-        chunks = max(config.min_chunks + 1, _ENCRYPT_OVERHEAD_CHUNKS + 1)
-        return self._at_least(chunks * config.chunk_size)
+        chunks = max(min_chunks + 1, _ENCRYPT_OVERHEAD_CHUNKS + 1)
+        return self._at_least(chunks * max(chunk_size, 1))
 
     def fit_decrypt(self, chunk_size: int) -> MemoryConfig:
         """This bound, raised where needed to the least that decrypts ``chunk_size``-byte
@@ -73,7 +74,8 @@ class MemoryConfig:
         return self._at_least((_DECRYPT_OVERHEAD_CHUNKS + 1) * max(chunk_size, 1))
 
     def _at_least(self, need: int) -> MemoryConfig:
-        return replace(self, max_total_memory=max(self.max_total_memory, min(need, MAX_BYTES)))
+        total = max(self.max_total_memory, min(need, MAX_BYTES))
+        return MemoryConfig(max_total_memory=total, max_chunk_cache=self.max_chunk_cache)
 
     def decrypt_window(self, chunk_size: int, wanted: int) -> int:
         """Tasks a decrypting stream of ``chunk_size``-byte chunks may keep in flight."""
