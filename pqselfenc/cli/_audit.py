@@ -6,10 +6,10 @@ import argparse
 from collections import deque
 from typing import Any
 
-from pqselfenc.cli._args import count_arg
 from pqselfenc.cli._keyring import key_store
 from pqselfenc.cli._output import CliError
 from pqselfenc.cli._session import Session
+from pqselfenc.cli._values import count_arg
 from pqselfenc.error import AuditError
 
 __all__ = ["add_parsers"]

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from pqselfenc.cli import _maps
-from pqselfenc.cli._args import count_arg, path_arg
-from pqselfenc.cli._keyring import check_recipients, key_store, name_arg, secret_config
+from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     PROG,
     CliError,
@@ -21,6 +20,7 @@ from pqselfenc.cli._output import (
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._stores import CountingStore
+from pqselfenc.cli._values import count_arg, path_arg
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._memory import MemoryConfig
 from pqselfenc.core._store import ChunkStore
@@ -44,7 +44,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "(FILE.map by default). With --to the map is sealed for the named recipients; "
         "without, it is an unsealed secret written with mode 0600.",
     )
-    enc.add_argument("files", nargs="+", metavar="FILE", type=path_arg, help="files to encrypt")
+    enc.add_argument("files", nargs="+", metavar="FILE", type=Path, help="files to encrypt")
     _store_option(enc)
     enc.add_argument(
         "--to",
@@ -233,6 +233,8 @@ def _check_collisions(files: list[Path], maps: list[Path]) -> None:
 
 def _check_one_suite(session: Session, names: list[str]) -> None:
     """One suite per envelope (docs/format.md 3.1): refuse a mix before any work."""
+    from pqselfenc.cli._keyring import key_store  # (kept off the shared import lines)
+
     store = key_store(session)
     identities = store.identities
     suites = {n: identities[n].suite if n in identities else store.recipients.get(n).suite

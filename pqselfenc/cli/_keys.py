@@ -8,7 +8,6 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pqselfenc.cli._args import count_arg, path_arg
 from pqselfenc.cli._keyring import key_store, name_arg, read_secret
 from pqselfenc.cli._maps import MapPolicy, read_map_file
 from pqselfenc.cli._output import (
@@ -18,6 +17,7 @@ from pqselfenc.cli._output import (
     write_file,
 )
 from pqselfenc.cli._session import Session
+from pqselfenc.cli._values import count_arg, path_arg
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import KeyStoreError
 

@@ -8,10 +8,10 @@ from pathlib import Path
 from typing import Any
 
 from pqselfenc.cli import _maps
-from pqselfenc.cli._args import path_arg
 from pqselfenc.cli._keyring import secret_config
 from pqselfenc.cli._output import CliError, Console
 from pqselfenc.cli._session import Session
+from pqselfenc.cli._values import path_arg
 from pqselfenc.core._store import ChunkInfo, ChunkStore, short_name, verify_chunk
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
