@@ -48,7 +48,7 @@ class Hostile:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
-            self.conns.append(conn)
+            self.conns.append(conn)  # len(conns): connections accepted so far
             self._spawn(self._serve, conn)
 
     def _serve(self, conn: socket.socket) -> None:
