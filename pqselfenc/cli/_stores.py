@@ -11,6 +11,7 @@ from pathlib import Path
 from pqselfenc import ChunkInfo, ChunkStore, EncryptedChunk
 from pqselfenc.cli._output import CliError, Progress
 from pqselfenc.core.stores import DirectoryChunkStore, WrappingStore
+from pqselfenc.core.stores import default as stores_default
 
 __all__ = ["CountingStore", "default_store_path", "open_store"]
 
@@ -19,8 +20,9 @@ Put = Callable[[EncryptedChunk], None]
 
 
 def default_store_path(home: Path) -> Path:
-    """The embedded default: a directory store inside the pqselfenc home."""
-    return home / "chunks"
+    """The embedded default: a directory store inside the pqselfenc home (``HOME/chunks``,
+    where a library stream without a store puts its chunks too)."""
+    return stores_default.default_store_path(home)
 
 
 def open_store(spec: str, *, create: bool) -> ChunkStore:
