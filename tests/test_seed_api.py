@@ -326,6 +326,10 @@ def test_finalize_is_still_the_data_map() -> None:
     assert SelfEncryptor.from_data_map(data_map, store, CFG).decrypt() == SMALL
     first, chunks = data_map  # and the pair, the plain map first
     assert type(first) is DataMap and first == ref and chunks == []
+    import copy
+    import pickle
+
+    assert pickle.loads(pickle.dumps(data_map)) == ref and type(copy.copy(data_map)) is DataMap
 
 
 def test_a_stream_without_a_store_uses_the_default_store(page_env: Path) -> None:
@@ -342,6 +346,9 @@ def test_a_stream_without_a_store_uses_the_default_store(page_env: Path) -> None
     got = [(c.name, c.content) for c in enc.chunks]
     assert got == [(c.name, c.content) for c in ref_chunks]
     assert enc.chunks is result.encrypted_chunks and enc.store.root == page_env / "chunks"
+    import pickle
+
+    assert pickle.loads(pickle.dumps(result)) == result  # the chunks view stays behind
     assert StreamDecryptor.from_data_map(result, enc.chunks, CFG).read_range(5, 10) == SMALL[5:15]
     assert b"".join(StreamDecryptor.from_data_map(result, config=CFG)) == SMALL
 

@@ -82,6 +82,10 @@ class FinalizedMap(DataMap):
 
     __hash__ = DataMap.__hash__
 
+    def __reduce__(self) -> tuple[type[DataMap], tuple[Any, ...]]:
+        """Pickled (and copied) as the plain ``DataMap``: the chunks view is not data."""
+        return DataMap, tuple(getattr(self, f.name) for f in dataclasses.fields(DataMap))
+
 
 class StreamEncryptor:
     """Self-encrypts bytes written in pieces of any size, in memory bounded by
