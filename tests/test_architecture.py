@@ -18,6 +18,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("core", ("core/",)),
     # the package and its thin public modules over core: re-exports only (see test_facade_*)
     ("facade", ("__init__.py", "memory.py", "parallel.py", "streaming.py")),
+    # the optional Dask extra: the engine on a cluster (core only; the CLI calls it)
+    ("distributed", ("distributed/",)),
     ("kem", ("kem/",)),
     ("keys", ("keys/",)),
     ("cli", ("cli/",)),

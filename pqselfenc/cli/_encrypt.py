@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from pqselfenc.cli import _maps
+from pqselfenc.cli import _distributed, _maps
 from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     CliError,
@@ -38,7 +38,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "(FILE.map by default). With --to the map is sealed for the named recipients; "
         "without, it is an unsealed secret written with mode 0600.",
     )
-    enc.add_argument("files", nargs="+", metavar="FILE", type=Path, help="files to encrypt")
+    enc.add_argument("files", nargs="+", metavar="FILE", help="files to encrypt (see --scheduler)")
     _store_option(enc)
     enc.add_argument(
         "--to",
@@ -78,6 +78,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "of the secret can match content (recipients need the secret too)",
     )
     _threads_option(enc)
+    _distributed.add_option(enc)
     enc.add_argument("--force", action="store_true", help="overwrite existing map files")
     enc.set_defaults(func=encrypt)
 
@@ -109,6 +110,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="only LEN bytes from OFFSET (fetches only the chunks needed)",
     )
     _threads_option(dec)
+    _distributed.add_option(dec)
     dec.add_argument("--force", action="store_true", help="overwrite an existing output file")
     dec.set_defaults(func=decrypt)
 
@@ -193,6 +195,9 @@ def _check_inputs(files: list[Path]) -> None:
 
 def encrypt(session: Session) -> int:
     args = session.args
+    if args.scheduler:
+        return _distributed.encrypt(session, _config(session), _lines)
+    args.files = [Path(f) for f in args.files]
     _check_inputs(args.files)
     maps = _map_paths(args.files, args.out)
     args.to = list(dict.fromkeys(args.to))  # one stanza per recipient, however often named
@@ -244,6 +249,8 @@ def _lines(done: list[dict[str, Any]]) -> list[str]:
 
 def decrypt(session: Session) -> int:
     args = session.args
+    if args.scheduler:
+        return _distributed.decrypt(session, _config(session))
     to_stdout = args.out == "-"
     if to_stdout:
         refuse_binary_to_terminal(sys.stdout, "decrypted content")

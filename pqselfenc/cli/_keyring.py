@@ -142,7 +142,8 @@ def read_secret(
 
 def _passphrase_file(path: Path) -> str:
     try:
-        raw = path.read_bytes()[: _MAX_PASSPHRASE_FILE + 1]
+        with path.open("rb") as fh:  # bounded: /dev/zero is "too large", a pipe still works
+            raw = fh.read(_MAX_PASSPHRASE_FILE + 1)
     except OSError as exc:
         raise CliError(f"cannot read passphrase file {path}: {exc.strerror}") from exc
     if len(raw) > _MAX_PASSPHRASE_FILE:
