@@ -20,6 +20,8 @@ The tree::
     └── KeyStoreError              the key store failed or was misused
         ├── KeyNotFound            no identity, recipient or version under that name
         ├── KeyringUnavailable     no secure OS keyring (and no silent plaintext fallback)
+        ├── TokenUnavailable       the PKCS#11 module does not load, or the token is absent
+        │   └── TokenPinError      the token refused the PIN (wrong, locked, expired, none)
         ├── KeyDestroyedError      the key version was crypto-shredded
         ├── WeakSecretError        a secret or passphrase below the entropy bound, or a
         │                          generated key that failed its health or pairwise test
@@ -50,6 +52,8 @@ __all__ = [
     "KeyStoreError",
     "KeyringUnavailable",
     "SignatureError",
+    "TokenPinError",
+    "TokenUnavailable",
     "WeakSecretError",
     "WrongPassphrase",
 ]
@@ -101,6 +105,14 @@ class KeyNotFound(KeyStoreError):
 
 class KeyringUnavailable(KeyStoreError):
     """No secure OS keyring is usable; pqselfenc refuses plaintext fallbacks."""
+
+
+class TokenUnavailable(KeyStoreError):
+    """The PKCS#11 module cannot be loaded, or the token is absent or not usable."""
+
+
+class TokenPinError(TokenUnavailable):
+    """The token refused the PIN (wrong, locked, expired), or no PIN was given."""
 
 
 class KeyDestroyedError(KeyStoreError):

@@ -33,7 +33,8 @@ PRELUDE = """
 import os, signal, sys
 from pathlib import Path
 from pqselfenc.keys import KeyConfig, KeyStore
-from pqselfenc.keys import _fsutil, backends, store as store_module
+from pqselfenc.core import _durable
+from pqselfenc.keys import backends, store as store_module
 def die(*_a, **_k):
     os.kill(os.getpid(), signal.SIGKILL)
 ks = KeyStore.open(sys.argv[1], config=KeyConfig(checkpoint_every=4), passphrase=sys.argv[2])
@@ -44,17 +45,17 @@ CRASHES = {
     # keystore.json: next generation staged and its audit event appended, killed before the
     # rename over keystore.json (open renames the staged file into place: the rotate holds)
     "metadata-before-rename": """
-        real_replace = _fsutil.os.replace
-        def replace(src, dst):
+        real_replace = _durable.os.replace
+        def replace(src, dst, **dir_fds):
             if Path(dst).name == "keystore.json":
                 die()
-            real_replace(src, dst)
-        _fsutil.os.replace = replace
+            real_replace(src, dst, **dir_fds)
+        _durable.os.replace = replace
         ks.rotate("alice")
     """,
     # keystore.json: half the new bytes in the temp file, killed mid-write
     "metadata-torn-temp": """
-        real_fdopen = _fsutil.os.fdopen
+        real_fdopen = _durable.os.fdopen
         class Torn:
             def __init__(self, fh): self.fh = fh
             def __enter__(self): return self
@@ -64,17 +65,17 @@ CRASHES = {
                     self.fh.write(data[: len(data) // 2]); self.fh.flush(); die()
                 return self.fh.write(data)
             def __getattr__(self, name): return getattr(self.fh, name)
-        _fsutil.os.fdopen = lambda fd, mode: Torn(real_fdopen(fd, mode))
+        _durable.os.fdopen = lambda fd, mode, **kw: Torn(real_fdopen(fd, mode, **kw))
         ks.rotate("alice")
     """,
     # keystore.json renamed into place, killed before the folder fsync
     "metadata-after-rename": """
-        real_replace = _fsutil.os.replace
-        def replace(src, dst):
-            real_replace(src, dst)
+        real_replace = _durable.os.replace
+        def replace(src, dst, **dir_fds):
+            real_replace(src, dst, **dir_fds)
             if Path(dst).name == "keystore.json":
                 die()
-        _fsutil.os.replace = replace
+        _durable.os.replace = replace
         ks.rotate("alice")
     """,
     # destroy: metadata says destroyed, killed before the secret file is deleted
@@ -84,13 +85,12 @@ CRASHES = {
     """,
     # close(): checkpoint line appended, killed before audit.checkpoint is saved
     "checkpoint-before-file": """
-        real_atomic = _fsutil.atomic_write
-        import pqselfenc.keys.audit as audit_module
-        def atomic_write(path, data, mode=0o600):
+        real_replace_file = _durable.replace_file
+        def replace_file(path, data, mode=0o600):
             if Path(path).name == "audit.checkpoint":
                 die()
-            real_atomic(path, data, mode)
-        audit_module.atomic_write = atomic_write
+            real_replace_file(path, data, mode=mode)
+        _durable.replace_file = replace_file
         ks.rotate("alice")  # one event past the last checkpoint, so close() writes one
         ks.close()
     """,
@@ -166,11 +166,11 @@ def test_selfencryptor_killed_mid_run_then_resumed(tmp_path: Path) -> None:
         from pqselfenc import DirectoryChunkStore, EncryptionConfig, ParallelConfig, SelfEncryptor
         from pqselfenc.core.stores import directory
         real_replace, count = directory.os.replace, [0]
-        def replace(src, dst):
+        def replace(src, dst, **dir_fds):
             count[0] += 1
             if count[0] == 17:
                 die()  # the 17th chunk: its temp file is written, the rename never happens
-            real_replace(src, dst)
+            real_replace(src, dst, **dir_fds)
         directory.os.replace = replace
         data = Path(sys.argv[3]).read_bytes()
         cfg = EncryptionConfig(chunk_size=64, parallel=ParallelConfig(max_threads=2))

@@ -38,9 +38,11 @@ class Recorder:
             real_fsync(fd)
             self.add("fsync", os.readlink(f"/proc/self/fd/{fd}"))
 
-        def replace(src: str, dst: str) -> None:
-            real_replace(src, dst)
-            self.add("replace", os.fspath(src), os.fspath(dst))
+        def replace(src: str, dst: str, **dir_fds: int) -> None:
+            real_replace(src, dst, **dir_fds)
+            self.add(
+                "replace", at(src, dir_fds.get("src_dir_fd")), at(dst, dir_fds.get("dst_dir_fd"))
+            )
 
         monkeypatch.setattr(directory.os, "fsync", fsync)
         monkeypatch.setattr(directory.os, "replace", replace)
@@ -54,6 +56,15 @@ class Recorder:
 
     def fsynced_at(self, path: str) -> list[int]:
         return [i for i, e in enumerate(self.events) if e[0] == "fsync" and e[1] == path]
+
+
+def at(name: str, dir_fd: int | None) -> str:
+    """The full path of ``name`` as resolved relative to ``dir_fd`` (or as given)."""
+    return (
+        os.fspath(name)
+        if dir_fd is None
+        else os.path.join(os.readlink(f"/proc/self/fd/{dir_fd}"), name)
+    )
 
 
 def write(tmp_path: Path, data: bytes) -> Path:
@@ -134,6 +145,24 @@ def test_a_failure_mid_batch_is_a_store_error_and_leaves_only_whole_chunks(
     assert list(tmp_path.glob("store/*/.tmp-*")) == []
 
 
+def test_an_unexpected_error_on_an_io_thread_is_raised_not_lost(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not only OSError: whatever stops a rename must stop the map from being returned."""
+    real_replace, calls = os.replace, []
+
+    def replace(src: str, dst: str, **dir_fds: int) -> None:
+        calls.append(dst)
+        if len(calls) == 3:
+            raise RuntimeError("rename interrupted")
+        real_replace(src, dst, **dir_fds)
+
+    monkeypatch.setattr(directory.os, "replace", replace)
+    store = DirectoryChunkStore(tmp_path / "store")
+    with pytest.raises(RuntimeError, match="rename interrupted"):
+        encrypt_file(write(tmp_path, os.urandom(40 * CHUNK)), store, CFG)
+
+
 CHILD = """
 import os, signal, stat, sys, threading
 from pathlib import Path
@@ -155,9 +184,9 @@ def fsync(fd):
     hit("dir-fsync" if stat.S_ISDIR(os.fstat(fd).st_mode) else "file-fsync")
     real_fsync(fd)
 
-def replace(src, dst):
+def replace(src, dst, **dir_fds):
     hit("replace")
-    real_replace(src, dst)
+    real_replace(src, dst, **dir_fds)
 
 directory.os.fsync, directory.os.replace = fsync, replace
 cfg = EncryptionConfig(chunk_size=128, min_chunks=3, parallel=ParallelConfig(max_threads=2))

@@ -50,6 +50,8 @@ def test_error_names_are_pinned_and_drawn_in_the_tree() -> None:
         "KeyStoreError",
         "KeyringUnavailable",
         "SignatureError",
+        "TokenPinError",
+        "TokenUnavailable",
         "WeakSecretError",
         "WrongPassphrase",
     }

@@ -83,11 +83,11 @@ def test_store_failure_mid_file_leaves_no_half_written_chunk(
 ) -> None:
     real_replace, calls = os.replace, []
 
-    def failing_replace(src: str, dst: str) -> None:
+    def failing_replace(src: str, dst: str, **dir_fds: int) -> None:
         calls.append(dst)
         if len(calls) == 6:
             raise OSError(28, "No space left on device")
-        real_replace(src, dst)
+        real_replace(src, dst, **dir_fds)
 
     monkeypatch.setattr(directory.os, "replace", failing_replace)
     store = DirectoryChunkStore(tmp_path / "store")

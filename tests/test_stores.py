@@ -153,11 +153,11 @@ WRITER = textwrap.dedent(
     store = DirectoryChunkStore(root, fsync=mode == "fsync")
     real_replace = os.replace
 
-    def replace(src, dst):
+    def replace(src, dst, **dir_fds):
         if mode == "hang-before-rename" and n == 3:
             print("renaming", flush=True)
             sys.stdin.readline()  # the parent kills us here
-        real_replace(src, dst)
+        real_replace(src, dst, **dir_fds)
 
     os.replace = replace
     base = os.urandom(4 << 20)

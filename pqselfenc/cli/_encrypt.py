@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pqselfenc.cli import _maps
+from pqselfenc.cli import _distributed, _maps
 from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     PROG,
@@ -44,7 +44,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "(FILE.map by default). With --to the map is sealed for the named recipients; "
         "without, it is an unsealed secret written with mode 0600.",
     )
-    enc.add_argument("files", nargs="+", metavar="FILE", type=Path, help="files to encrypt")
+    enc.add_argument("files", nargs="+", metavar="FILE", help="files to encrypt (see --scheduler)")
     _store_option(enc)
     enc.add_argument(
         "--to",
@@ -84,6 +84,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "of the secret can match content (recipients need the secret too)",
     )
     _threads_option(enc)
+    _distributed.add_option(enc)
     enc.add_argument("--force", action="store_true", help="overwrite existing map files")
     enc.set_defaults(func=encrypt)
 
@@ -110,6 +111,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="only LEN bytes from OFFSET (fetches only the chunks needed)",
     )
     _threads_option(dec)
+    _distributed.add_option(dec)
     dec.add_argument("--force", action="store_true", help="overwrite an existing output file")
     dec.set_defaults(func=decrypt)
 
@@ -249,6 +251,9 @@ def _check_one_suite(session: Session, names: list[str]) -> None:
 
 def encrypt(session: Session) -> int:
     args = session.args
+    if args.scheduler:
+        return _distributed.encrypt(session, _config(session), _lines)
+    args.files = [Path(f) for f in args.files]
     _check_inputs(args.files)
     maps = _map_paths(args.files, args.out)
     _check_collisions(args.files, maps)
@@ -303,6 +308,8 @@ def _lines(done: list[dict[str, Any]]) -> list[str]:
 
 def decrypt(session: Session) -> int:
     args = session.args
+    if args.scheduler:
+        return _distributed.decrypt(session, _config(session))
     to_stdout = args.out == "-"
     if to_stdout:  # refused on a terminal; the result then goes to stderr, never into the data
         stream = session.console.data_stdout("decrypted content")

@@ -253,7 +253,7 @@ def export_key(session: Session) -> int:
 
 def import_key(session: Session) -> int:
     args = session.args
-    blob = read_input(args.file, "export file")
+    blob = read_input(args.file, "export file", limit=P.MAX_EXPORT_FILE_SIZE)
     passphrase = read_secret(session, "export_passphrase_file", EXPORT_PASSPHRASE_ENV,
                              "passphrase of the export")  # fmt: skip
     ident = key_store(session, create=True).import_identity(blob, passphrase, name=args.name)
@@ -284,7 +284,7 @@ def parse_key_text(text: str) -> tuple[str, str | None]:
 def _key_argument(value: str) -> str:
     if value.lstrip().startswith(P.PUBLIC_KEY_TEXT_PREFIX):
         return value
-    raw = read_input(Path(value), "key file")
+    raw = read_input(Path(value), "key file", limit=P.MAX_KEY_TEXT_FILE_SIZE)
     try:
         return raw.decode("ascii")
     except UnicodeDecodeError as exc:

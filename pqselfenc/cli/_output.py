@@ -11,11 +11,13 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
+
+from pqselfenc.core import _durable
+from pqselfenc.core import _primitives as P
 
 PROG = "pqselfenc"
 EXIT_ERROR = 1
@@ -154,21 +156,31 @@ def default_file_mode() -> int:
     return 0o666 & ~mask
 
 
-def _fsync_dir(folder: Path) -> None:
-    with contextlib.suppress(OSError):  # some filesystems cannot fsync a directory
-        fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _exists_error(path: Path) -> CliError:
+    return CliError(f"{path} already exists", hint="use --force to overwrite it")
+
+
+def _special_error(path: Path, exc: OSError) -> CliError:
+    return CliError(
+        f"{path} {exc.strerror}",
+        hint="pqselfenc replaces only regular files; to write into a pipe or a device, "
+        "use --out - and redirect",
+    )
 
 
 def check_writable(path: Path, force: bool) -> None:
-    """Fail before any work if ``path`` exists (without --force) or cannot be created."""
+    """Fail before any work if ``path`` exists (without --force), is a FIFO, device, socket or
+    folder (never replaced, even with --force), or cannot be created."""
     if path.is_dir():
         raise CliError(f"{path} is a directory", hint="give a file name to --out")
-    if path.exists() and not force:
-        raise CliError(f"{path} already exists", hint="use --force to overwrite it")
+    try:
+        existing = _durable.check_replaceable(path)
+    except _durable.UnsafeFileError as exc:
+        raise _special_error(path, exc) from exc
+    except OSError as exc:
+        raise CliError(f"cannot write {path}: {exc.strerror}") from exc
+    if existing is not None and not force:
+        raise _exists_error(path)
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise CliError(f"cannot write {path}: folder {folder} does not exist")
@@ -179,39 +191,18 @@ def atomic_file(path: Path, *, mode: int, force: bool) -> Iterator[IO[bytes]]:
     """A temp file next to ``path`` that becomes ``path`` only if the block succeeds.
 
     It is created with mode 0600 (so a secret is never readable by others, not even while
-    being written), set to ``mode``, fsynced and renamed. On any failure it is removed and
-    ``path`` is untouched. Without ``force`` an existing ``path`` is never replaced.
+    being written), set to ``mode`` (or, replacing a file, the stricter of ``mode`` and that
+    file's mode), fsynced, renamed, and the folder fsynced (``core/_durable.py``). On any
+    failure it is removed and ``path`` is untouched. Without ``force`` an existing ``path`` is
+    never replaced; a FIFO, device or socket never is (checked again just before the rename).
     """
-    folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)
-    tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
+        with _durable.output_file(path, mode=mode, replace=force, prefix=_TEMP_PREFIX) as handle:
             yield handle
-            handle.flush()
-            os.fchmod(handle.fileno(), mode)
-            os.fsync(handle.fileno())
-        _publish(tmp, path, force)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(folder)
-
-
-def _publish(tmp: Path, path: Path, force: bool) -> None:
-    if force:
-        os.replace(tmp, path)
-        return
-    try:
-        os.link(tmp, path)  # atomic "create only if absent"
     except FileExistsError:
-        raise CliError(f"{path} already exists", hint="use --force to overwrite it") from None
-    except OSError:  # no hard links on this filesystem: check, then rename
-        if path.exists():
-            raise CliError(f"{path} already exists", hint="use --force to overwrite it") from None
-        os.replace(tmp, path)
-        return
-    tmp.unlink()
+        raise _exists_error(path) from None
+    except _durable.UnsafeFileError as exc:
+        raise _special_error(path, exc) from exc
 
 
 def write_file(path: Path, data: bytes, *, mode: int, force: bool) -> None:
@@ -219,13 +210,14 @@ def write_file(path: Path, data: bytes, *, mode: int, force: bool) -> None:
         handle.write(data)
 
 
-def read_input(path: Path, what: str) -> bytes:
-    """A file's bytes, with a one-line error naming ``what`` it was meant to be."""
+def read_input(path: Path, what: str, *, limit: int = P.MAX_MAP_FILE_SIZE) -> bytes:
+    """A file's bytes, with a one-line error naming ``what`` it was meant to be. Only a regular
+    file of at most ``limit`` bytes is read (a FIFO or a device is refused, not waited on)."""
     try:
-        return path.read_bytes()
+        return _durable.read_file(path, limit=limit, follow=True)
     except FileNotFoundError:
         raise CliError(f"{what} {path} does not exist") from None
-    except IsADirectoryError:
-        raise CliError(f"{what} {path} is a directory") from None
+    except (_durable.UnsafeFileError, _durable.FileTooLargeError) as exc:
+        raise CliError(f"{what} {path} {exc.strerror}") from exc
     except OSError as exc:
         raise CliError(f"cannot read {what} {path}: {exc.strerror}") from exc

@@ -17,26 +17,21 @@ from pqselfenc.cli._stores import (
     open_store,
 )
 from pqselfenc.core._store import ChunkStore
+from pqselfenc.core.stores.default import default_home
 
 __all__ = ["Session", "home_dir"]
 
-HOME_ENV = "PQSELFENC_HOME"
 STORE_ENV = "PQSELFENC_STORE"
 
 
 def home_dir(explicit: str | None = None) -> Path:
     """Where keys (file backend), the audit log and the default chunk store live.
 
-    ``--home``, else ``$PQSELFENC_HOME``, else ``$XDG_DATA_HOME/pqselfenc``, else
-    ``~/.local/share/pqselfenc``.
+    ``--home``, else the library's default home (``$PQSELFENC_HOME``, else
+    ``$XDG_DATA_HOME/pqselfenc``, else ``~/.local/share/pqselfenc``): one rule for the command,
+    ``KeyStore(config)`` and a stream's default store.
     """
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data).expanduser() / "pqselfenc"
+    return default_home(explicit)
 
 
 @dataclass

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pqselfenc import ChunkInfo, ChunkStore, EncryptedChunk
 from pqselfenc.cli._output import CliError, Progress
 from pqselfenc.core.stores import DirectoryChunkStore, WrappingStore
+from pqselfenc.core.stores import default as stores_default
 
 if TYPE_CHECKING:
     from pqselfenc.core.stores._s3url import S3Location
@@ -31,8 +32,9 @@ _URL_LIKE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:/|s3:", re.IGNORECASE)  # a sch
 
 
 def default_store_path(home: Path) -> Path:
-    """The embedded default: a directory store inside the pqselfenc home."""
-    return home / "chunks"
+    """The embedded default: a directory store inside the pqselfenc home (``HOME/chunks``,
+    where a library stream without a store puts its chunks too)."""
+    return stores_default.default_store_path(home)
 
 
 def check_store_spec(spec: str, origin: str) -> str:

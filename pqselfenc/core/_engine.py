@@ -98,10 +98,13 @@ def encrypt_view(
     chunking: ChunkConfig,
     sink: Sink,
     executor: Executor | None,
+    window: int | None = None,
 ) -> list[ChunkInfo]:
-    """Encrypt the chunks of an in-memory input; returns the entries (empty when inline)."""
+    """Encrypt the chunks of an in-memory input; returns the entries (empty when inline).
+    ``window``: tasks in flight (default ``window_of(config)``)."""
     layout = Layout.of(len(data), chunking)
-    job = ChunkEncryption(keys_for_config(config), sink, executor, window_of(config))
+    window = window_of(config) if window is None else window
+    job = ChunkEncryption(keys_for_config(config), sink, executor, window)
     try:
         for i in range(layout.count):
             start, end = layout.span(i)
@@ -113,10 +116,14 @@ def encrypt_view(
 
 
 def encrypt_bytes(
-    data: memoryview, config: EncryptionConfig, sink: Sink, executor: Executor | None
+    data: memoryview,
+    config: EncryptionConfig,
+    sink: Sink,
+    executor: Executor | None,
+    window: int | None = None,
 ) -> DataMap:
     """Self-encrypt a whole in-memory input into chunks (via ``sink``) and a DataMap."""
-    entries = encrypt_view(data, config, config.chunking, sink, executor)
+    entries = encrypt_view(data, config, config.chunking, sink, executor, window)
     inline = bytes(data) if not entries else b""
     return shrink(make_map(config, len(data), entries, inline), config, sink, executor)
 

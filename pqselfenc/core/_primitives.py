@@ -322,6 +322,17 @@ EXPORT_LABEL = b"pqselfenc/v1/key-export"
 # First "prev" of the audit hash chain: a fixed all-zero value, as in any hash chain genesis.
 AUDIT_GENESIS = bytes(32)
 
+# Largest files the key store and the CLI read (bounded reads refuse more without reading it):
+# key text (a public and a verifying key, a few KiB), a file-backend secret or vault.key (a
+# seed record under AES-GCM, a few hundred bytes), an identity export (~350 bytes per version:
+# 16 MiB is ~45,000 versions), the audit log read whole by verify (1 GiB is millions of events)
+# and audit.checkpoint (one audit line).
+MAX_KEY_TEXT_FILE_SIZE = 64 << 10
+MAX_SECRET_FILE_SIZE = 64 << 10
+MAX_EXPORT_FILE_SIZE = 16 << 20
+MAX_AUDIT_LOG_SIZE = 1 << 30
+MAX_AUDIT_LINE_SIZE = 1 << 20
+
 
 def hkdf_sha3(ikm: bytes, *, info: bytes, length: int = 32, salt: bytes | None = None) -> bytes:
     """HKDF-SHA3-256 (RFC 5869 over SHA3-256): the one KDF every derivation above uses."""
@@ -336,3 +347,25 @@ def metadata_mac_key(root: bytes) -> bytes:
 def metadata_mac(key: bytes, canonical: bytes) -> bytes:
     """HMAC-SHA3-256 over the canonical JSON of the metadata (without its "mac" field)."""
     return hmac.new(key, canonical, hashlib.sha3_256).digest()
+
+# PKCS#11 backend (keys/pkcs11_backend.py, docs/pkcs11.md): one token-wrapped secret per file.
+# Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.
+P11_BLOB_MAGIC = b"PQSEP11\x00"
+P11_BLOB_VERSION = 1
+# AAD prefix of a wrapped secret; the AAD also binds store id, header, name and version, so a
+# blob moved to another name, version or store fails its tag.
+P11_WRAP_LABEL = b"pqselfenc/v1/pkcs11-wrap"
+# CKA_ID of the wrapping key: random, 128 bits, so a blob names the one key that wrapped it.
+P11_KEY_ID_SIZE = 16
+# Random 96-bit GCM IVs under one token key per store: far fewer than the 2^32 messages
+# NIST SP 800-38D allows per key with random IVs.
+P11_IV_SIZE = 12
+P11_TAG_SIZE = 16  # full GCM tag (CK_GCM_PARAMS.ulTagBits = 128)
+P11_MAX_SECRET = 4096  # seeds are <= 130 bytes; bounds what a hostile file makes us read
+# Rollback anchor: a private CKO_DATA object holding this canonical record.
+P11_ANCHOR_MAGIC = b"PQSEANC\x00"
+P11_ANCHOR_VERSION = 1
+P11_ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
+P11_KEY_LABEL_PREFIX = "pqselfenc-"  # CKA_LABEL of a store's wrapping key: prefix + store id
+P11_ANCHOR_LABEL_PREFIX = "pqselfenc-anchor-"  # CKA_LABEL of a store's anchor data object
+P11_APPLICATION = "pqselfenc"  # CKA_APPLICATION of the anchor data objects

@@ -29,7 +29,7 @@ _HEAD = struct.Struct(">8sBBBBB")
 _TOTAL_COUNT = struct.Struct(">QI")
 _ENTRY = struct.Struct(">32s32sI")
 _MAX_INLINE = P.MAX_MIN_CHUNKS - 1
-_MAX_JSON_BYTES = 256 << 20
+_MAX_JSON_BYTES = P.MAX_MAP_FILE_SIZE
 
 
 @dataclass(frozen=True, repr=False)

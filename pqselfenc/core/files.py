@@ -4,8 +4,8 @@
 no extra copy) and stores through the store's ``batch``, so a directory store fsyncs many
 chunks at once and the DataMap is returned only when all are durable. ``decrypt_file`` writes
 the verified pieces of ``StreamDecryption`` to a temp file next to the target and renames it
-into place only when every chunk has verified, so a failure never leaves a partial output
-under the target's name.
+into place only when every chunk has verified (``core/_durable.py``: fsync, rename, fsync the
+folder), so a failure never leaves a partial output under the target's name.
 
 Public as ``pqselfenc.streaming.encrypt_file``/``decrypt_file``; the CLI imports this module,
 which (unlike ``pqselfenc.streaming``) does not load asyncio.
@@ -13,13 +13,12 @@ which (unlike ``pqselfenc.streaming``) does not load asyncio.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import tempfile
 from concurrent.futures import Executor
 from pathlib import Path
 
+from pqselfenc.core import _durable
 from pqselfenc.core._memory import MemoryConfig
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core._stream import StreamDecryption, StreamEncryption
@@ -82,26 +81,18 @@ def decrypt_file(
     memory: MemoryConfig | None = None,
     executor: Executor | None = None,
 ) -> None:
-    """Decrypt ``data_map`` from ``chunk_store`` into ``out_path`` (replaced atomically)."""
+    """Decrypt ``data_map`` from ``chunk_store`` into ``out_path`` (replaced atomically, mode
+    0600 or stricter). A FIFO, device, socket or folder at ``out_path`` is never replaced
+    (``EncryptionError``, checked before any chunk is read and again before the rename)."""
     if not isinstance(data_map, DataMap):
         raise TypeError("data_map must be a DataMap")
     config = resolve_config(config, key_store)
     reader = StreamDecryption(data_map, _check_store(chunk_store), config, memory, executor)
     target = Path(out_path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=target.parent)
-    except OSError as exc:
-        raise EncryptionError(f"cannot write into {target.parent}: {exc.strerror}") from exc
-    try:
-        with os.fdopen(fd, "wb") as out:
+        _durable.check_replaceable(target)
+        with _durable.output_file(target, prefix=_TEMP_PREFIX) as out:
             for piece in reader.pieces():
                 out.write(piece)
-            out.flush()
-            os.fsync(out.fileno())  # the content is on disk before its name is
-        os.replace(tmp, target)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise EncryptionError(f"cannot write {target}: {exc.strerror}") from exc
-        raise
+    except OSError as exc:
+        raise EncryptionError(f"cannot write {target}: {exc.strerror}") from exc

@@ -24,9 +24,9 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound, KeyStoreError
-from pqselfenc.keys._fsutil import atomic_write, fsync_dir
 from pqselfenc.keys._json import canonical, loads
 
 __all__ = [
@@ -353,12 +353,14 @@ def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
 
 
 def read_bytes(path: Path) -> bytes:
-    """The metadata file's bytes, refusing absurd sizes before anything parses them."""
-    with path.open("rb") as fh:
-        data = fh.read(_MAX_BYTES + 1)
-    if len(data) > _MAX_BYTES:
-        raise InvalidDataError("keystore metadata is larger than 64 MiB")
-    return data
+    """The metadata file's bytes, refusing absurd sizes before anything parses them, and
+    anything but a regular file (never read through a link); absent: ``FileNotFoundError``."""
+    try:
+        return _durable.read_file(path, limit=_MAX_BYTES)
+    except _durable.FileTooLargeError as exc:
+        raise InvalidDataError("keystore metadata is larger than 64 MiB") from exc
+    except _durable.UnsafeFileError as exc:
+        raise KeyStoreError(f"cannot read {_durable.describe(exc)}") from exc
 
 
 def read_metadata(path: Path, mac_key: bytes | None) -> Metadata:
@@ -371,7 +373,10 @@ def write_metadata(path: Path, meta: Metadata, mac_key: bytes) -> Metadata:
     """Atomically replace the metadata file with ``meta`` as its next generation, MACed under
     ``mac_key`` (the caller holds the store lock, and read ``meta`` under it); what was written."""
     written = replace(meta, generation=meta.generation + 1)
-    atomic_write(path, to_json(written, mac_key))
+    try:
+        _durable.replace_file(path, to_json(written, mac_key))
+    except OSError as exc:
+        raise KeyStoreError(f"cannot write {path.name}: {exc.strerror}") from exc
     return written
 
 
@@ -382,6 +387,6 @@ def commit_staged(staged: Path, path: Path) -> None:
     """Rename the staged next generation over keystore.json, durably (under the store lock)."""
     try:
         os.replace(staged, path)
-        fsync_dir(path.parent)
+        _durable.sync_dir(path.parent)
     except OSError as exc:
         raise KeyStoreError(f"cannot commit {path.name}: {exc.strerror}") from exc

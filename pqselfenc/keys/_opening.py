@@ -16,6 +16,7 @@ from typing import Any
 
 from filelock import FileLock
 
+from pqselfenc.core._durable import check_private_directory
 from pqselfenc.error import KeyStoreError
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger, store_lock
@@ -107,6 +108,7 @@ def _reopen(request: OpenRequest, lock: FileLock) -> StoreParts:
 def open_parts(request: OpenRequest) -> StoreParts:
     """Open (or create) the store of ``request``, under its lock."""
     request.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    check_private_directory(request.directory, KeyStoreError, subfolders=("secrets",))
     lock = store_lock(request.directory)
     with lock:
         if (request.directory / METADATA_NAME).exists():

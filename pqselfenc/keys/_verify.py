@@ -8,8 +8,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
-from pqselfenc.error import InvalidDataError, SignatureError
+from pqselfenc.error import AuditError, InvalidDataError, SignatureError
 from pqselfenc.keys._audit_format import (
     CHECKPOINT_KEYS,
     EVENT_KEYS,
@@ -122,10 +123,19 @@ def _bad(walk: _Walk, kind: str, seq: int, line: int, detail: str) -> AuditRepor
     return AuditReport(False, walk.seq, walk.seq, cp, kind, seq, line, detail)
 
 
-def _check_checkpoint_file(checkpoint_path: Path, walk: _Walk) -> AuditReport | None:
+def _read(path: Path, limit: int) -> bytes | None:
+    """A log file's bytes (None if absent): a regular file, never through a link, bounded."""
     try:
-        raw = checkpoint_path.read_bytes()
+        return _durable.read_file(path, limit=limit)
     except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(f"cannot read {_durable.describe(exc)}") from exc
+
+
+def _check_checkpoint_file(checkpoint_path: Path, walk: _Walk) -> AuditReport | None:
+    raw = _read(checkpoint_path, P.MAX_AUDIT_LINE_SIZE + 1)
+    if raw is None:
         if walk.checkpoints:
             return _bad(walk, "truncated", walk.seq, walk.seq, "audit.checkpoint is missing")
         return None
@@ -152,10 +162,7 @@ def _check_checkpoint_file(checkpoint_path: Path, walk: _Walk) -> AuditReport | 
 def verify_log(path: Path, checkpoint_path: Path, verifier: Verifier) -> AuditReport:
     """The first problem in the log at ``path`` (``AuditReport.ok`` False), or an ok report;
     ``checkpoint_path`` holds its last signed checkpoint."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        data = b""
+    data = _read(path, P.MAX_AUDIT_LOG_SIZE) or b""
     walk = _Walk(verifier)
     problem = _walk_lines(data, walk) or _check_checkpoint_file(checkpoint_path, walk)
     if problem is not None:

@@ -9,7 +9,8 @@ truncated log is caught. Events carry ids and fingerprints, never key material.
 Fail closed: if an event cannot be appended, ``AuditError`` is raised and the operation fails.
 A crash in the middle of an append leaves a torn last line; ``verify`` reports it precisely,
 and ``recover_torn_tail`` (run by the store when it opens) moves those bytes to
-``audit.jsonl.torn`` and records an ``audit-recover`` event.
+``audit.jsonl.torn`` and records an ``audit-recover`` event. Every file here is read, appended to
+or truncated only as a regular file, never through a link (``core/_durable.py``).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
 from pqselfenc.keys._audit_format import (
@@ -31,7 +33,6 @@ from pqselfenc.keys._audit_format import (
     checkpoint_message,
     valid_generation,
 )
-from pqselfenc.keys._fsutil import atomic_write, fsync_dir
 from pqselfenc.keys._json import canonical, loads
 from pqselfenc.keys._metadata import fmt_time
 from pqselfenc.keys._verify import AuditReport, verify_log
@@ -39,7 +40,7 @@ from pqselfenc.keys._verify import AuditReport, verify_log
 __all__ = ["AuditLog", "AuditReport"]
 
 _TAIL_READ = 64 * 1024
-_MAX_LINE = 1 << 20
+_MAX_LINE = P.MAX_AUDIT_LINE_SIZE
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
 
 
@@ -107,9 +108,9 @@ class AuditLog:
         body["signature"] = base64.b64encode(sig).decode("ascii")
         line = self._append(body, prev)
         try:
-            atomic_write(self.checkpoint_path, line)
-        except Error as exc:
-            raise AuditError(f"cannot save the audit checkpoint: {exc}") from exc
+            _durable.replace_file(self.checkpoint_path, line)
+        except OSError as exc:
+            raise AuditError(f"cannot save the audit checkpoint: {_durable.describe(exc)}") from exc
         return seq + 1
 
     def checkpoint_if_needed(self) -> int | None:
@@ -141,15 +142,9 @@ class AuditLog:
         line = dict(body, prev=prev.hex(), hash=chain_hash(prev, body).hex())
         data = canonical(line) + b"\n"
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-            try:
-                if os.write(fd, data) != len(data):
-                    raise OSError(28, "short write to the audit log")
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            _durable.append_file(self.path, data)
         except OSError as exc:
-            raise AuditError(f"cannot append to the audit log: {exc.strerror}") from exc
+            raise AuditError(f"cannot append to the audit log: {_durable.describe(exc)}") from exc
         return data
 
     def _head(self) -> tuple[int, bytes]:
@@ -177,17 +172,26 @@ class AuditLog:
             raise AuditError(_MALFORMED_LAST)
         return obj
 
-    def _last_line(self) -> bytes | None:
+    def _open(self) -> BinaryIO | None:
+        """audit.jsonl for reading, None if absent; only a regular file, never through a link."""
         try:
-            with self.path.open("rb") as fh:
-                end = fh.seek(0, os.SEEK_END)
-                if end == 0:
-                    return None
-                start = max(0, end - _TAIL_READ)
-                fh.seek(start)
-                tail = fh.read()
+            return _durable.open_file(self.path)
         except FileNotFoundError:
             return None
+        except OSError as exc:
+            raise AuditError(f"cannot read the audit log: {_durable.describe(exc)}") from exc
+
+    def _last_line(self) -> bytes | None:
+        fh = self._open()
+        if fh is None:
+            return None
+        with fh:
+            end = fh.seek(0, os.SEEK_END)
+            if end == 0:
+                return None
+            start = max(0, end - _TAIL_READ)
+            fh.seek(start)
+            tail = fh.read()
         if not tail.endswith(b"\n"):
             raise AuditError("the audit log ends in a torn line; reopen the store to recover")
         lines = tail[:-1].rsplit(b"\n", 1)
@@ -196,26 +200,40 @@ class AuditLog:
         return lines[-1]
 
     def recover_torn_tail(self) -> int:
-        """Move a torn last line (crash mid-append) to audit.jsonl.torn; bytes moved (0 if none)."""
+        """Move a torn last line (crash mid-append) to audit.jsonl.torn; bytes moved (0 if none).
+
+        Neither file is touched through a link or as anything but a regular file, and a tail
+        longer than one audit line is not moved (``AuditError``: look at it yourself).
+        """
         try:
-            data = self.path.read_bytes()
-        except FileNotFoundError:
+            cut = self._cut_torn_tail()
+        except OSError as exc:
+            raise AuditError(f"cannot move the torn audit tail: {_durable.describe(exc)}") from exc
+        if cut is None:
             return 0
-        if not data or data.endswith(b"\n"):
-            return 0
-        keep = data.rfind(b"\n") + 1
-        torn = data[keep:]
-        with (self.path.parent / "audit.jsonl.torn").open("ab") as fh:
-            fh.write(torn + b"\n")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.truncate(self.path, keep)
-        fsync_dir(self.path.parent)
+        keep, torn = cut
         digest = hashlib.sha3_256(torn).hexdigest()[:16]
         self.record(
             "audit-recover", detail=f"{len(torn)} torn bytes at offset {keep}, sha3 {digest}"
         )
         return len(torn)
+
+    def _cut_torn_tail(self) -> tuple[int, bytes] | None:
+        """Append a torn tail to audit.jsonl.torn, then truncate it off: (offset, bytes)."""
+        try:
+            fh = _durable.open_file(self.path, writable=True)
+        except FileNotFoundError:
+            return None
+        with fh:
+            keep, end = _torn_start(fh)
+            if keep == end:
+                return None
+            fh.seek(keep)
+            torn = fh.read(end - keep)
+            _durable.append_file(self.path.with_name("audit.jsonl.torn"), torn + b"\n")
+            fh.truncate(keep)
+            os.fsync(fh.fileno())
+        return keep, torn
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -226,9 +244,8 @@ class AuditLog:
         along the log (every metadata write appends its event under the store lock). A line
         that does not parse, or a ``generation`` that is not an int >= 1, is ``AuditError``.
         """
-        try:
-            fh = self.path.open("rb")
-        except FileNotFoundError:
+        fh = self._open()
+        if fh is None:
             return None
         with fh:
             for raw in _reversed_lines(fh):
@@ -249,9 +266,8 @@ class AuditLog:
         ``AuditError`` for a line that is not a strict JSON object (or longer than 1 MiB):
         reading stops there, and ``verify`` says exactly what is wrong.
         """
-        try:
-            fh = self.path.open("rb")
-        except FileNotFoundError:
+        fh = self._open()
+        if fh is None:
             return
         with fh:
             for number, raw in enumerate(iter(lambda: fh.readline(_MAX_LINE + 1), b""), 1):
@@ -262,6 +278,21 @@ class AuditLog:
     def verify(self, trusted_key: Verifier | None = None) -> AuditReport:
         """Check every link, every checkpoint signature, and truncation against the last one."""
         return verify_log(self.path, self.checkpoint_path, trusted_key or self._verifier)
+
+
+def _torn_start(fh: BinaryIO) -> tuple[int, int]:
+    """(offset just after the last newline, end of file): equal when nothing is torn."""
+    end = pos = fh.seek(0, os.SEEK_END)
+    while pos > 0 and end - pos <= _MAX_LINE:
+        start = max(0, pos - _TAIL_READ)
+        fh.seek(start)
+        cut = fh.read(pos - start).rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1, end
+        pos = start
+    if pos > 0:
+        raise AuditError("the torn end of audit.jsonl is longer than one line: inspect it")
+    return 0, end
 
 
 def _reversed_lines(fh: BinaryIO) -> Iterator[bytes]:

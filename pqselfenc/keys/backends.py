@@ -16,16 +16,35 @@ from typing import Protocol, runtime_checkable
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound, KeyStoreError
 from pqselfenc.keys._entropy import check_passphrase
-from pqselfenc.keys._fsutil import atomic_write, wipe_file
 from pqselfenc.keys._vault import passphrase_decrypt, passphrase_encrypt
 
 __all__ = ["FileBackend", "SecretBackend"]
 
 _FILE_HEAD = struct.Struct(">8sB")
 _VERSION = struct.Struct(">I")
+
+
+def _read_key_file(path: Path) -> bytes:
+    """A secret or vault file: regular, never through a link, bounded; ``FileNotFoundError``
+    if absent, ``KeyStoreError`` for anything else that stops the read."""
+    try:
+        return _durable.read_file(path, limit=P.MAX_SECRET_FILE_SIZE)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise KeyStoreError(f"cannot read {_durable.describe(exc)}") from exc
+
+
+def _write_key_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data`` (0600 from the first byte, durable)."""
+    try:
+        _durable.replace_file(path, data)
+    except OSError as exc:
+        raise KeyStoreError(f"cannot write {path.name}: {exc.strerror}") from exc
 
 
 @runtime_checkable
@@ -70,14 +89,14 @@ class FileBackend:
         directory = Path(directory)
         header = directory / "vault.key"
         if header.exists():
-            blob = header.read_bytes()
+            blob = _read_key_file(header)
             return cls(
                 directory, passphrase_decrypt(P.VAULT_MAGIC, P.VAULT_WRAP_LABEL, blob, passphrase)
             )
         check_passphrase(passphrase, min_passphrase_bits)
         (directory / "secrets").mkdir(mode=0o700, parents=True, exist_ok=True)
         vault_key = os.urandom(P.VAULT_KEY_SIZE)
-        atomic_write(
+        _write_key_file(
             header, passphrase_encrypt(P.VAULT_MAGIC, P.VAULT_WRAP_LABEL, vault_key, passphrase)
         )
         return cls(directory, vault_key)
@@ -95,13 +114,13 @@ class FileBackend:
         nonce = os.urandom(P.GCM_NONCE_SIZE)
         body = self._aead.encrypt(nonce, secret, self._aad(header, name, version))
         (self._dir / "secrets").mkdir(mode=0o700, exist_ok=True)
-        atomic_write(self._path(name, version), header + nonce + body)
+        _write_key_file(self._path(name, version), header + nonce + body)
 
     def get(self, name: str, version: int) -> bytes:
         """The decrypted secret: ``KeyNotFound`` without a file, ``InvalidDataError`` for a
         malformed one, ``IntegrityError`` if it fails authentication (e.g. another name's file)."""
         try:
-            blob = self._path(name, version).read_bytes()
+            blob = _read_key_file(self._path(name, version))
         except FileNotFoundError as exc:
             raise KeyNotFound(f"no secret for {name} v{version} in the file backend") from exc
         head = _FILE_HEAD.size
@@ -117,8 +136,12 @@ class FileBackend:
 
     def delete(self, name: str, version: int) -> bool:
         """Overwrite the file with zeros, then unlink it (best effort: see threat-model/keys.md);
-        False if it was absent."""
-        return wipe_file(self._path(name, version))
+        False if it was absent. A link or a hard link under the name is only unlinked."""
+        path = self._path(name, version)
+        try:
+            return _durable.wipe_file(path)
+        except OSError as exc:
+            raise KeyStoreError(f"cannot wipe {path.name}: {exc.strerror}") from exc
 
 
 def change_passphrase(
@@ -136,10 +159,10 @@ def change_passphrase(
     """
     header = Path(directory) / "vault.key"
     try:
-        blob = header.read_bytes()
+        blob = _read_key_file(header)
     except FileNotFoundError as exc:
         raise KeyStoreError("no vault.key in this directory") from exc
     vault_key = passphrase_decrypt(P.VAULT_MAGIC, P.VAULT_WRAP_LABEL, blob, old)
     check_passphrase(new, min_passphrase_bits)
     before_commit()
-    atomic_write(header, passphrase_encrypt(P.VAULT_MAGIC, P.VAULT_WRAP_LABEL, vault_key, new))
+    _write_key_file(header, passphrase_encrypt(P.VAULT_MAGIC, P.VAULT_WRAP_LABEL, vault_key, new))

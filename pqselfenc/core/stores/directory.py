@@ -5,6 +5,13 @@ to a temp file in the same folder, is fsynced, renamed over the final name and t
 fsynced: a crash leaves either the whole chunk or nothing under its name (a stray ``.tmp-*``
 file at most, which ``__iter__`` ignores and ``clean_temp`` removes). Every read is verified.
 
+The folder may be shared (group-writable is fine: chunks are verified on every read), so no link
+is ever followed inside it: a shard folder is opened ``O_NOFOLLOW`` and every name is resolved
+relative to it; a read opens only a regular file (a FIFO cannot hang it) no larger than the
+largest chunk a writer stores (``P.MAX_STORED_CHUNK_SIZE``). A linked shard folder is not part
+of the store: it is not listed, cleaned, written or deleted through. ``core/_durable.py`` does
+the file work.
+
 The engine writes a whole run through ``batch``: the same steps, but the fsyncs of many chunks
 run at once on a few I/O threads while the workers go on encrypting (the kernel groups
 concurrent fsyncs into one journal commit), and each folder touched is fsynced once at the end.
@@ -16,12 +23,15 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
+from pqselfenc.core import _durable
+from pqselfenc.core import _primitives as P
+from pqselfenc.core._durable import TempFile
 from pqselfenc.core._store import (
     ChunkInfo,
     ChunkStore,
@@ -29,7 +39,7 @@ from pqselfenc.core._store import (
     short_name,
     verify_chunk,
 )
-from pqselfenc.error import ChunkNotFound, ChunkStoreError
+from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
 
 __all__ = ["DirectoryChunkStore"]
 
@@ -38,14 +48,6 @@ _TEMP_PREFIX = ".tmp-"
 # and renamed are bounded, so open descriptors and dirty pages stay bounded too.
 _FSYNC_THREADS = 8
 _FSYNC_IN_FLIGHT = 32
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class DirectoryChunkStore(ChunkStore):
@@ -101,22 +103,22 @@ class DirectoryChunkStore(ChunkStore):
         batch.close(commit=True)
 
     def _keep(self, info: ChunkInfo, chunk: bytes) -> None:
-        path = self.path_of(info)
-        if path.exists():
-            return  # deduplicated: same name, same bytes
         try:
-            self._write(path, chunk)
+            self._write(self.path_of(info), chunk)
         except OSError as exc:
             raise self._write_error(info.name, exc) from exc
 
     def _write(self, path: Path, chunk: bytes) -> None:
         fresh = _make_folder(path.parent)
-        fd, tmp = _write_temp(path.parent, chunk)
-        _settle(fd, tmp, path, self.fsync)
-        if self.fsync:
-            _fsync_dir(path.parent)
-            if fresh:
-                _fsync_dir(self.root)
+        with _durable.folder(path.parent, follow=False) as shard:
+            temp = _new_temp(shard, path.name, chunk)
+            if temp is None:
+                return  # deduplicated: same name, same bytes
+            _durable.settle(temp, path.name, fsync=self.fsync)
+            if self.fsync:
+                _durable.sync_dir(shard)
+        if self.fsync and fresh:
+            _durable.sync_dir(self.root)
 
     def _write_error(self, name: bytes, exc: OSError) -> ChunkStoreError:
         return ChunkStoreError(
@@ -124,22 +126,37 @@ class DirectoryChunkStore(ChunkStore):
         )
 
     def retrieve(self, info: ChunkInfo) -> bytes:
+        """The verified chunk. A file larger than any chunk a writer stores is
+        ``IntegrityError`` (it cannot be a chunk: as for a name mismatch, replace it) and is
+        never read; a link, FIFO or device under the name is ``ChunkStoreError``."""
+        path, short = self.path_of(info), short_name(info.name)
         try:
-            content = self.path_of(info).read_bytes()
+            with _durable.folder(path.parent, follow=False) as shard:
+                content = _durable.read_file(path.name, limit=P.MAX_STORED_CHUNK_SIZE, dir_fd=shard)
         except FileNotFoundError:
-            raise ChunkNotFound(f"chunk {short_name(info.name)} is not in {self.root}") from None
+            raise ChunkNotFound(f"chunk {short} is not in {self.root}") from None
+        except _durable.FileTooLargeError as exc:
+            raise IntegrityError(f"chunk {short} is larger than any stored chunk") from exc
         except OSError as exc:
-            raise ChunkStoreError(
-                f"cannot read chunk {short_name(info.name)}: {exc.strerror}"
-            ) from exc
+            raise ChunkStoreError(f"cannot read chunk {short}: {exc.strerror}") from exc
         return verify_chunk(info, content)
 
     def has(self, info: ChunkInfo) -> bool:
-        return self.path_of(info).is_file()
+        path = self.path_of(info)
+        try:
+            with _durable.folder(path.parent, follow=False) as shard:
+                entry = _durable.lstat_entry(path.name, dir_fd=shard)
+        except OSError:
+            return False  # no shard folder, or one that is not ours (a link)
+        return entry is not None and stat.S_ISREG(entry.st_mode)
 
     def delete(self, info: ChunkInfo) -> None:
+        path = self.path_of(info)
         try:
-            self.path_of(info).unlink(missing_ok=True)
+            with _durable.folder(path.parent, follow=False) as shard:
+                os.unlink(path.name, dir_fd=shard)
+        except FileNotFoundError:
+            return
         except OSError as exc:
             raise ChunkStoreError(
                 f"cannot delete chunk {short_name(info.name)}: {exc.strerror}"
@@ -147,8 +164,8 @@ class DirectoryChunkStore(ChunkStore):
 
     def __iter__(self) -> Iterator[ChunkInfo]:
         for folder in sorted(self.root.iterdir()):
-            if len(folder.name) != 2 or not folder.is_dir():
-                continue
+            if len(folder.name) != 2 or not _is_folder(folder):
+                continue  # a linked "shard" is not part of the store
             for path in sorted(folder.iterdir()):
                 info = _info_of(path.name, folder.name)
                 if info is not None:
@@ -157,9 +174,10 @@ class DirectoryChunkStore(ChunkStore):
     def clean_temp(self) -> int:
         """Remove temp files left by interrupted writes; returns how many."""
         removed = 0
-        for tmp in self.root.glob(f"??/{_TEMP_PREFIX}*"):
-            tmp.unlink(missing_ok=True)
-            removed += 1
+        for folder in self.root.iterdir():
+            if len(folder.name) == 2 and _is_folder(folder):
+                with contextlib.suppress(FileNotFoundError, _durable.UnsafeFileError):
+                    removed += _clean_shard(folder)
         return removed
 
 
@@ -172,39 +190,35 @@ def _make_folder(folder: Path) -> bool:
     return True
 
 
-def _write_temp(folder: Path, chunk: bytes) -> tuple[int, str]:
-    """A new temp file in ``folder`` holding ``chunk``, still open (not yet fsynced)."""
-    fd, tmp = tempfile.mkstemp(prefix=_TEMP_PREFIX, dir=folder)
-    try:
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
-    except BaseException:
-        _discard(fd, tmp)
-        raise
-    return fd, tmp
+def _is_folder(path: Path) -> bool:
+    """A real folder (a link to one is not)."""
+    entry = _durable.lstat_entry(path)
+    return entry is not None and stat.S_ISDIR(entry.st_mode)
 
 
-def _settle(fd: int, tmp: str, path: Path, fsync: bool) -> None:
-    """fsync (if asked) and close the temp file, then rename it to its final name: a name only
-    ever appears over complete (and, with fsync, durable) content."""
-    try:
-        if fsync:
-            os.fsync(fd)
-        os.close(fd)
-        fd = -1
-        os.replace(tmp, path)
-    except BaseException:
-        _discard(fd, tmp)
-        raise
+def _new_temp(shard: int, name: str, chunk: bytes) -> TempFile | None:
+    """A temp file holding ``chunk`` in the shard folder ``shard`` (open, not yet fsynced), or
+    None if a chunk file of that name is there (deduplicated). Anything else under the name (a
+    link, a FIFO) is not a chunk: the rename will replace it."""
+    entry = _durable.lstat_entry(name, dir_fd=shard)
+    if entry is not None and stat.S_ISREG(entry.st_mode):
+        return None
+    return _durable.write_temp(shard, chunk, prefix=_TEMP_PREFIX)
 
 
-def _discard(fd: int, tmp: str) -> None:
-    if fd >= 0:
-        with contextlib.suppress(OSError):
-            os.close(fd)
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
+def _clean_shard(folder: Path) -> int:
+    removed = 0
+    with _durable.folder(folder, follow=False) as shard:
+        for name in os.listdir(shard):
+            if name.startswith(_TEMP_PREFIX):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(name, dir_fd=shard)
+                    removed += 1
+    return removed
+
+
+def _sync_shard(folder: Path) -> None:
+    _durable.sync_dir(folder, follow=False)
 
 
 class _Batch:
@@ -233,21 +247,22 @@ class _Batch:
                 return  # deduplicated within the batch
             self.names.add(chunk.name)
             self.folders.add(path.parent)
-        if path.exists():
-            return  # deduplicated: same name, same bytes
         try:
             fresh = _make_folder(path.parent)
-            fd, tmp = _write_temp(path.parent, chunk.content)
+            with _durable.folder(path.parent, follow=False) as shard:
+                temp = _new_temp(shard, path.name, chunk.content)
         except OSError as exc:
             raise self._fail(chunk.name, exc) from exc
+        if temp is None:
+            return  # deduplicated: same name, same bytes
         self.room.acquire()
         with self.lock:
             self.fresh |= fresh
-            self.pending.append(self.pool.submit(self._settle, chunk.name, fd, tmp, path))
+            self.pending.append(self.pool.submit(self._settle, chunk.name, temp, path.name))
 
-    def _settle(self, name: bytes, fd: int, tmp: str, path: Path) -> None:
+    def _settle(self, name: bytes, temp: TempFile, final: str) -> None:
         try:
-            _settle(fd, tmp, path, fsync=True)
+            _durable.settle(temp, final, fsync=True)
         except OSError as exc:
             raise self._fail(name, exc) from exc
         finally:
@@ -267,10 +282,12 @@ class _Batch:
     def close(self, *, commit: bool) -> None:
         """Wait for every queued chunk; with ``commit``, make the names durable or raise."""
         try:
-            for future in self.pending:
-                future.exception()  # wait; the failure is recorded in self.failure
+            # wait; an OSError is recorded in self.failure, anything else is raised as it is
+            errors = [e for e in (f.exception() for f in self.pending) if e is not None]
             if commit:
                 self._check()
+                if errors:
+                    raise errors[0]
                 self._fsync_folders()
         finally:
             self.pool.shutdown(wait=True)
@@ -278,9 +295,9 @@ class _Batch:
     def _fsync_folders(self) -> None:
         folders = sorted(self.folders)
         try:
-            list(self.pool.map(_fsync_dir, folders))
+            list(self.pool.map(_sync_shard, folders))
             if self.fresh:
-                _fsync_dir(self.store.root)
+                _durable.sync_dir(self.store.root)
         except OSError as exc:
             raise ChunkStoreError(
                 f"cannot make the chunks in {self.store.root} durable: {exc.strerror}"
