@@ -51,7 +51,8 @@ def test_flipped_chunk_in_a_verifying_store_is_detected() -> None:
     store = MemoryChunkStore()
     data_map, _ = SelfEncryptor(DATA, CFG, chunk_store=store).encrypt()
     info = data_map.chunks[1]
-    store._chunks[info.name] = b"\x00" + store._chunks[info.name][1:]
+    stored = store._chunks[info.name]
+    store._chunks[info.name] = bytes([stored[0] ^ 1]) + stored[1:]  # changed, whatever it was
     with pytest.raises(IntegrityError, match=info.name[:4].hex()):
         SelfEncryptor.from_data_map(data_map, store).decrypt()
 

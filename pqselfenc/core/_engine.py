@@ -13,7 +13,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._chunking import Layout
 from pqselfenc.core._cipher import ChunkKeys
-from pqselfenc.core._pipeline import ChunkEncryption, Sink, decrypt_task, ordered_map
+from pqselfenc.core._pipeline import (
+    ChunkEncryption,
+    Sink,
+    decrypt_task,
+    interrupting,
+    ordered_map,
+)
 from pqselfenc.core._store import ChunkInfo, ChunkStore
 from pqselfenc.core.config import ChunkConfig, EncryptionConfig
 from pqselfenc.core.datamap import DataMap
@@ -60,8 +66,11 @@ def executor_for(
     if given is not None or config.parallel.max_threads == 1:
         yield given
         return
-    with ThreadPoolExecutor(config.parallel.max_threads, thread_name_prefix="pqselfenc") as pool:
+    pool = ThreadPoolExecutor(config.parallel.max_threads, thread_name_prefix="pqselfenc")
+    try:
         yield pool
+    finally:  # on an interrupt, leave workers blocked in I/O behind (see interrupting)
+        pool.shutdown(wait=not interrupting(), cancel_futures=True)
 
 
 def make_map(
@@ -89,11 +98,14 @@ def encrypt_view(
     chunking: ChunkConfig,
     sink: Sink,
     executor: Executor | None,
+    window: int | None = None,
 ) -> list[ChunkInfo]:
-    """Encrypt the chunks of an in-memory input; returns the entries (empty when inline)."""
+    """Encrypt the chunks of an in-memory input; returns the entries (empty when inline).
+    ``window``: tasks in flight (default ``window_of(config)``)."""
     layout = Layout.of(len(data), chunking)
     check_count(layout.count, chunking.chunk_size)
-    job = ChunkEncryption(keys_for_config(config), sink, executor, window_of(config))
+    window = window_of(config) if window is None else window
+    job = ChunkEncryption(keys_for_config(config), sink, executor, window)
     try:
         for i in range(layout.count):
             start, end = layout.span(i)
@@ -116,10 +128,14 @@ def check_count(count: int, chunk_size: int) -> None:
 
 
 def encrypt_bytes(
-    data: memoryview, config: EncryptionConfig, sink: Sink, executor: Executor | None
+    data: memoryview,
+    config: EncryptionConfig,
+    sink: Sink,
+    executor: Executor | None,
+    window: int | None = None,
 ) -> DataMap:
     """Self-encrypt a whole in-memory input into chunks (via ``sink``) and a DataMap."""
-    entries = encrypt_view(data, config, config.chunking, sink, executor)
+    entries = encrypt_view(data, config, config.chunking, sink, executor, window)
     inline = bytes(data) if not entries else b""
     return shrink(make_map(config, len(data), entries, inline), config, sink, executor)
 

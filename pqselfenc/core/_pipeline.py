@@ -15,6 +15,7 @@ so output never depends on it.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, InvalidStateError
@@ -27,8 +28,27 @@ from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk
 from pqselfenc.error import EncryptionError, Error, IntegrityError
 
 T = TypeVar("T")
+_MAX_CONTEXT = 16  # exceptions followed back through __context__ (cleanup nests a few)
 
 Sink = Callable[[EncryptedChunk], None]
+
+
+def interrupting() -> bool:
+    """Whether the exception being handled is, or was raised while handling, an interrupt
+    (``KeyboardInterrupt``, which the CLI also raises for SIGTERM, or ``SystemExit``).
+
+    Cleanup then does not wait for tasks still running: a worker blocked in I/O (a FIFO, a
+    stalled server) must not keep Ctrl-C from ending the command. A task left running only
+    reads, or writes a whole chunk under its content name: nothing it does is half-visible.
+    """
+    exc = sys.exc_info()[1]
+    for _ in range(_MAX_CONTEXT):
+        if exc is None:
+            return False
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return True
+        exc = exc.__context__
+    return False
 
 
 def _translate(exc: BaseException) -> BaseException:
@@ -68,13 +88,16 @@ class Ordered:
         return out
 
     def cancel(self) -> None:
+        """Cancel what has not started; wait for what runs, unless an interrupt is being
+        handled (``interrupting``): then return at once and let those tasks end alone."""
         for fut in self.pending:
             fut.cancel()
         if self.on_cancel is not None:
             self.on_cancel()  # release tasks that wait on work that will now never run
-        for fut in self.pending:
-            if not fut.cancelled():
-                fut.exception()  # wait, so nothing runs on after the caller returns
+        if not interrupting():
+            for fut in self.pending:
+                if not fut.cancelled():
+                    fut.exception()  # wait, so nothing runs on after the caller returns
         self.pending.clear()
 
     def _pop(self) -> object:

@@ -20,10 +20,11 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 
 from pqselfenc.core import _engine as E
 from pqselfenc.core import _primitives as P
+from pqselfenc.core._cache import Clock, cached
 from pqselfenc.core._checks import Data, as_view
 from pqselfenc.core._cipher import ChunkKeys
 from pqselfenc.core._memory import MemoryConfig
-from pqselfenc.core._pipeline import ChunkEncryption, Sink
+from pqselfenc.core._pipeline import ChunkEncryption, Sink, interrupting
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
@@ -44,8 +45,8 @@ class _Pool:
         self.executor: Executor | None = given if given is not None else self.owned
 
     def close(self) -> None:
-        if self.owned is not None:
-            self.owned.shutdown(wait=True, cancel_futures=True)
+        if self.owned is not None:  # on an interrupt, workers blocked in I/O are left behind
+            self.owned.shutdown(wait=not interrupting(), cancel_futures=True)
             self.owned = None
 
 
@@ -60,7 +61,7 @@ class StreamEncryption:
         executor: Executor | None = None,
     ) -> None:
         self.config, self.sink = config, sink
-        self.memory = memory if memory is not None else MemoryConfig()
+        self.memory = memory if memory is not None else config.memory
         self.window = self.memory.encrypt_window(config, E.window_of(config))
         self._pool = _Pool(config, executor)
         self._job = ChunkEncryption(
@@ -179,7 +180,10 @@ class StreamEncryption:
 
 
 class StreamDecryption:
-    """Verified plaintext of a DataMap, whole or by range; the leaf map is expanded once."""
+    """Verified plaintext of a DataMap, whole or by range; the leaf map is expanded once.
+
+    ``memory`` defaults to ``config.memory``; with ``config.cache`` chunks are fetched through
+    a ``CachingChunkStore`` (``clock`` times its entries)."""
 
     def __init__(
         self,
@@ -188,9 +192,11 @@ class StreamDecryption:
         config: EncryptionConfig,
         memory: MemoryConfig | None = None,
         executor: Executor | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.data_map, self.store, self.config = data_map, store, config
-        self.memory = memory if memory is not None else MemoryConfig()
+        self.data_map, self.config = data_map, config
+        self.store = cached(store, config, clock)
+        self.memory = memory if memory is not None else config.memory
         self.executor = executor
         self._leaf: tuple[DataMap, ChunkKeys] | None = None
 
