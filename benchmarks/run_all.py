@@ -22,6 +22,7 @@ HERE = Path(__file__).resolve().parent
 QUICK = {
     "bench_throughput.py": ["--size", "32", "--rounds", "1"],
     "bench_memory.py": ["--sizes", "16,64"],
+    "bench_nonce.py": ["--size", "8", "--rounds", "1"],
     "bench_random_access.py": ["--size", "64", "--reads", "20"],
     "bench_restic.py": ["--size", "32", "--runs", "1"],
     "bench_floor.py": ["--size", "16", "--rounds", "1"],

@@ -3,7 +3,13 @@
 ``main(argv)`` parses, runs one command and returns its exit status; it never raises and never
 prints a traceback (set ``PQSELFENC_DEBUG=1`` to get one for an internal error). Errors are one
 ``pqselfenc: error: ...`` line, optionally followed by one ``pqselfenc: hint: ...`` line, on
-stderr. Exit status: 0 success, 1 error, 2 usage, 70 internal error (a bug), 130 interrupted.
+stderr. Exit status: 0 success, 1 error, 2 usage, 70 internal error (a bug), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
+
+SIGTERM is raised as ``Terminated``, a ``KeyboardInterrupt``, so it unwinds like Ctrl-C: every
+``finally`` runs and temp files are removed, and no cleanup waits for a worker blocked in I/O
+(``core._pipeline.interrupting``). Run as the command (``argv`` not given), an interrupted
+command then exits at once, without joining such workers; a second signal exits immediately.
 """
 
 from __future__ import annotations
@@ -12,8 +18,11 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
-from collections.abc import Callable, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 from pqselfenc import __version__
@@ -25,6 +34,11 @@ if TYPE_CHECKING:  # the command modules load the engine: only a command that ru
 __all__ = ["main"]
 
 DEBUG_ENV = "PQSELFENC_DEBUG"
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so the same cleanup runs."""
 
 
 class _UsageError(Exception):
@@ -106,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if words[:1] == ["--version"]:  # as argparse would answer, before the engine loads
         print(f"pqselfenc {__version__}")
         return 0
-    from pqselfenc.cli._output import EXIT_USAGE, PROG, Console
+    from pqselfenc.cli._output import EXIT_INTERRUPTED, EXIT_USAGE, PROG, Console
     from pqselfenc.cli._session import Session
 
     console = Console()
@@ -121,7 +135,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     console.json, console.quiet = args.json, args.quiet
     func: Callable[[Session], int] = args.func
-    return _run(func, Session(args, console), console)
+    with _signals():
+        code = _run(func, Session(args, console), console)
+    if argv is None and code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        _exit_now(code)  # the command itself: do not wait for workers stuck in I/O
+    return code
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise (``KeyboardInterrupt``, ``Terminated``) the first time and
+    exit at once the second time, while a command runs (main thread only)."""
+    from pqselfenc.cli._output import EXIT_INTERRUPTED
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+        if seen:
+            _exit_now(code)
+        seen.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in old.items():
+        if handler is not signal.SIG_IGN:  # a job started with SIGINT ignored keeps it so
+            signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():  # None: set outside Python, i.e. the default
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _exit_now(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _command_of(parser: argparse.ArgumentParser, words: list[str]) -> str:
@@ -165,9 +219,10 @@ def _run(func: Callable[[Session], int], session: Session, console: Console) -> 
         message, hint = describe(exc)
         console.error(message, hint)
         return 1
-    except KeyboardInterrupt:
-        console.error("interrupted; nothing was written under the output name")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        console.error(f"{what}; nothing was written under the output name")
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
             import traceback

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pqselfenc.cli._output import CliError, check_writable, default_file_mode, read_input
+from pqselfenc.cli._output import CliError, check_writable, default_file_mode
 from pqselfenc.cli._session import Session
 from pqselfenc.core.config import EncryptionConfig
 
@@ -118,7 +118,7 @@ def encrypt(
         done.append({"input": source, "map": str(target), "sealed": sealed,
                      "recipients": list(args.to), "size": data_map.total_size,
                      "chunks": len(data_map.chunks), "levels": data_map.child + 1})  # fmt: skip
-    session.console.result({"encrypted": done, "store": store}, lines(done))
+    session.console.result({"encrypted": done, "store": session.store_label()}, lines(done))
     return 0
 
 
@@ -136,9 +136,9 @@ def decrypt(session: Session, options: EncryptionConfig) -> int:
         raise CliError("--range reads a few chunks here: drop --scheduler for it")
     if not args.out.startswith(S3_SCHEME):
         check_writable(Path(args.out), args.force)
-    raw = read_input(args.map, "map")
+    map_file = _maps.read_map_file(args.map, _maps.MapPolicy.from_args(args))
     store = _store(session, create=False)
-    data_map = _maps.decode_map(session, raw, str(args.map))
+    data_map = map_file.open(session)
     config = secret_config(session, options, bool(data_map.secret_id))
     with _library_errors():
         distributed.decrypt(

@@ -18,11 +18,11 @@ import functools
 import os
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from pqselfenc import ChunkStore
 from pqselfenc.core.stores import DirectoryChunkStore
-from pqselfenc.core.stores.s3 import ENDPOINT_ENV, S3ChunkStore
+from pqselfenc.core.stores._s3url import endpoint_from_env, parse_s3_url
+from pqselfenc.core.stores.s3 import DEFAULT_TIMEOUT, ENDPOINT_ENV, S3ChunkStore
 from pqselfenc.error import ChunkStoreError
 
 __all__ = [
@@ -36,11 +36,6 @@ __all__ = [
 ]
 
 S3_SCHEME = "s3"
-_OPTIONS = frozenset({"endpoint", "region"})
-_CREDENTIALS = (
-    "credentials do not belong in a URL: workers read them the usual boto3 way "
-    "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, ~/.aws/, instance roles)"
-)
 
 
 @dataclass(frozen=True)
@@ -51,14 +46,14 @@ class S3Location:
     key: str
     endpoint: str | None = None
     region: str | None = None
+    timeout: float | None = None  # a store's deadline per call (``?timeout=``); stores only
 
     def __str__(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
 
     def endpoint_url(self) -> str | None:
         """The ``endpoint`` option, else the worker's environment, else AWS itself."""
-        env = (os.environ.get(name) for name in ENDPOINT_ENV)
-        return self.endpoint or next((value for value in env if value), None)
+        return self.endpoint or endpoint_from_env(ENDPOINT_ENV)
 
 
 @dataclass(frozen=True)
@@ -92,39 +87,19 @@ def location(value: object, what: str, *, object_key: bool) -> Location:
 
 
 def _s3(url: str, what: str, object_key: bool) -> S3Location:
-    parts = urlsplit(url)
-    if "@" in parts.netloc:
-        raise ValueError(f"{what}: {_CREDENTIALS}")
-    if parts.fragment or not parts.netloc:
-        raise ValueError(f"{what}: an S3 URL looks like s3://BUCKET/KEY")
-    bucket, key = parts.netloc, parts.path.lstrip("/")
-    if not 3 <= len(bucket) <= 63 or not bucket.isascii() or ":" in bucket:
-        raise ValueError(f"{what}: a bucket name is 3 to 63 ASCII characters")
-    if object_key and (not key or key.endswith("/")):
-        raise ValueError(f"{what}: {url.split('?')[0]} names no object (s3://BUCKET/KEY)")
-    options = _options(parts.query, what)
-    return S3Location(bucket, key, options.get("endpoint"), options.get("region"))
-
-
-def _options(query: str, what: str) -> dict[str, str]:
+    """The one S3 URL grammar of the stores (``core/stores/_s3url.py``), read here for a store
+    prefix or, with ``object_key``, one object's key."""
     try:
-        fields = parse_qs(query, keep_blank_values=False, strict_parsing=bool(query))
+        parsed = parse_s3_url(url)
     except ValueError as exc:
-        raise ValueError(f"{what}: the URL has a malformed query") from exc
-    unknown = sorted(set(fields) - _OPTIONS)
-    if unknown:
-        raise ValueError(f"{what}: unknown URL option {unknown[0]!r} (known: endpoint, region)")
-    if any(len(v) != 1 for v in fields.values()):
-        raise ValueError(f"{what}: each URL option may appear once")
-    options = {k: v[0] for k, v in fields.items()}
-    endpoint = options.get("endpoint")
-    if endpoint is not None:
-        where = urlsplit(endpoint)
-        if where.scheme not in ("http", "https") or not where.netloc:
-            raise ValueError(f"{what}: the endpoint option is an http(s):// URL")
-        if "@" in where.netloc or where.query:
-            raise ValueError(f"{what}: {_CREDENTIALS}")
-    return options
+        raise ValueError(f"{what}: {exc}") from exc
+    key = parsed.prefix.removesuffix("/")
+    if object_key and (not key or url.partition("?")[0].endswith("/")):
+        raise ValueError(f"{what}: the URL names no object (s3://BUCKET/KEY)")
+    if object_key and parsed.timeout is not None:
+        raise ValueError(f"{what}: the timeout option is a store's (an object URL takes none)")
+    return S3Location(parsed.bucket, key if object_key else parsed.prefix, parsed.endpoint,
+                      parsed.region, parsed.timeout)  # fmt: skip
 
 
 # -- on the workers ----------------------------------------------------------------------------
@@ -136,7 +111,11 @@ def open_store(spec: Location) -> ChunkStore:
     exist here (a worker that does not see the shared folder must not make a private one)."""
     if isinstance(spec, S3Location):
         return S3ChunkStore(
-            spec.bucket, spec.key, endpoint_url=spec.endpoint_url(), region=spec.region
+            spec.bucket,
+            spec.key,
+            endpoint_url=spec.endpoint_url(),
+            region=spec.region,
+            timeout=DEFAULT_TIMEOUT if spec.timeout is None else spec.timeout,
         )
     if not os.path.isdir(spec.path):
         raise ChunkStoreError(f"no chunk store folder {spec.path} on worker {os.uname().nodename}")
