@@ -9,6 +9,7 @@ from typing import Any
 from pqselfenc.cli._keyring import audit_report, existing_key_store
 from pqselfenc.cli._output import CliError
 from pqselfenc.cli._session import Session
+from pqselfenc.cli._values import count_arg
 from pqselfenc.error import AuditError
 
 __all__ = ["add_parsers"]
@@ -22,7 +23,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
                            "with ML-DSA-signed checkpoints.")  # fmt: skip
     actions = audit.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = actions.add_parser("show", parents=[common], help="print the events")
-    show.add_argument("--last", type=int, metavar="N", help="only the last N events")
+    show.add_argument("--last", type=count_arg, metavar="N", help="only the last N events")
     show.set_defaults(func=show_log)
     verify = actions.add_parser(
         "verify", parents=[common],

@@ -11,6 +11,7 @@ from pqselfenc.cli import _maps
 from pqselfenc.cli._keyring import secret_config
 from pqselfenc.cli._output import CliError, Console
 from pqselfenc.cli._session import Session
+from pqselfenc.cli._values import path_arg
 from pqselfenc.core._store import ChunkInfo, ChunkStore, short_name, verify_chunk
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
@@ -32,19 +33,27 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     verify = actions.add_parser(
         "verify", parents=[common], help="check every stored chunk against its name"
     )
+    verify.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when the store lists no chunk (default: an error, since a mistyped "
+        "store or S3 prefix lists nothing)",
+    )
     stats = actions.add_parser(
         "stats", parents=[common], help="count chunks, and what the given maps reference"
     )
-    stats.add_argument("maps", nargs="*", metavar="MAP", type=Path)
+    stats.add_argument("maps", nargs="*", metavar="MAP", type=path_arg)
     gc = actions.add_parser(
         "gc",
         parents=[common],
         help="find (and with --delete remove) chunks no given map references",
     )
-    gc.add_argument("maps", nargs="+", metavar="MAP", type=Path)
+    gc.add_argument("maps", nargs="+", metavar="MAP", type=path_arg)
     gc.add_argument(
         "--delete", action="store_true", help="really delete (default: only report what would go)"
     )
+    for reader in (stats, gc):
+        _maps.add_policy_options(reader)
     for parser in (verify, stats, gc):
         parser.add_argument(
             "--store",
@@ -71,7 +80,14 @@ def verify_store(session: Session) -> int:
             bar.update(1)
     lines = [f"{b['chunk']}…: {b['problem']}" for b in bad]
     lines.append(f"{len(infos) - len(bad)} of {len(infos)} chunks verified")
-    session.console.result({"store": session.store_spec(), "chunks": len(infos), "bad": bad}, lines)
+    label = session.store_label()
+    session.console.result({"store": label, "chunks": len(infos), "bad": bad}, lines)
+    if not infos and not session.args.allow_empty:
+        raise CliError(
+            f"the store {label} lists no chunks: nothing was verified",
+            hint="is --store right? (an S3 prefix that holds nothing lists nothing); pass "
+            "--allow-empty when an empty store is expected",
+        )
     if bad:
         raise CliError(
             f"{len(bad)} of {len(infos)} chunks do not match their names",
@@ -122,8 +138,10 @@ def _walk(
 
 def references(session: Session, maps: list[Path], store: ChunkStore) -> References:
     refs = References()
-    for path in maps:
-        data_map = _maps.load_map(session, path)
+    policy = _maps.MapPolicy.from_args(session.args)
+    files = [_maps.read_map_file(path, policy) for path in maps]  # all refused before any work
+    for path, map_file in zip(maps, files, strict=True):
+        data_map = map_file.open(session)
         config = secret_config(session, EncryptionConfig(), bool(data_map.secret_id))
         try:
             _walk(data_map, store, config, refs, str(path))
@@ -145,7 +163,7 @@ def store_stats(session: Session) -> int:
     store = session.chunk_store(create=False)
     stored = list(store)
     doc: dict[str, Any] = {
-        "store": session.store_spec(),
+        "store": session.store_label(),
         "chunks": len(stored),
         "bytes": _sizes(store, stored),
     }
@@ -186,7 +204,7 @@ def collect_garbage(session: Session) -> int:
         _delete(store, garbage, session.console)
     verb = "deleted" if session.args.delete else "would delete"
     doc = {
-        "store": session.store_spec(),
+        "store": session.store_label(),
         "chunks": len(stored),
         "referenced": len(refs.names),
         "unreferenced": len(garbage),

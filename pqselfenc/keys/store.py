@@ -30,13 +30,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import KeyNotFound, KeyStoreError
 from pqselfenc.kem import SigningKey, VerifyingKey
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._destroy import destroy
 from pqselfenc.keys._envelopes import Envelopes
-from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger
+from pqselfenc.keys._ledger import Clock, Ledger
 from pqselfenc.keys._material import KeyPair, StoreSecret, generate_pair
 from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, Metadata
 from pqselfenc.keys._opening import OpenRequest, StoreParts, open_parts, verify_audit
@@ -45,6 +46,7 @@ from pqselfenc.keys._transfer import export_identity, import_identity
 from pqselfenc.keys.audit import AuditLog, AuditReport
 from pqselfenc.keys.backends import change_passphrase
 from pqselfenc.keys.config import KeyConfig, check_name
+from pqselfenc.keys.defaults import default_key_store, existing_backend
 from pqselfenc.keys.recipients import RecipientDirectory
 
 __all__ = ["KeyStore", "RotationDue"]
@@ -72,11 +74,26 @@ def _default_actor() -> str:
     return f"{user}/pid{os.getpid()}"
 
 
+def _policy(config: EncryptionConfig | KeyConfig | None) -> KeyConfig:
+    """The ``KeyConfig`` in ``config``: itself, an ``EncryptionConfig``'s ``keys``, or the
+    default."""
+    if isinstance(config, EncryptionConfig):
+        config = config.keys
+    if config is None:
+        return KeyConfig()
+    if not isinstance(config, KeyConfig):
+        raise TypeError("config must be an EncryptionConfig, a KeyConfig or None")
+    return config
+
+
 class KeyStore:
     """A directory of local identities (versioned KEM + ML-DSA keys) and named recipients.
 
-    Open with ``KeyStore.open``. Every method re-reads the metadata under the store lock, so
-    several processes may share one store.
+    ``KeyStore(config)`` opens (creating it if needed) the default store, ``HOME/keys``, as the
+    ``pqselfenc`` command does (``pqselfenc.keys.defaults`` says where and with which backend),
+    with the policy of ``config`` (an ``EncryptionConfig``'s ``keys``, a ``KeyConfig``, or the
+    default). ``KeyStore.open(path, ...)`` opens any other. Every method re-reads the
+    metadata under the store lock, so several processes may share one store.
     """
 
     directory: Path
@@ -88,12 +105,16 @@ class KeyStore:
     _secret: StoreSecret
     _envelopes: Envelopes
 
-    def __init__(self) -> None:
-        raise TypeError("open a key store with KeyStore.open(path, ...)")
+    def __init__(self, config: EncryptionConfig | KeyConfig | None = None) -> None:
+        policy = _policy(config)
+        where = default_key_store()
+        request = OpenRequest(where.path, policy, where.backend, where.passphrase, _utc_now,
+                              _default_actor(), where.keyring)  # fmt: skip
+        self._attach(open_parts(request))
 
     @classmethod
     def _compose(cls, parts: StoreParts) -> KeyStore:
-        """A store made of ``parts`` (what ``open`` calls; ``__init__`` is kept for later)."""
+        """A store made of ``parts`` (what ``open`` calls; ``__init__`` opens the default)."""
         store = cls.__new__(cls)
         store._attach(parts)
         return store
@@ -165,10 +186,10 @@ class KeyStore:
         does not parse. Open the store with this backend: it never changes. The answer is not
         authenticated (the MAC needs the secret it helps to unlock): ``open`` checks it.
         """
-        try:
-            return M.read_metadata(Path(path) / METADATA_NAME, None).backend
-        except FileNotFoundError:
-            raise KeyNotFound(f"no key store in {Path(path)}") from None
+        backend = existing_backend(path)
+        if backend is None:
+            raise KeyNotFound(f"no key store in {Path(path)}")
+        return backend
 
     # -- metadata --------------------------------------------------------------------------
 
