@@ -201,7 +201,12 @@ def test_min_entropy_is_the_least_strength_the_store_accepts(
     """min_entropy=256: only ml-kem-1024 and ml-dsa-87 (category 5) are accepted, anywhere a
     key enters or is used to seal: config, generate, import, recipients, seal, rotate."""
     with pytest.raises(ValueError, match="x-wing is 192-bit strong, below min_entropy=256"):
-        KeyConfig(min_entropy=256)
+        KeyConfig(min_entropy=256, suite="x-wing")
+    with pytest.raises(ValueError, match="ml-dsa-65 is 192-bit strong, below min_entropy=256"):
+        KeyConfig(min_entropy=256, signature="ml-dsa-65")
+    default = KeyConfig(min_entropy=256)  # the defaults follow the bound (the seed page's form)
+    assert (default.suite, default.signature) == ("ml-kem-1024", "ml-dsa-87")
+    assert (KeyConfig().suite, KeyConfig().signature) == ("x-wing", "ml-dsa-65")
     assert KeyConfig().min_entropy == 192 and KeyConfig(min_entropy=128).check_suite("x-wing")
     weak = open_store(path=tmp_path / "weak")
     weak.generate("old")
