@@ -6,9 +6,10 @@ import json
 import os
 import resource
 import statistics
+import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,36 @@ def median(values: list[float]) -> float:
     return statistics.median(values)
 
 
+def run_process(
+    cmd: Sequence[str], env: dict[str, str] | None = None, **popen: Any
+) -> tuple[float, float]:
+    """Run ``cmd`` to completion (it must exit 0); its (wall clock, CPU user+system) seconds.
+
+    CPU time comes from the child's own rusage (``os.wait4``), so it counts only that process,
+    and moves less than wall clock on a loaded machine. stdout is discarded, stderr kept for
+    the error message.
+    """
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, stderr=subprocess.PIPE, **popen)
+    stderr = proc.stderr.read() if proc.stderr else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} exited {proc.returncode}: {stderr.decode()[-500:]}")
+    return wall, usage.ru_utime + usage.ru_stime
+
+
+def python_env(work: Path, env: dict[str, str] | None = None) -> dict[str, str]:
+    """``env`` (default: ours) for a Python child that has a bytecode cache, as a package
+    installed by pip has: the cache goes into ``work`` (one untimed run fills it)."""
+    base = dict(os.environ if env is None else env)
+    base.pop("PYTHONDONTWRITEBYTECODE", None)
+    base["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
+    return base
+
+
 def mbps(size: int, seconds: float) -> float:
     return size / seconds / 1e6
 
@@ -41,7 +72,10 @@ def row(bench: str, name: str, **cells: Any) -> Row:
     return {"bench": bench, "name": name, **cells}
 
 
-COLUMNS = ["bench", "name", "MB/s", "ratio", "target", "peak RSS MiB", "ms", "ok", "note"]
+COLUMNS = [
+    "bench", "name", "MB/s", "ratio", "target", "peak RSS MiB", "ms", "+ms", "cpu +ms", "ok",
+    "note",
+]  # fmt: skip
 
 
 def table(rows: list[Row]) -> str:

@@ -22,8 +22,13 @@ HERE = Path(__file__).resolve().parent
 QUICK = {
     "bench_throughput.py": ["--size", "32", "--rounds", "1"],
     "bench_memory.py": ["--sizes", "16,64"],
+    "bench_nonce.py": ["--size", "8", "--rounds", "1"],
     "bench_random_access.py": ["--size", "64", "--reads", "20"],
     "bench_restic.py": ["--size", "32", "--runs", "1"],
+    "bench_floor.py": ["--size", "16", "--rounds", "1"],
+    "bench_decrypt.py": ["--size", "16", "--runs", "1"],
+    "bench_small_files.py": ["--files", "200", "--runs", "1"],
+    "bench_startup.py": ["--rounds", "3"],
     "bench_gc.py": ["--chunks", "4000"],
 }
 

@@ -43,6 +43,15 @@ def public_modules(package: str = PACKAGE) -> list[str]:
     return sorted(names)
 
 
+def _module_doc(name: str) -> pdoc.doc.Module:
+    """pdoc's view of module ``name``. Names a module loads on first use (PEP 562
+    ``__getattr__``, as ``pqselfenc`` does) are resolved first: pdoc reads ``__dict__``."""
+    module = importlib.import_module(name)
+    for member in getattr(module, "__all__", ()):
+        getattr(module, member)
+    return pdoc.doc.Module.from_name(name)
+
+
 def _exported(module: pdoc.doc.Module) -> list[pdoc.doc.Doc]:  # type: ignore[type-arg]
     obj = module.obj
     names = getattr(obj, "__all__", None)
@@ -82,7 +91,7 @@ def undocumented(modules: list[str], *, members: bool = True) -> list[str]:
     documented method is documented."""
     missing: set[str] = set()
     for name in modules:
-        module = pdoc.doc.Module.from_name(name)
+        module = _module_doc(name)
         if not module.docstring.strip():
             missing.add(name)
         for member in _exported(module):
@@ -105,7 +114,7 @@ def build(output: Path, modules: list[str] | None = None) -> list[Path]:
     """
     pdoc.render.configure(docformat="restructuredtext", show_source=False)
     names = public_modules() if modules is None else modules
-    docs = {name: pdoc.doc.Module.from_name(name) for name in names}
+    docs = {name: _module_doc(name) for name in names}
     pages = []
     for name, module in docs.items():
         page = output / f"{name.replace('.', '/')}.html"

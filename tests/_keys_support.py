@@ -145,3 +145,25 @@ def keyring_leaks_connections() -> Iterator[None]:
             yield
         finally:
             gc.collect()
+
+
+def rechain(events: list[dict[str, Any]], mac_key: bytes | None) -> bytes:
+    """The bytes of an audit log holding ``events`` (edited as a test likes), each line re-hashed
+    onto the one before and, with ``mac_key``, re-MACed: what an attacker without the key can do
+    (``mac_key=None``: every ``mac`` is dropped) or what only the store's key allows."""
+    import hashlib
+    import hmac
+    import json
+
+    prev, out, offset = bytes(32), [], 0
+    for event in events:
+        body = {k: v for k, v in event.items() if k not in ("prev", "hash", "mac")}
+        text = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+        digest = hashlib.sha3_256(b"pqselfenc/v1/audit-chain" + prev + text).digest()
+        line = dict(body, prev=prev.hex(), hash=digest.hex())
+        if mac_key is not None:
+            message = digest + offset.to_bytes(8, "big")  # the line's place in the log
+            line["mac"] = hmac.new(mac_key, message, hashlib.sha3_256).hexdigest()
+        out.append(json.dumps(line, sort_keys=True, separators=(",", ":")).encode() + b"\n")
+        prev, offset = digest, offset + len(out[-1])
+    return b"".join(out)

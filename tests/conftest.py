@@ -3,6 +3,8 @@
 Key store tests: ``clock`` (a hand-moved clock), ``open_store`` (file-backed stores on it).
 Secret Service tests: ``secret_service`` and ``isolated_keyring`` (the tests' own keyring
 collection, never the daemon's login one). Their helpers are in ``_keys_support.py``.
+Every test gets its own ``PQSELFENC_HOME`` (``_own_home``): the embedded defaults (a stream's
+default chunk store, ``KeyStore(config)``) never touch the user's real pqselfenc home.
 """
 
 from __future__ import annotations
@@ -21,6 +23,14 @@ from _keys_support import (
 )
 
 from pqselfenc.keys import KeyConfig, KeyStore
+
+
+@pytest.fixture(autouse=True)
+def _own_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh ``PQSELFENC_HOME`` per test (a test may set its own on top)."""
+    home = tmp_path_factory.mktemp("pqselfenc-home")
+    monkeypatch.setenv("PQSELFENC_HOME", str(home))
+    return home
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from pqselfenc import (
     ParallelConfig,
     SelfEncryptor,
 )
+from pqselfenc.core import _primitives as P
 from pqselfenc.error import ChunkNotFound, EncryptionError, KeyDestroyedError
 from pqselfenc.keys import KeyConfig, KeyStore
 
@@ -106,8 +107,9 @@ def test_compression_leaks_compressibility_through_size() -> None:
     zstd = CFG.with_compression(CompressionConfig("zstd", 3))
     random_sizes = stored_sizes(os.urandom(64 * 3), zstd)
     zero_sizes = stored_sizes(b"\x00" * (64 * 3), zstd)
-    assert random_sizes == [64 + 17] * 3  # incompressible: stored raw
-    assert all(z < 64 + 17 for z in zero_sizes)  # an observer tells the two inputs apart
+    raw = 64 + P.CHUNK_OVERHEAD[P.SIV_FORMAT_VERSION]  # nonce 12, flag 1, tag 16
+    assert random_sizes == [raw] * 3  # incompressible: stored raw
+    assert all(z < raw for z in zero_sizes)  # an observer tells the two inputs apart
 
 
 # -- forward secrecy, scoped --------------------------------------------------------------------

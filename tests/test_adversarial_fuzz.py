@@ -21,7 +21,16 @@ sys.path.insert(0, str(FUZZ_DIR))
 import fuzz_targets  # noqa: E402
 
 # Runs per target: a few seconds each on this 2-core machine; slower targets get fewer.
-RUNS = {"datamap_decrypt": 1500}
+RUNS = {
+    "datamap_decrypt": 1500,
+    "datamap_fields": 300,  # decrypts each edited map (a parent map expands 4200 entries)
+    "datamap_json_typed": 1000,
+    "chunk_frames": 1000,
+    "envelope_fields": 600,
+    "audit_lines_typed": 800,  # each input re-verifies a log
+    "identity_export_typed": 1500,  # each input self-tests key pairs
+    "identity_export": 1500,
+}
 DEFAULT_RUNS = 3000
 
 
@@ -50,9 +59,11 @@ def test_every_parser_has_a_target() -> None:
     """The parsers named by the threat model each have a target once their module exists."""
     names = set(fuzz_targets.available())
     assert {"datamap_bytes", "datamap_json", "datamap_decrypt", "chunk_decrypt"} <= names
+    assert {"datamap_json_typed", "datamap_fields", "chunk_frames"} <= names  # structured
     expected = {
-        "fuzz_kem": {"envelope_open", "envelope_parse", "public_key_text"},
-        "fuzz_keys": {"keystore_metadata", "audit_lines", "audit_checkpoint"},
+        "fuzz_kem": {"envelope_open", "envelope_parse", "public_key_text", "envelope_fields"},
+        "fuzz_keys": {"keystore_metadata", "audit_lines", "audit_checkpoint", "identity_export",
+                      "keystore_metadata_typed", "audit_lines_typed", "identity_export_typed"},
     }
     for module, targets in expected.items():
         if (FUZZ_DIR / f"{module}.py").exists():

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent / "fuzz"))
 
 import fuzz_keys as K
 
-from pqselfenc.error import Error, InvalidDataError
+from pqselfenc.error import AuditError, Error, InvalidDataError
 from pqselfenc.keys import AuditLog, KeyConfig, KeyStore
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys.audit import chain_hash
@@ -44,7 +44,7 @@ def copy_store(tmp_path: Path) -> Path:
 def audit_of(d: Path) -> AuditLog:
     seed = K.seed_store()
     return AuditLog(d, clock=K.StepClock(), signer=seed.signer, verifier=seed.verifier,  # type: ignore[arg-type]
-                    checkpoint_every=3, actor="test")  # fmt: skip
+                    checkpoint_every=3, actor="test", mac_key=seed.audit_mac_key)  # fmt: skip
 
 
 @pytest.mark.parametrize("raw", HOSTILE_JSON.values(), ids=HOSTILE_JSON.keys())
@@ -109,34 +109,43 @@ def test_hostile_checkpoint_file_is_reported_by_verify(raw: bytes, tmp_path: Pat
 
 
 def _rehash_tail(log: bytes, start: int, edit: dict[str, object]) -> bytes:
-    """Rewrite line ``start`` with ``edit`` and recompute every later hash (no key needed)."""
+    """Rewrite line ``start`` with ``edit`` and recompute every later hash (no key needed; the
+    MACs are left as they were: the attacker cannot compute them)."""
     lines = [json.loads(x) for x in log.splitlines()]
     prev = bytes.fromhex(lines[start]["prev"])
     lines[start] |= edit
     for obj in lines[start:]:
         obj["prev"] = prev.hex()
-        body = {k: v for k, v in obj.items() if k not in ("prev", "hash")}
+        body = {k: v for k, v in obj.items() if k not in ("prev", "hash", "mac")}
         prev = chain_hash(prev, body)
         obj["hash"] = prev.hex()
     out = [json.dumps(o, sort_keys=True, separators=(",", ":")).encode() for o in lines]
     return b"".join(line + b"\n" for line in out)
 
 
-def test_insider_can_rewrite_only_events_after_the_last_checkpoint(tmp_path: Path) -> None:
-    """The threat model's scoped claim: the hash chain is unkeyed, so an insider can rewrite
-    (and re-hash) the events after the last signed checkpoint; every event up to a checkpoint is
-    fixed by the ML-DSA signature. ``KeyStore.close()`` checkpoints, so the window is the
-    events of a store that is still open (or crashed), at most ``checkpoint_every - 1``."""
+def test_insider_cannot_rewrite_events_after_the_last_checkpoint(tmp_path: Path) -> None:
+    """The hash chain has no key, but every line carries a MAC keyed from the store's root
+    secret: an insider who rewrites and re-hashes the events after the last signed checkpoint
+    (the window the release before left open) is caught by verify at the first rewritten line,
+    and nothing is appended after it, with or without its old MAC."""
     d = copy_store(tmp_path)
     audit = audit_of(d)
     audit.record("seal", name="alice", detail="after the checkpoint")
     log = (d / "audit.jsonl").read_bytes()
     last = len(log.splitlines()) - 1
     assert json.loads(log.splitlines()[last - 1])["action"] == "checkpoint"
-    (d / "audit.jsonl").write_bytes(_rehash_tail(log, last, {"name": "mallory"}))
-    assert audit.verify().ok  # the unsigned tail: not detectable
-    audit.checkpoint()
-    log = (d / "audit.jsonl").read_bytes()
-    (d / "audit.jsonl").write_bytes(_rehash_tail(log, last, {"name": "alice"}))
-    report = audit.verify()
-    assert not report.ok and report.kind in ("bad-signature", "checkpoint-mismatch")
+    for strip in (False, True):
+        forged = _rehash_tail(log, last, {"name": "mallory"})
+        if strip:
+            mac = json.loads(forged.splitlines()[-1])["mac"]
+            forged = forged.replace(f',"mac":"{mac}"'.encode(), b"")
+        (d / "audit.jsonl").write_bytes(forged)
+        report = audit.verify()
+        assert not report.ok and (report.kind, report.seq) == ("bad-mac", last + 1)
+        with pytest.raises(AuditError, match="no valid MAC"):
+            audit.record("open", name="alice")
+        with pytest.raises(AuditError, match="no valid MAC"):
+            audit.checkpoint()  # no signature is ever made over the forged line
+        assert (d / "audit.jsonl").read_bytes() == forged
+    (d / "audit.jsonl").write_bytes(log)
+    assert audit.verify().ok

@@ -11,10 +11,11 @@ from _keys_support import PASSPHRASE, FakeClock, StoreFactory, small_map
 from pqselfenc.error import AuditError, DecryptionError
 from pqselfenc.kem import SigningKey, generate_identity
 from pqselfenc.keys import KeyStore
-from pqselfenc.keys.audit import canonical, chain_hash
+from pqselfenc.keys._verify import Snapshot, verify_log
+from pqselfenc.keys.audit import AuditReport, canonical, chain_hash
 
 FIELDS = {"seq", "time", "actor", "action", "outcome", "name", "key_id", "version",
-          "fingerprint", "envelope_id", "detail", "prev", "hash"}  # fmt: skip
+          "fingerprint", "envelope_id", "detail", "prev", "hash", "mac"}  # fmt: skip
 
 
 def busy_store(open_store: StoreFactory, clock: FakeClock) -> KeyStore:
@@ -52,9 +53,11 @@ def test_every_operation_is_recorded_without_key_material(
     for event in events:
         extra = {"signer", "signature"} if event["action"] == "checkpoint" else set()
         if event["action"] in writes:  # the keystore.json generation each write committed
-            extra = {"generation"}
+            extra = {"generation", "meta_mac"}
         assert set(event) == FIELDS | extra
-        assert event["time"].endswith("Z") and event["outcome"] in ("success", "failure")
+        outcomes = ("success", "failure", "intent") if event["action"] == "destroy" else (
+            "success", "failure")  # fmt: skip
+        assert event["time"].endswith("Z") and event["outcome"] in outcomes
     recorded = [e["generation"] for e in events if "generation" in e]
     assert recorded == list(range(1, len(recorded) + 1))  # every write, none skipped
     assert recorded[-1] == ks._ledger.read().generation
@@ -99,23 +102,35 @@ def rehash_from(lines: list[bytes], start: int, edit: dict[str, object]) -> list
         obj = json.loads(raw)
         if i == 0:
             obj.update(edit)
-        body = {k: v for k, v in obj.items() if k not in ("prev", "hash")}
+        body = {k: v for k, v in obj.items() if k not in ("prev", "hash", "mac")}
         obj["prev"], obj["hash"] = prev.hex(), chain_hash(prev, body).hex()
         prev = bytes.fromhex(obj["hash"])
         out.append(canonical(obj) + b"\n")
     return out
 
 
-def test_a_rehashed_chain_fails_at_the_next_signed_checkpoint(
+def test_a_rehashed_chain_fails_at_its_first_line_and_at_the_next_signed_checkpoint(
     open_store: StoreFactory, clock: FakeClock
 ) -> None:
+    """Re-hashing needs no key, but the line MAC does: the owner's verify stops at the first
+    rewritten line; a third party with only the public audit key (no MAC key) still stops at
+    the next signed checkpoint."""
     ks = busy_store(open_store, clock)
     lines = lines_of(ks)
     target = next(i for i, raw in enumerate(lines) if json.loads(raw)["action"] == "destroy")
     ks.audit.path.write_bytes(b"".join(rehash_from(lines, target, {"name": "bob"})))
     report = ks.audit.verify()
-    assert not report.ok and report.kind == "bad-signature"
-    assert report.seq is not None and report.seq > target + 1  # the first checkpoint after it
+    assert not report.ok and (report.kind, report.seq) == ("bad-mac", target + 1)
+    public = third_party_verify(ks)
+    assert not public.ok and public.kind == "bad-signature"
+    assert public.seq is not None and public.seq > target + 1  # the first checkpoint after it
+
+
+def third_party_verify(ks: KeyStore) -> AuditReport:
+    """What someone holding only the store's public audit key can check (no MACs)."""
+    snapshot = Snapshot(ks.audit.path.read_bytes(), ks.audit.checkpoint_path.read_bytes(),
+                        None, None)  # fmt: skip
+    return verify_log(snapshot, ks._secret.audit_key.verifying_key(), None)
 
 
 def test_link_reorder_and_deletion_are_reported(open_store: StoreFactory, clock: FakeClock) -> None:
@@ -162,12 +177,13 @@ def test_checkpoint_by_another_key_is_a_bad_signature(
     index = next(i for i, raw in enumerate(lines) if json.loads(raw)["action"] == "checkpoint")
     obj = json.loads(lines[index])
     obj["signature"] = obj["signature"][:-8] + ("A" * 8 if obj["signature"][-8] != "A" else "B" * 8)
-    body = {k: v for k, v in obj.items() if k not in ("prev", "hash")}
+    body = {k: v for k, v in obj.items() if k not in ("prev", "hash", "mac")}
     obj["hash"] = chain_hash(bytes.fromhex(obj["prev"]), body).hex()
     tampered = rehash_from([*lines[:index], canonical(obj) + b"\n", *lines[index + 1 :]], index, {})
     ks.audit.path.write_bytes(b"".join(tampered))
-    report = ks.audit.verify()
+    report = third_party_verify(ks)  # the owner's verify stops earlier, at the line's MAC
     assert (report.kind, report.line) == ("bad-signature", index + 1)
+    assert (ks.audit.verify().kind, ks.audit.verify().line) == ("bad-mac", index + 1)
 
 
 def test_audit_write_failure_fails_the_operation(open_store: StoreFactory, tmp_path: Path) -> None:
@@ -256,3 +272,19 @@ def test_an_overlong_line_stops_events(open_store: StoreFactory) -> None:
     assert [e["action"] for e in (next(events), next(events))] == ["store-create", "generate"]
     with pytest.raises(AuditError, match="longer than 1 MiB"):
         list(events)
+
+
+def test_a_line_longer_than_64_kib_does_not_block_the_next_append(
+    open_store: StoreFactory,
+) -> None:
+    """A seal to ~1000 recipients writes a ~90 KiB line (their names); the release before read
+    only the last 64 KiB for the head and refused every later append. Lines are bounded by
+    1 MiB, and so is the read of the last one."""
+    ks = open_store()
+    names = ",".join(f"recipient-{i:05d}-with-a-long-name-{'x' * 40}" for i in range(1200))
+    assert len(names) > 64 * 1024
+    ks.audit.record("seal", name=names)
+    ks.generate("alice")
+    ks.close()
+    assert ks.audit.verify().ok
+    assert list(ks.audit.events())[-3]["name"] == names

@@ -245,7 +245,8 @@ def test_failed_decrypt_leaves_no_output(
     store = DirectoryChunkStore(tmp_path / "chunks")
     victim = DataMap.from_bytes((tmp_path / "in.bin.map").read_bytes()).chunks[7]
     path = store.path_of(victim)
-    path.write_bytes(b"\x00" + path.read_bytes()[1:])
+    stored = path.read_bytes()
+    path.write_bytes(bytes([stored[0] ^ 1]) + stored[1:])  # a changed byte, whatever it was
     result = decrypt(capsys, "in.bin.map", "--out", "out.bin")
     assert "does not match its name" in result.error_line()
     assert "store verify" in result.err  # the hint

@@ -287,6 +287,70 @@ def test_rotate_rewrap_destroy(capsys: pytest.CaptureFixture[str], tmp_path: Pat
     assert states == ["destroyed", "active"]
 
 
+def test_a_destroy_the_backend_refuses_is_pending_and_said(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, file_backend: None
+) -> None:
+    """Issue 18 item 7 from the command line: the failure says what state the key is in and how
+    to retry; keys list shows it; other identities keep working; a retry finishes it."""
+    from pqselfenc.error import KeyStoreError
+    from pqselfenc.keys.backends import FileBackend
+
+    ok(capsys, "keys", "generate", "alice")
+    ok(capsys, "keys", "generate", "bob")
+
+    def refuse(self: FileBackend, name: str, version: int) -> bool:
+        raise KeyStoreError("delete refused (injected)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(FileBackend, "delete", refuse)
+        failed = run(capsys, "keys", "destroy", "alice", "--version", "1", "--yes")
+        assert failed.code == 1
+        assert "marked destroy-pending" in failed.error_line()
+        assert "run this command again" in failed.err
+        listing = ok(capsys, "keys", "list")
+        assert "alice v1 destroy-pending" in listing.out
+        assert "retry: pqselfenc keys destroy alice --version 1 --yes" in listing.out
+        ok(capsys, "keys", "rotate", "bob")  # the store is not blocked
+    ok(capsys, "keys", "destroy", "alice", "--version", "1", "--yes")
+    states = [v["state"] for v in
+              json.loads(ok(capsys, "keys", "list", "--json").out)["identities"][0]["versions"]]
+    assert states == ["destroyed"]
+
+
+def test_rewrap_keeps_a_recipients_signature_only_on_request(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, file_backend: None
+) -> None:
+    """A map bob signed: rewrap cannot sign as bob, so it refuses unless told to sign it
+    (--sign-as) or to drop the signature (--drop-signature)."""
+    ok(capsys, "keys", "generate", "bob", "--home", "bob")
+    ok(capsys, "keys", "export", "bob", "--public", "--home", "bob", "--out", "bob.pub")
+    ok(capsys, "keys", "generate", "alice")
+    ok(capsys, "keys", "export", "alice", "--public", "--out", "alice.pub")
+    ok(capsys, "recipients", "add", "bob", "bob.pub")
+    ok(capsys, "recipients", "add", "alice", "alice.pub", "--home", "bob")
+    make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--to", "alice", "--sign-as", "bob", "--home", "bob",
+       "--out", "f.map")  # fmt: skip
+    before = (tmp_path / "f.map").read_bytes()
+    refused = run(capsys, "rewrap", "f.map")
+    assert "cannot sign as them" in refused.error_line()
+    assert (tmp_path / "f.map").read_bytes() == before
+    ok(capsys, "rewrap", "f.map", "--drop-signature")
+    ok(capsys, "decrypt", "f.map", "--out", "g")
+    signed = run(capsys, "decrypt", "f.map", "--signer", "bob", "--out", "h")
+    assert signed.code != 0  # the signature is gone, as asked
+
+
+def test_a_new_key_store_says_that_nothing_outside_records_its_state(
+    capsys: pytest.CaptureFixture[str], file_backend: None
+) -> None:
+    """DESIGN-B point 5: without an anchor outside the folder, a rollback of the whole folder
+    (or a cut of the audit tail after the last commit) is not detected: said at creation."""
+    created = ok(capsys, "keys", "generate", "alice")
+    assert "a rollback of the whole folder is not detected" in created.err
+    assert "rollback" not in ok(capsys, "keys", "list").err  # said once, when it is created
+
+
 def test_rotate_due_uses_the_rotation_interval(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, file_backend: None
 ) -> None:
@@ -398,9 +462,11 @@ def test_audit_show_on_a_line_that_does_not_parse(
     shown = run(capsys, "audit", "show")
     assert shown.error_line() == "audit line 2 does not parse"
     assert "pqselfenc audit verify" in shown.err
-    verified = run(capsys, "audit", "verify", "--json")
+    verified = run(capsys, "audit", "verify", "--json")  # read only: reported, not refused
     assert json.loads(verified.out)["problem"] == "malformed"
     assert json.loads(verified.out)["line"] == 2
+    refused = run(capsys, "keys", "list")  # a store whose log was tampered with does not open
+    assert refused.code == 1 and "(malformed) at line 2" in refused.error_line()
 
 
 def test_private_dedup_needs_the_domain_secret(

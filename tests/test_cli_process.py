@@ -138,7 +138,7 @@ def test_the_console_script_is_declared() -> None:
         (["decrypt", "missing.map", "--out", "o"], 1, "map missing.map does not exist"),
         (["decrypt", "junk.map", "--store", "s", "--out", "o"], 1, "is not a pqselfenc map"),
         (["decrypt", "trunc.map", "--store", "s", "--out", "o"], 1, "invalid DataMap: truncated"),
-        (["decrypt", "junk.map", "--store", "nowhere", "--out", "o"], 1, "no chunk store"),
+        (["decrypt", "trunc.map", "--store", "nowhere", "--out", "o"], 1, "no chunk store"),
         (["store", "verify", "--store", "junk.map"], 1, "is not a directory"),
         (["encrypt"], 2, "the following arguments are required"),
         (["frobnicate"], 2, "invalid choice"),

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import pytest
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pqselfenc import (
     ChunkInfo,
@@ -18,7 +17,7 @@ from pqselfenc import (
     SelfEncryptor,
 )
 from pqselfenc.core import _primitives as P
-from pqselfenc.core._cipher import ChunkKeys, decrypt_chunk
+from pqselfenc.core._cipher import ChunkKeys, decrypt_chunk, seal_frame
 from pqselfenc.error import (
     ChunkNotFound,
     ChunkStoreError,
@@ -52,7 +51,8 @@ def test_flipped_chunk_in_a_verifying_store_is_detected() -> None:
     store = MemoryChunkStore()
     data_map, _ = SelfEncryptor(DATA, CFG, chunk_store=store).encrypt()
     info = data_map.chunks[1]
-    store._chunks[info.name] = b"\x00" + store._chunks[info.name][1:]
+    stored = store._chunks[info.name]
+    store._chunks[info.name] = bytes([stored[0] ^ 1]) + stored[1:]  # changed, whatever it was
     with pytest.raises(IntegrityError, match=info.name[:4].hex()):
         SelfEncryptor.from_data_map(data_map, store).decrypt()
 
@@ -97,32 +97,33 @@ def test_convergence_secret_is_required_and_checked() -> None:
         ).decrypt()
 
 
-def _forge(
-    body: bytes, src_size: int
-) -> tuple[bytes, bytes, ChunkKeys, tuple[bytes, bytes, bytes]]:
-    """A chunk encrypted under the right key but carrying a hostile body."""
-    keys = ChunkKeys(P.ZERO_SALT, P.pipeline_id(1, 3), 1, 3)
+def _forge(body: bytes, version: int) -> tuple[bytes, bytes, ChunkKeys, tuple[bytes, ...]]:
+    """A chunk encrypted under the right key (format ``version``) but carrying a hostile body."""
+    keys = ChunkKeys(P.ZERO_SALT, P.pipeline_id(1, 3, version), 1, 3)
     hashes = (b"\x01" * 32, b"\x02" * 32, b"\x03" * 32)
-    key, nonce = keys.derive(*hashes)
-    stored = AESGCM(key).encrypt(nonce, body, P.CHUNK_AAD)
+    stored = seal_frame(body, hashes, keys)
     return stored, P.chunk_name(stored), keys, hashes
 
 
+@pytest.mark.parametrize("version", [1, 2])
 @pytest.mark.parametrize(
-    "body",
+    ("body", "match"),
     [
-        b"\x01not zstd at all",
-        b"\x01"
-        + __import__("zstandard").ZstdCompressor().compress(b"x" * 10_000),  # bomb: declares 10k
-        b"\x07" + b"unknown flag",
-        b"",
-        b"\x00" + b"raw but wrong hash",
+        (b"\x01not zstd at all", "does not decompress"),
+        (b"\x01" + __import__("zstandard").ZstdCompressor().compress(b"x" * 10_000),
+         "is larger than a chunk of 18 bytes is stored"),  # 21 bytes: never stored for 18
+        (b"\x01" + __import__("zstandard").ZstdCompressor().compress(b"x" * 100),
+         "declares the wrong size"),  # 17 bytes declaring 100
+        (b"\x07" + b"unknown flag", "unknown body flag"),
+        (b"", "failed authentication"),  # no flag byte: a writer never makes it
+        (b"\x00" + b"raw but wrong hash", "does not match its source hash"),
+        (b"\x00" + b"raw, 17 bytes...", "decrypts to 16 bytes, expected 18"),
     ],
-)
-def test_hostile_bodies_raise_integrity_error(body: bytes) -> None:
-    stored, name, keys, hashes = _forge(body, 16)
-    with pytest.raises(IntegrityError):
-        decrypt_chunk(stored, name, hashes, 18, keys, index=0)
+)  # fmt: skip
+def test_hostile_bodies_raise_integrity_error(body: bytes, match: str, version: int) -> None:
+    stored, name, keys, hashes = _forge(body, version)
+    with pytest.raises(IntegrityError, match=rf"^chunk 0 \({name[:4].hex()}\).*{match}"):
+        decrypt_chunk(stored, name, hashes, 18, keys, index=0)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(
@@ -241,7 +242,8 @@ def test_map_parser_rejects_malformed_bytes() -> None:
         raw[:-1],
         raw + b"\x00",
         b"PQSEMAP\x00" + raw[8:20],
-        raw[:8] + b"\x02" + raw[9:],
+        raw[:8] + b"\x03" + raw[9:],  # no version 3
+        raw[:8] + b"\x02" + raw[9:10] + b"\x00\x00" + raw[12:],  # version 2 is compressed only
     ):
         with pytest.raises(InvalidDataError):
             DataMap.from_bytes(bad)
@@ -257,7 +259,8 @@ def test_json_parser_is_strict() -> None:
     mutations = [
         lambda d: d.pop("level"),
         lambda d: d.update(extra=1),
-        lambda d: d.update(version=2),
+        lambda d: d.update(version=3),
+        lambda d: d.update(version=2, compression="none", level=0),
         lambda d: d.update(total_size=-1),
         lambda d: d.update(total_size=True),
         lambda d: d["chunks"][0].update(name="ZZ"),

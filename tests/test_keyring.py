@@ -118,6 +118,41 @@ def test_key_store_on_the_secret_service(
 
 
 @needs_secret_service
+def test_a_keyring_that_refuses_deletes_never_blocks_the_store(
+    tmp_path: Path, clock: FakeClock, secret_service: OwnCollection,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The real Secret Service, with its delete refused (issue 18 item 7): the log records the
+    intent and the refusal, the version is destroy-pending, the store still opens, and the
+    next open after the keyring relents finishes the destroy."""
+    from keyring.backends.SecretService import Keyring
+    from keyring.errors import PasswordDeleteError
+
+    ks = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+    ks.generate("alice")
+    ks.generate("bob")
+    service = f"pqselfenc/{ks._ledger.read().store_id}"
+
+    def refuse(self: Keyring, service: str, username: str) -> None:
+        raise PasswordDeleteError("refused (injected)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Keyring, "delete_password", refuse)
+        with pytest.raises(KeyStoreError, match="delete failed: PasswordDeleteError"):
+            ks.destroy("alice", 1)
+        assert native_keyring().get_password(service, "alice/v1") is not None
+        reopened = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+        assert reopened.identity("alice").version(1).state is KeyState.DESTROY_PENDING
+        assert reopened.seal(small_map(), to=["bob"])  # the store is not blocked
+    outcomes = [e["outcome"] for e in reopened.audit.events() if e["action"] == "destroy"]
+    assert outcomes == ["intent", "failure", "failure"]  # the destroy, then the open's retry
+    finished = KeyStore.open(tmp_path / "ks", backend="keyring", clock=clock)
+    assert finished.identity("alice").version(1).state is KeyState.DESTROYED
+    assert native_keyring().get_password(service, "alice/v1") is None
+    assert finished.audit.verify().ok
+
+
+@needs_secret_service
 def test_keyring_entry_tampering_is_caught(
     tmp_path: Path, clock: FakeClock, secret_service: OwnCollection
 ) -> None:

@@ -30,6 +30,7 @@ from pqselfenc.keys._secrets import STORE_SECRET, Secrets
 from pqselfenc.keys.audit import AuditLog
 
 MAC_KEY = bytes(range(32))
+AUDIT_MAC_KEY = bytes(range(32, 64))
 STAGED = "keystore.json.staged"
 
 
@@ -56,7 +57,7 @@ class SpyLog(AuditLog):
     def __init__(self, directory: Path, clock: FakeClock) -> None:
         signer = FakeSigner()
         super().__init__(directory, clock=clock, signer=signer, verifier=signer,
-                         checkpoint_every=4, actor="test")  # fmt: skip
+                         checkpoint_every=4, actor="test", mac_key=AUDIT_MAC_KEY)  # fmt: skip
         self.seen: list[dict[str, Any]] = []
         self.fail = False
         self.lock_held: list[bool] = []

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 import stat
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-from _keys_support import PASSPHRASE, FakeClock, StoreFactory, small_map
+from _keys_support import PASSPHRASE, FakeClock, StoreFactory, rechain, small_map
 
 from pqselfenc import MemoryChunkStore, SelfEncryptor
 from pqselfenc.error import (
@@ -25,6 +26,7 @@ from pqselfenc.error import (
 )
 from pqselfenc.kem import SigningKey, generate_identity, inspect, open_sealed
 from pqselfenc.keys import KeyConfig, KeyState, KeyStore
+from pqselfenc.keys import _metadata as M
 
 
 def test_generate_makes_version_one_active(open_store: StoreFactory, clock: FakeClock) -> None:
@@ -158,7 +160,8 @@ def test_destroy_removes_the_secret_and_is_idempotent(open_store: StoreFactory) 
     with pytest.raises(KeyDestroyedError):
         reopened.open_envelope(sealed)
     destroys = [e for e in ks.audit.events() if e["action"] == "destroy"]
-    assert len(destroys) == 1 and destroys[0]["version"] == 1
+    assert [(e["outcome"], e["detail"], e["version"]) for e in destroys] == [
+        ("intent", None, 1), ("success", "secret deleted", 1)]  # fmt: skip
 
 
 def test_self_encryptor_uses_the_store_convergence_secret(open_store: StoreFactory) -> None:
@@ -358,7 +361,7 @@ def test_metadata_parser_is_strict(open_store: StoreFactory) -> None:
     "edit",
     [
         lambda text: text.replace('"backend"', '"backend": "keyring", "backend"', 1),
-        lambda text: text.replace('"version": 1', '"version": NaN', 1),
+        lambda text: text.replace('"version": 2', '"version": NaN', 1),
         lambda text: text.replace(
             '"recipients": {}', '"recipients": {}, "x": ' + "[" * 20 + "]" * 20
         ),
@@ -519,8 +522,6 @@ def test_flipped_state_is_refused(open_store: StoreFactory) -> None:
 
 
 def test_missing_or_forged_mac_is_refused(open_store: StoreFactory) -> None:
-    from pqselfenc.keys import _metadata as M
-
     ks = open_store()
     ks.generate("alice")
     path = ks.directory / "keystore.json"
@@ -564,9 +565,9 @@ def test_mac_and_generation_on_a_legitimate_life_cycle(
         clock.advance(days=1)
         step()
         generations.append(json.loads(path.read_text())["generation"])
-    assert generations == [1, 2, 3, 4, 5, 6]
+    assert generations == [1, 2, 3, 4, 6, 7]  # destroy: intent, then outcome
     ks.open_envelope(ks.seal(small_map(), to=["alice"]))  # reading writes no metadata
-    assert json.loads(path.read_text())["generation"] == 6
+    assert json.loads(path.read_text())["generation"] == 7
 
     doc = json.loads(path.read_text())
     mac = doc.pop("mac")
@@ -580,7 +581,7 @@ def test_mac_and_generation_on_a_legitimate_life_cycle(
         KeyState.DESTROYED, KeyState.ACTIVE]  # fmt: skip
     reopened.rotate("alice")
     assert reopened.identity("alice").latest == 3 and reopened.audit.verify().ok
-    assert json.loads(path.read_text())["generation"] == 7
+    assert json.loads(path.read_text())["generation"] == 8
 
 
 def test_rollback_of_keystore_json_alone_is_refused_at_open(open_store: StoreFactory) -> None:
@@ -627,57 +628,55 @@ def test_rollback_after_a_single_write_is_refused(open_store: StoreFactory) -> N
     assert ks.audit.path.read_bytes() == log
 
 
+def _as_format_1(ks: KeyStore, keystore_json: bytes) -> bytes:
+    """``keystore_json`` (of ``ks``) rewritten as the release before audit MACs wrote it."""
+    mac_key = ks._secret.metadata_mac_key()
+    return M.to_json(replace(M.from_json(keystore_json, mac_key), audit_mac_from=None), mac_key)
+
+
 def test_an_old_audit_log_without_generations_still_verifies_and_opens(
     open_store: StoreFactory,
 ) -> None:
-    """Logs written before the field existed carry no generation: they verify, the store opens,
-    and they give no bound until the next write records one."""
-    from pqselfenc.keys.audit import canonical, chain_hash
-
+    """Logs written before events carried a generation (and before lines carried MACs, with a
+    format 1 keystore.json): they verify, the store opens and is upgraded, and they give no
+    bound until the upgrade records one; from then on a rollback is refused."""
     ks = open_store(checkpoint_every=1000)  # no checkpoint: the log can be re-chained here
     ks.generate("alice")
     path = ks.directory / "keystore.json"
-    older = path.read_bytes()
+    older = _as_format_1(ks, path.read_bytes())
     ks.recipients.add("bob", str(generate_identity().recipient()))
-    prev, lines = bytes(32), []
-    for event in ks.audit.events():
-        body = {k: v for k, v in event.items() if k not in ("prev", "hash", "generation")}
-        digest = chain_hash(prev, body)
-        lines.append(canonical(dict(body, prev=prev.hex(), hash=digest.hex())) + b"\n")
-        prev = digest
-    ks.audit.path.write_bytes(b"".join(lines))
+    path.write_bytes(_as_format_1(ks, path.read_bytes()))
+    events = [{k: v for k, v in e.items() if k not in ("generation", "meta_mac")}
+              for e in ks.audit.events()]  # fmt: skip
+    ks.audit.path.write_bytes(rechain(events, None))
     assert b"generation" not in ks.audit.path.read_bytes()
-    assert ks.audit.verify().ok and ks.audit.last_generation() is None
+    assert ks.audit.verify().ok and ks.audit.last_commit() is None
     path.write_bytes(older)  # without a recorded generation, no bound: it opens
     reopened = KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
     assert "bob" not in reopened.recipients
+    upgrade = list(reopened.audit.events())[-1]
+    assert (upgrade["action"], upgrade["generation"]) == ("audit-upgrade", 3)
     reopened.recipients.add("carol", str(generate_identity().recipient()))
-    assert reopened.audit.last_generation() == 3 and reopened.audit.verify().ok
+    commit = reopened.audit.last_commit()
+    assert commit is not None and commit.generation == 4 and reopened.audit.verify().ok
     path.write_bytes(older)
     with pytest.raises(IntegrityError, match="rolled back"):
         KeyStore.open(ks.directory, config=ks.config, passphrase=PASSPHRASE)
 
 
-@pytest.mark.parametrize("bad", ["3", -1, 0, True, False, 1.5, None, [3], {"g": 3}])
+@pytest.mark.parametrize("bad", ["3", -1, 0, True, False, 1.5, None, [3], {"g": 3}, 2**63])
 def test_an_invalid_generation_in_an_audit_line_is_rejected(
     open_store: StoreFactory, bad: object
 ) -> None:
-    """A re-chained line whose only fault is its generation: verify calls it malformed, and
-    open (which reads the last generation) fails with AuditError, a pqselfenc Error."""
+    """A re-chained, re-MACed line whose only fault is its generation: verify calls it
+    malformed, and open (which reads the last commit) fails with AuditError, a pqselfenc Error."""
     from pqselfenc.error import AuditError, Error
-    from pqselfenc.keys.audit import canonical, chain_hash
 
     ks = open_store(checkpoint_every=1000)
     ks.recipients.add("bob", str(generate_identity().recipient()))
     events = list(ks.audit.events())
     events[-1]["generation"] = bad
-    prev, lines = bytes(32), []
-    for event in events:
-        body = {k: v for k, v in event.items() if k not in ("prev", "hash")}
-        digest = chain_hash(prev, body)
-        lines.append(canonical(dict(body, prev=prev.hex(), hash=digest.hex())) + b"\n")
-        prev = digest
-    ks.audit.path.write_bytes(b"".join(lines))
+    ks.audit.path.write_bytes(rechain(events, ks._secret.audit_mac_key()))
     report = ks.audit.verify()
     assert not report.ok and report.kind == "malformed" and report.seq == len(events)
     with pytest.raises(AuditError) as info:

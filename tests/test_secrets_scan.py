@@ -31,6 +31,7 @@ from pqselfenc import (
     SelfEncryptor,
 )
 from pqselfenc.core import _primitives as P
+from pqselfenc.core._cipher import ChunkKeys
 from pqselfenc.error import Error
 
 WINDOW = 8  # bytes: a leak of any aligned 8-byte piece of a secret counts
@@ -144,9 +145,11 @@ def _chunk_secrets(scan: Scan, data_map: DataMap, salt: bytes) -> None:
         assert e.src_hash is not None
         scan.secret("src_hash", e.src_hash)
         ring = [entries[(i - k) % len(entries)].src_hash for k in (1, 2)]
-        key, nonce = P.chunk_key_nonce(e.src_hash, ring[0], ring[1], salt, data_map.pipeline)  # type: ignore[arg-type]
+        keys = ChunkKeys(salt, data_map.pipeline, data_map.compression, data_map.level)
+        key, second = keys.derive(e.src_hash, ring[0], ring[1])  # type: ignore[arg-type]
         scan.secret("chunk key", key)
-        scan.secret("chunk key+nonce", key + nonce)
+        scan.secret("chunk nonce key" if keys.synthetic else "chunk nonce", second)
+        scan.secret("chunk key+nonce", key + second)
 
 
 def test_core_flows(scan: Scan, tmp_path: Path) -> None:

@@ -3,36 +3,42 @@
 ``main(argv)`` parses, runs one command and returns its exit status; it never raises and never
 prints a traceback (set ``PQSELFENC_DEBUG=1`` to get one for an internal error). Errors are one
 ``pqselfenc: error: ...`` line, optionally followed by one ``pqselfenc: hint: ...`` line, on
-stderr. Exit status: 0 success, 1 error, 2 usage, 70 internal error (a bug), 130 interrupted.
+stderr. Exit status: 0 success, 1 error, 2 usage, 70 internal error (a bug), 130 interrupted
+(Ctrl-C), 143 terminated (SIGTERM).
+
+SIGTERM is raised as ``Terminated``, a ``KeyboardInterrupt``, so it unwinds like Ctrl-C: every
+``finally`` runs and temp files are removed, and no cleanup waits for a worker blocked in I/O
+(``core._pipeline.interrupting``). Run as the command (``argv`` not given), an interrupted
+command then exits at once, without joining such workers; a second signal exits immediately.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
+import signal
 import sys
-import traceback
-from collections.abc import Callable, Sequence
-from typing import NoReturn
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from types import FrameType
+from typing import TYPE_CHECKING, NoReturn
 
 from pqselfenc import __version__
-from pqselfenc.cli import _audit, _encrypt, _keys, _store
-from pqselfenc.cli._errors import describe
-from pqselfenc.cli._output import (
-    EXIT_INTERNAL,
-    EXIT_INTERRUPTED,
-    EXIT_USAGE,
-    PROG,
-    CliError,
-    Console,
-)
-from pqselfenc.cli._session import Session
-from pqselfenc.error import Error
+
+if TYPE_CHECKING:  # the command modules load the engine: only a command that runs needs them
+    from pqselfenc.cli._output import Console
+    from pqselfenc.cli._session import Session
 
 __all__ = ["main"]
 
 DEBUG_ENV = "PQSELFENC_DEBUG"
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a process SIGTERM ended
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where Ctrl-C would be, so the same cleanup runs."""
 
 
 class _UsageError(Exception):
@@ -77,7 +83,21 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The module that adds each command's parsers. A run builds only its own command's (argparse's
+# gettext lookups make building all of them cost more than parsing a small decrypt); a first
+# word that is not listed here builds them all, so help and usage errors name every command.
+_OWNERS = {
+    "encrypt": "_encrypt", "decrypt": "_encrypt",
+    "keys": "_keys", "recipients": "_keys", "rewrap": "_keys",
+    "store": "_store", "audit": "_audit",
+}  # fmt: skip
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or, if ``command`` is a command name, of only that one."""
+    from pqselfenc.cli._output import PROG
+
+    owner = _OWNERS.get(command or "")
     parser = _Parser(
         prog=PROG,
         description="Post-quantum hardened self-encryption: encrypt files into a chunk store, "
@@ -89,18 +109,22 @@ def build_parser() -> argparse.ArgumentParser:
         dest="command", metavar="COMMAND", required=True, parser_class=_Parser
     )
     common = _common()
-    _encrypt.add_parsers(sub, common)
-    _keys.add_parsers(sub, common)
-    _store.add_parsers(sub, common)
-    _audit.add_parsers(sub, common)
+    for name in dict.fromkeys(_OWNERS.values()) if owner is None else [owner]:
+        importlib.import_module(f"pqselfenc.cli.{name}").add_parsers(sub, common)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    console = Console()
-    parser = build_parser()
     words = list(sys.argv[1:] if argv is None else argv)
+    if words[:1] == ["--version"]:  # as argparse would answer, before the engine loads
+        print(f"pqselfenc {__version__}")
+        return 0
+    from pqselfenc.cli._output import EXIT_INTERRUPTED, EXIT_USAGE, PROG, Console
+    from pqselfenc.cli._session import Session
+
+    console = Console()
+    parser = build_parser(words[0] if words else None)
     try:
         args = parser.parse_args(words)
     except _UsageError as exc:
@@ -111,11 +135,53 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exc.code if isinstance(exc.code, int) else 0
     console.json, console.quiet = args.json, args.quiet
     func: Callable[[Session], int] = args.func
-    return _run(func, Session(args, console), console)
+    with _signals():
+        code = _run(func, Session(args, console), console)
+    if argv is None and code in (EXIT_INTERRUPTED, EXIT_TERMINATED):
+        _exit_now(code)  # the command itself: do not wait for workers stuck in I/O
+    return code
+
+
+@contextlib.contextmanager
+def _signals() -> Iterator[None]:
+    """SIGINT and SIGTERM raise (``KeyboardInterrupt``, ``Terminated``) the first time and
+    exit at once the second time, while a command runs (main thread only)."""
+    from pqselfenc.cli._output import EXIT_INTERRUPTED
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    seen: list[int] = []
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        code = EXIT_TERMINATED if signum == signal.SIGTERM else EXIT_INTERRUPTED
+        if seen:
+            _exit_now(code)
+        seen.append(signum)
+        raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+    old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
+    for signum, handler in old.items():
+        if handler is not signal.SIG_IGN:  # a job started with SIGINT ignored keeps it so
+            signal.signal(signum, on_signal)
+    try:
+        yield
+    finally:
+        for signum, handler in old.items():  # None: set outside Python, i.e. the default
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+
+
+def _exit_now(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(code)
 
 
 def _command_of(parser: argparse.ArgumentParser, words: list[str]) -> str:
     """``pqselfenc store gc`` from the leading command words of ``words`` (for help hints)."""
+    from pqselfenc.cli._output import PROG
+
     command = [PROG]
     for word in words:
         sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
@@ -140,6 +206,10 @@ def _call(func: Callable[[Session], int], session: Session) -> int:
 
 
 def _run(func: Callable[[Session], int], session: Session, console: Console) -> int:
+    from pqselfenc.cli._errors import describe
+    from pqselfenc.cli._output import EXIT_INTERNAL, EXIT_INTERRUPTED, CliError
+    from pqselfenc.error import Error
+
     try:
         return _call(func, session)
     except CliError as exc:
@@ -149,11 +219,14 @@ def _run(func: Callable[[Session], int], session: Session, console: Console) -> 
         message, hint = describe(exc)
         console.error(message, hint)
         return 1
-    except KeyboardInterrupt:
-        console.error("interrupted; nothing was written under the output name")
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        console.error(f"{what}; nothing was written under the output name")
+        return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):
+            import traceback
+
             traceback.print_exc(file=sys.stderr)
         console.error(
             f"internal error ({type(exc).__name__}); this is a bug in pqselfenc",

@@ -3,28 +3,34 @@
 from __future__ import annotations
 
 import argparse
-import sys
+import os
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
-from pqselfenc.cli import _maps
+from pqselfenc.cli import _distributed, _maps
 from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
+    PROG,
     CliError,
     atomic_file,
     check_writable,
     default_file_mode,
-    read_input,
-    refuse_binary_to_terminal,
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._stores import CountingStore
+from pqselfenc.cli._values import count_arg, path_arg
+from pqselfenc.core import _primitives as P
+from pqselfenc.core._memory import MemoryConfig
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import CompressionConfig, EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.core.files import encrypt_file
 
 __all__ = ["add_parsers"]
+
+T = TypeVar("T")
 
 MAP_SUFFIX = ".map"
 
@@ -38,7 +44,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "(FILE.map by default). With --to the map is sealed for the named recipients; "
         "without, it is an unsealed secret written with mode 0600.",
     )
-    enc.add_argument("files", nargs="+", metavar="FILE", type=Path, help="files to encrypt")
+    enc.add_argument("files", nargs="+", metavar="FILE", help="files to encrypt (see --scheduler)")
     _store_option(enc)
     enc.add_argument(
         "--to",
@@ -56,7 +62,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     enc.add_argument(
         "--out",
-        type=Path,
+        type=path_arg,
         metavar="MAP",
         help="map file (one FILE) or existing folder for the maps (several)",
     )
@@ -78,6 +84,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "of the secret can match content (recipients need the secret too)",
     )
     _threads_option(enc)
+    _distributed.add_option(enc)
     enc.add_argument("--force", action="store_true", help="overwrite existing map files")
     enc.set_defaults(func=encrypt)
 
@@ -88,7 +95,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Fetch, verify and decrypt the content a map describes. The output "
         "appears under its name only when complete and verified.",
     )
-    dec.add_argument("map", type=Path, metavar="MAP")
+    dec.add_argument("map", type=path_arg, metavar="MAP")
     _store_option(dec)
     dec.add_argument(
         "--out",
@@ -96,12 +103,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="output file ('-', the default, is stdout when it is not a terminal)",
     )
-    dec.add_argument(
-        "--signer",
-        metavar="NAME",
-        type=name_arg,
-        help="require a sealed map signed by NAME (an identity or a recipient)",
-    )
+    _maps.add_policy_options(dec)
     dec.add_argument(
         "--range",
         type=_range_arg,
@@ -109,6 +111,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help="only LEN bytes from OFFSET (fetches only the chunks needed)",
     )
     _threads_option(dec)
+    _distributed.add_option(dec)
     dec.add_argument("--force", action="store_true", help="overwrite an existing output file")
     dec.set_defaults(func=decrypt)
 
@@ -122,23 +125,26 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 
 def _threads_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=int, metavar="N", help="worker threads")
+    parser.add_argument("--threads", type=count_arg, metavar="N", help="worker threads")
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+_DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also says yes to "²"
+_SIZE = re.compile(r"(?P<number>[0-9]+)(?:(?P<unit>[KMG])(?:I?B|I)?|B)?", re.IGNORECASE)
 
 
 def _size_arg(text: str) -> int:
-    number, unit = text.rstrip("KMGkmgiBb"), text[len(text.rstrip("KMGkmgiBb")) :]
-    unit = unit.upper().removesuffix("B").removesuffix("I")
-    if not number.isdigit() or unit not in _UNITS:
+    """``65536``, ``65536B``, ``64K``, ``64Ki``, ``64KiB``, ``64KB``, ``1M``, ``1G``: K = 1024,
+    any letter case, ASCII digits only."""
+    found = _SIZE.fullmatch(text)
+    if found is None:
         raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 65536, 64K, 1M)")
-    return int(number) * _UNITS[unit]
+    return int(found["number"]) * _UNITS[(found["unit"] or "").upper()]
 
 
 def _range_arg(text: str) -> tuple[int, int]:
     offset, sep, length = text.partition(":")
-    if not sep or not offset.isdigit() or not length.isdigit():
+    if not sep or not _DIGITS.fullmatch(offset) or not _DIGITS.fullmatch(length):
         raise argparse.ArgumentTypeError(f"not OFFSET:LEN: {text!r} (e.g. 1000:200)")
     return int(offset), int(length)
 
@@ -150,23 +156,28 @@ def _compression(spec: str | None) -> CompressionConfig:
     if not spec:
         return CompressionConfig()
     name, _, level = spec.partition(":")
-    if level and not level.isdigit():
-        raise CliError(f"bad compression level {level!r}", hint="e.g. --compress zstd:3")
+    if level and not _DIGITS.fullmatch(level):
+        raise CliError(f"--compress: bad level {level!r}", hint="e.g. --compress zstd:3", code=2)
+    return CompressionConfig(name, int(level) if level else 3)
+
+
+def _option(flag: str, build: Callable[[], T]) -> T:
+    """``build()``; a value the library refuses is a usage error naming ``flag``."""
     try:
-        return CompressionConfig(name, int(level) if level else 3)
+        return build()
     except ValueError as exc:
-        raise CliError(str(exc), hint="e.g. --compress zstd or --compress zstd:19") from exc
+        raise CliError(f"{flag}: {exc}", hint=f"see '{PROG} --help' for {flag}", code=2) from exc
 
 
 def _config(session: Session) -> EncryptionConfig:
-    try:
-        config = EncryptionConfig(compression=_compression(session.option("compress")))
-        if session.option("chunk_size") is not None:
-            config = config.with_chunk_size(session.option("chunk_size"))
-        if session.option("threads") is not None:
-            config = config.with_parallel(ParallelConfig(max_threads=session.option("threads")))
-    except ValueError as exc:
-        raise CliError(str(exc)) from exc
+    compression = _option("--compress", lambda: _compression(session.option("compress")))
+    config = EncryptionConfig(compression=compression)
+    size, threads = session.option("chunk_size"), session.option("threads")
+    if size is not None:
+        config = _option("--chunk-size", lambda: config.with_chunk_size(size))
+    if threads is not None:
+        parallel = _option("--threads", lambda: ParallelConfig(max_threads=threads))
+        config = config.with_parallel(parallel)
     return config
 
 
@@ -191,10 +202,61 @@ def _check_inputs(files: list[Path]) -> None:
             raise CliError(f"input file {path} is not a regular file")
 
 
+def _file_id(path: Path) -> tuple[int, int] | None:
+    """What makes two paths one file (device, inode), following links; None if absent."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        return None
+    return info.st_dev, info.st_ino
+
+
+def _check_collisions(files: list[Path], maps: list[Path]) -> None:
+    """Before any work: no input twice (by name, link or ``..``), no two maps on one path,
+    no map over an input (``--force`` would replace it with its own map)."""
+    inputs: dict[tuple[int, int] | None, Path] = {}  # _check_inputs: every one exists
+    for path in files:
+        key = _file_id(path)
+        if key in inputs:
+            raise CliError(f"{path} is the same file as {inputs[key]}", hint="give it once")
+        inputs[key] = path
+    targets: dict[str, Path] = {}
+    for path, target in zip(files, maps, strict=True):
+        real = os.path.realpath(target)
+        if real in targets:
+            raise CliError(f"{targets[real]} and {path} would both write {target}",
+                           hint="encrypt them into different --out folders")  # fmt: skip
+        targets[real] = path
+        key = _file_id(target)
+        if key is not None and key in inputs:
+            raise CliError(f"{target} would overwrite the input {inputs[key]}",
+                           hint="choose another --out")  # fmt: skip
+
+
+def _check_one_suite(session: Session, names: list[str]) -> None:
+    """One suite per envelope (docs/format.md 3.1): refuse a mix before any work."""
+    from pqselfenc.cli._keyring import key_store  # (kept off the shared import lines)
+
+    store = key_store(session)
+    identities = store.identities
+    suites = {n: identities[n].suite if n in identities else store.recipients.get(n).suite
+              for n in names}  # fmt: skip
+    if len(set(suites.values())) > 1:
+        mix = ", ".join(f"{n} ({s})" for n, s in suites.items())
+        raise CliError(f"the recipients of one sealed map must share one KEM suite: {mix}",
+                       hint="seal separately for each suite: one 'encrypt --to' run per "
+                       "suite (a mixed envelope would be only as strong as its weakest "
+                       "stanza)")  # fmt: skip
+
+
 def encrypt(session: Session) -> int:
     args = session.args
+    if args.scheduler:
+        return _distributed.encrypt(session, _config(session), _lines)
+    args.files = [Path(f) for f in args.files]
     _check_inputs(args.files)
     maps = _map_paths(args.files, args.out)
+    _check_collisions(args.files, maps)
     args.to = list(dict.fromkeys(args.to))  # one stanza per recipient, however often named
     for target in maps:
         check_writable(target, args.force)
@@ -202,6 +264,7 @@ def encrypt(session: Session) -> int:
         raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
     if args.to:
         check_recipients(session, args.to)  # fail before any work
+        _check_one_suite(session, args.to)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
     with store.writing():  # one writer lock for every file and its map: gc waits for the maps
@@ -209,7 +272,7 @@ def encrypt(session: Session) -> int:
             _encrypt_one(session, f, m, store, config)
             for f, m in zip(args.files, maps, strict=True)
         ]
-    session.console.result({"encrypted": done, "store": session.store_spec()}, _lines(done))
+    session.console.result({"encrypted": done, "store": session.store_label()}, _lines(done))
     return 0
 
 
@@ -219,7 +282,8 @@ def _encrypt_one(
     size = path.stat().st_size
     with session.console.progress(size, f"encrypt {path.name}") as bar:
         counting = CountingStore(store, bar, size)
-        data_map = encrypt_file(path, counting, config)
+        memory = MemoryConfig().fit_encrypt(config.chunk_size, config.min_chunks)
+        data_map = encrypt_file(path, counting, config, memory=memory)
         counting.finish()
     sealed = _maps.write_map(session, target, data_map, session.args.to, session.args.force)
     return {
@@ -246,18 +310,20 @@ def _lines(done: list[dict[str, Any]]) -> list[str]:
 
 def decrypt(session: Session) -> int:
     args = session.args
+    if args.scheduler:
+        return _distributed.decrypt(session, _config(session))
     to_stdout = args.out == "-"
-    if to_stdout:
-        refuse_binary_to_terminal(sys.stdout, "decrypted content")
+    if to_stdout:  # refused on a terminal; the result then goes to stderr, never into the data
+        stream = session.console.data_stdout("decrypted content")
     else:
         check_writable(Path(args.out), args.force)
-    raw = read_input(args.map, "map")
+    map_file = _maps.read_map_file(args.map, _maps.MapPolicy.from_args(args))
     store = session.chunk_store(create=False)  # cheap checks before any passphrase prompt
-    data_map = _maps.decode_map(session, raw, str(args.map))
+    data_map = map_file.open(session)
     config = secret_config(session, _config(session), bool(data_map.secret_id))
     if to_stdout:
-        written = _decrypt_into(session, sys.stdout.buffer, data_map, store, config)
-        sys.stdout.flush()
+        written = _decrypt_into(session, stream, data_map, store, config)
+        stream.flush()
     else:
         with atomic_file(Path(args.out), mode=default_file_mode(), force=args.force) as handle:
             written = _decrypt_into(session, handle, data_map, store, config)
@@ -283,11 +349,22 @@ def _decrypt_into(
         from pqselfenc.streaming import StreamDecryptor  # asyncio: only decrypt needs it
 
         counting = CountingStore(store, bar, total)
-        reader = StreamDecryptor.from_data_map(data_map, counting, config)
-        pieces = iter(reader) if span is None else iter([reader.read_range(*span)])
+        memory = MemoryConfig().fit_decrypt(P.MAX_CHUNK_SIZE)  # any chunk a writer makes
+        reader = StreamDecryptor.from_data_map(data_map, counting, config, memory=memory)
+        pieces = iter(reader) if span is None else reader.iter_range(*span)
         written = 0
-        for piece in pieces:
-            handle.write(piece)
-            written += len(piece)
+        try:
+            for piece in pieces:
+                handle.write(piece)
+                written += len(piece)
+        except BaseException:
+            _close(pieces)  # now, while an interrupt is handled: no worker is waited for
+            raise
         counting.finish()
     return written
+
+
+def _close(pieces: Iterator[bytes]) -> None:
+    close = getattr(pieces, "close", None)
+    if callable(close):
+        close()

@@ -3,7 +3,9 @@ seal, open and name keys for the other commands.
 
 The store lives in ``HOME/keys``. A new store goes into the OS keyring when a secure one is
 usable, else (saying so in one warning line) into the passphrase-protected file backend; an
-existing store always reopens with the backend it was created with.
+existing store always reopens with the backend it was created with. That choice is the
+library's (``pqselfenc.keys.defaults``, shared with ``KeyStore(config)``); the command adds
+``--backend``, ``--passphrase-file`` and the prompt.
 """
 
 from __future__ import annotations
@@ -19,10 +21,11 @@ from pqselfenc.cli._output import CliError, is_tty
 from pqselfenc.cli._session import Session
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
-from pqselfenc.error import InvalidDataError, KeyNotFound, KeyringUnavailable
+from pqselfenc.error import InvalidDataError, KeyNotFound
 
 if TYPE_CHECKING:  # the keys layer (KEM, argon2, zxcvbn, keyring) loads only when a command
     from pqselfenc.keys import KeyStore  # touches keys: encrypt without --to starts faster
+    from pqselfenc.keys.audit import AuditReport
 
 __all__ = [
     "check_recipients",
@@ -51,8 +54,13 @@ def name_arg(text: str) -> str:
         raise argparse.ArgumentTypeError(f"invalid name {text!r}: {exc}") from exc
 
 
+NO_ANCHOR = ("new key store: nothing outside its folder records its latest state, so a rollback "
+             "of the whole folder is not detected; keep a copy of audit.checkpoint elsewhere "
+             "(threat-model/keys.md)")
+
+
 def key_store_path(session: Session) -> Path:
-    return session.home / "keys"
+    return session.home / "keys"  # pqselfenc.keys.defaults.key_store_path, without loading keys
 
 
 def key_store(session: Session, *, create: bool = False) -> KeyStore:
@@ -69,82 +77,80 @@ def key_store(session: Session, *, create: bool = False) -> KeyStore:
     path = key_store_path(session)
     existing = _existing_backend(path)
     if not create and existing is None:
-        raise CliError(
-            f"no key store in {path}",
-            hint="create one with 'pqselfenc keys generate NAME' (or pass --home)",
-        )
+        existing_key_store(session)  # raises: there is none
     kind = _choose_backend(session, path, existing)
     store = _open(session, path, kind, creating=existing is None)
     session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
+    if existing is None:  # no rollback anchor outside the folder yet: say what that means
+        session.console.note(NO_ANCHOR)
     session.keep("keys", store, store.close)
     return store
 
 
 def _existing_backend(path: Path) -> str | None:
     """The backend of the store at ``path``, or None when there is none yet."""
-    from pqselfenc.keys import KeyStore
+    from pqselfenc.keys.defaults import existing_backend
 
-    try:
-        return KeyStore.backend_of(path)
-    except KeyNotFound:
-        return None
+    return existing_backend(path)
 
 
 def _choose_backend(session: Session, path: Path, existing: str | None) -> str:
+    """The library's choice (``pqselfenc.keys.defaults``), with ``--backend`` on top."""
+    from pqselfenc.keys.defaults import choose_backend
+
     wanted = session.option("backend") or "auto"
-    if existing is not None:
-        if wanted not in ("auto", existing):
-            raise CliError(
-                f"the key store in {path} keeps its keys in the {BACKEND_LABELS[existing]}",
-                hint=f"drop --backend, or use --backend {existing}",
-            )
-        return existing
-    if wanted != "auto":
-        return str(wanted)
-    try:
-        _probe_keyring()
-    except KeyringUnavailable as exc:
-        session.console.warn(
-            f"no secure OS keyring ({exc}); keeping keys in the passphrase-protected file "
-            f"backend in {path}"
+    if existing is not None and wanted not in ("auto", existing):
+        raise CliError(
+            f"the key store in {path} keeps its keys in the {BACKEND_LABELS[existing]}",
+            hint=f"drop --backend, or use --backend {existing}",
         )
-        return "file"
-    return "keyring"
+    choice = choose_backend(path, wanted)
+    if choice.fallback is not None:
+        session.console.warn(
+            f"no secure OS keyring ({choice.fallback}); keeping keys in the passphrase-protected "
+            f"file backend in {path}"
+        )
+    return choice.kind
 
 
-def _user_keyring() -> Any:
-    """The keyring the user named in ``PYTHON_KEYRING_BACKEND``, else None (the native one).
-
-    Loaded afresh each time (never keyring's process-wide default). The key store checks it
-    against its allowlist and refuses a plaintext or fail backend.
-    """
-    name = os.environ.get("PYTHON_KEYRING_BACKEND")
-    if not name:
-        return None
-    from keyring.core import load_keyring
-
-    try:
-        return load_keyring(name)
-    except Exception as exc:  # keyring raises whatever loading or probing the backend raised
-        reason = type(exc).__name__
-        raise KeyringUnavailable(f"PYTHON_KEYRING_BACKEND={name} does not load: {reason}") from exc
-
-
-def _probe_keyring() -> None:
-    from pqselfenc.keys import KeyringBackend
-
-    KeyringBackend("probe", _user_keyring())
-
-
-def _open(session: Session, path: Path, kind: str, *, creating: bool) -> KeyStore:
+def _unlock(session: Session, path: Path, kind: str, *, creating: bool) -> dict[str, Any]:
+    """What unlocks the store at ``path``: its backend, and the passphrase or the keyring."""
     passphrase = None
     if kind == "file":
         passphrase = read_secret(session, "passphrase_file", PASSPHRASE_ENV,
                                  f"passphrase for {path}", confirm=creating)  # fmt: skip
+    from pqselfenc.keys.defaults import user_keyring
+
+    keyring = user_keyring() if kind == "keyring" else None
+    return {"backend": kind, "passphrase": passphrase, "keyring": keyring}
+
+
+def _open(session: Session, path: Path, kind: str, *, creating: bool) -> KeyStore:
     from pqselfenc.keys import KeyStore
 
-    keyring = _user_keyring() if kind == "keyring" else None
-    return KeyStore.open(path, backend=kind, passphrase=passphrase, keyring=keyring)
+    return KeyStore.open(path, **_unlock(session, path, kind, creating=creating))
+
+
+def existing_key_store(session: Session) -> tuple[Path, str]:
+    """``--home``'s key store and its backend; ``CliError`` if there is none."""
+    path = key_store_path(session)
+    existing = _existing_backend(path)
+    if existing is None:
+        raise CliError(
+            f"no key store in {path}",
+            hint="create one with 'pqselfenc keys generate NAME' (or pass --home)",
+        )
+    return path, existing
+
+
+def audit_report(session: Session) -> AuditReport:
+    """The audit report of ``--home``'s key store, verified without opening it for use."""
+    from pqselfenc.keys import KeyStore
+
+    path, existing = existing_key_store(session)
+    kind = _choose_backend(session, path, existing)
+    session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
+    return KeyStore.verify_audit(path, **_unlock(session, path, kind, creating=False))
 
 
 def read_secret(
@@ -196,11 +202,11 @@ def secret_config(session: Session, config: EncryptionConfig, needed: bool) -> E
     return config.with_convergence_secret(convergence_secret(session))
 
 
-def open_sealed(session: Session, raw: bytes, where: str) -> DataMap:
-    """Open a sealed map with the local identities (and check ``--signer`` if given)."""
+def open_sealed(session: Session, raw: bytes, where: str, *, signer: str | None) -> DataMap:
+    """Open a sealed map with the local identities; with ``signer``, only if signed by it."""
     store = key_store(session)
     try:
-        return store.open_envelope(raw, signer=session.option("signer"))
+        return store.open_envelope(raw, signer=signer)
     except InvalidDataError as exc:
         raise CliError(f"{where}: {exc}", hint="the sealed map is damaged or truncated") from exc
 

@@ -5,20 +5,19 @@ from __future__ import annotations
 import argparse
 import re
 import stat
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pqselfenc.cli._keyring import key_store, name_arg, read_secret
-from pqselfenc.cli._maps import is_sealed
+from pqselfenc.cli._maps import MapPolicy, read_map_file
 from pqselfenc.cli._output import (
     CliError,
     default_file_mode,
     read_input,
-    refuse_binary_to_terminal,
     write_file,
 )
 from pqselfenc.cli._session import Session
+from pqselfenc.cli._values import count_arg, path_arg
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import KeyStoreError
 
@@ -46,10 +45,15 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Open each sealed MAP and seal it again, in place, for the same "
         "recipients' current key versions (after a rotation). The chunks are not touched.",
     )  # fmt: skip
-    rewrap.add_argument("maps", nargs="+", metavar="MAP", type=Path)
+    rewrap.add_argument("maps", nargs="+", metavar="MAP", type=path_arg)
     rewrap.add_argument(
-        "--sign-as", metavar="NAME", type=name_arg, help="sign with this local identity"
-    )
+        "--sign-as", metavar="NAME", type=name_arg,
+        help="sign with this local identity (default: the original signer, if it is yours)",
+    )  # fmt: skip
+    rewrap.add_argument(
+        "--drop-signature", action="store_true",
+        help="write the new map unsigned (needed for a map a recipient signed)",
+    )  # fmt: skip
     rewrap.set_defaults(func=rewrap_maps)
 
 
@@ -81,7 +85,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "destroy", parents=[common], help="crypto-shred one key version (irreversible)"
     )
     destroy.add_argument("name", metavar="NAME", type=name_arg)
-    destroy.add_argument("--version", type=int, required=True, metavar="N")
+    destroy.add_argument("--version", type=count_arg, required=True, metavar="N")
     destroy.add_argument(
         "--yes",
         action="store_true",
@@ -104,7 +108,7 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     export.add_argument("--force", action="store_true", help="overwrite an existing file")
     export.set_defaults(func=export_key)
     imp = actions.add_parser("import", parents=[common], help="add an exported identity")
-    imp.add_argument("file", metavar="FILE", type=Path)
+    imp.add_argument("file", metavar="FILE", type=path_arg)
     imp.add_argument("--name", metavar="NAME", type=name_arg, help="import under another name")
     imp.add_argument(
         "--export-passphrase-file",
@@ -181,6 +185,8 @@ def list_keys(session: Session) -> int:
         mark = "  (rotation due)" if ident.name in due else ""
         lines.append(f"{ident.name}: {ident.suite}, {ident.signature}{mark}")
         lines += ["  " + _version_line(ident.name, v) for v in ident.versions]
+        lines += [_pending_line(ident.name, v.version) for v in ident.versions
+                  if v.state.value == "destroy-pending"]  # fmt: skip
     session.console.result(
         {"identities": [_identity_doc(i, due) for i in idents]}, lines or ["no identities"]
     )
@@ -212,10 +218,26 @@ def destroy_key(session: Session) -> int:
             f"destroying {args.name} v{args.version} is irreversible",
             hint="maps sealed only to that version can never be opened again; add --yes",
         )
-    version = key_store(session).destroy(args.name, args.version)
+    store = key_store(session)
+    try:
+        version = store.destroy(args.name, args.version)
+    except KeyStoreError as exc:
+        if store.identity(args.name).version(args.version).state.value != "destroy-pending":
+            raise
+        hint = f"{_PENDING}: run this command again to retry (so does every open of the store)"
+        raise CliError(f"{args.name} v{args.version} is marked destroy-pending, but its secret "
+                       f"could not be deleted: {exc}", hint=hint) from exc  # fmt: skip
     session.console.result({"name": args.name, **_version_doc(version)},
                            [_version_line(args.name, version)])  # fmt: skip
     return 0
+
+
+_PENDING = "it is never used again, but its secret is still in the backend"
+
+
+def _pending_line(name: str, version: int) -> str:
+    return (f"    {name} v{version}: {_PENDING}; retry: pqselfenc keys destroy {name} "
+            f"--version {version} --yes")  # fmt: skip
 
 
 def _public_text(session: Session, name: str) -> str:
@@ -232,18 +254,19 @@ def export_key(session: Session) -> int:
     if args.public:
         text = _public_text(session, args.name)
         if to_stdout:
-            sys.stdout.write(text)
+            out = session.console.data_stdout("public key text", binary=False)
+            out.write(text.encode())
+            out.flush()
         else:
             write_file(Path(args.out), text.encode(), mode=default_file_mode(), force=args.force)
         return 0
-    if to_stdout:
-        refuse_binary_to_terminal(sys.stdout, "a secret key export")
+    stream = session.console.data_stdout("a secret key export") if to_stdout else None
     passphrase = read_secret(session, "export_passphrase_file", EXPORT_PASSPHRASE_ENV,
                              "passphrase for the export", confirm=True)  # fmt: skip
     blob = key_store(session).export_identity(args.name, passphrase)
-    if to_stdout:
-        sys.stdout.buffer.write(blob)
-        sys.stdout.flush()
+    if stream is not None:
+        stream.write(blob)
+        stream.flush()
     else:
         write_file(Path(args.out), blob, mode=0o600, force=args.force)
         session.console.note(f"wrote {args.out}: the secret keys of {args.name}, "
@@ -335,14 +358,13 @@ def remove_recipient(session: Session) -> int:
 
 
 def rewrap_maps(session: Session) -> int:
-    raws = {path: read_input(path, "map") for path in session.args.maps}
-    for path, raw in raws.items():
-        if not is_sealed(raw):
-            raise CliError(f"{path} is not a sealed map", hint="only sealed maps can be rewrapped; "
-                           "seal an unsealed one with 'pqselfenc encrypt --to'")  # fmt: skip
+    policy = MapPolicy(require_sealed=True, sealed_hint="only sealed maps can be rewrapped; "
+                       "seal an unsealed one with 'pqselfenc encrypt --to'")  # fmt: skip
+    raws = {path: read_map_file(path, policy).raw for path in session.args.maps}
     store = key_store(session)
     for path, raw in raws.items():
-        new = store.rewrap(raw, sign_as=session.args.sign_as)
+        new = store.rewrap(raw, sign_as=session.args.sign_as,
+                           drop_signature=session.args.drop_signature)  # fmt: skip
         write_file(path, new, mode=stat.S_IMODE(path.stat().st_mode), force=True)
     names = [str(p) for p in raws]
     session.console.result({"rewrapped": names}, [f"rewrapped {n}" for n in names])

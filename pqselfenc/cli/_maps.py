@@ -1,34 +1,155 @@
-"""Reading and writing DataMap files: binary, JSON or sealed, told apart by their first bytes."""
+"""Reading and writing DataMap files: binary, JSON or sealed, told apart by their first bytes.
+
+Every command that reads a map file reads it through ``read_map_file``, which checks it
+against a ``MapPolicy`` and returns a ``MapFile`` (nothing else makes one); ``MapFile.open``
+gives the DataMap. The policy is enforced on every kind of map file, so a stated requirement
+(a signer, a sealed map) cannot be sidestepped by handing over a map of another kind.
+"""
 
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
+from enum import Enum
 from pathlib import Path
 
+from pqselfenc.cli._keyring import name_arg
 from pqselfenc.cli._output import CliError, default_file_mode, read_input, write_file
 from pqselfenc.cli._session import Session
+from pqselfenc.cli._trust import why_not_private
 from pqselfenc.core import _primitives as P
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError
 
-__all__ = ["decode_map", "is_sealed", "load_map", "parse_map", "write_map"]
+__all__ = [
+    "MapFile",
+    "MapKind",
+    "MapPolicy",
+    "add_policy_options",
+    "is_sealed",
+    "load_map",
+    "map_kind",
+    "parse_map",
+    "read_map_file",
+    "write_map",
+]
 
 SECRET_MODE = 0o600
 UNSEALED_WARNING = (
     "{path} is an unsealed DataMap: anyone who can read it can decrypt the content "
     "(written with mode 0600; use --to NAME to seal it)"
 )
+_JSON_WHITESPACE = b" \t\n\r"  # RFC 8259 whitespace, all that may precede the opening '{'
+
+
+class MapKind(Enum):
+    """What a map file holds, by its first bytes (docs/format.md, "Map files")."""
+
+    SEALED = "sealed"  # starts with ENVELOPE_MAGIC "PQSESEAL"
+    BINARY = "binary"  # starts with MAP_MAGIC "PQSEMAP\0"
+    JSON = "json"  # first byte after JSON whitespace is '{'
+
+
+def map_kind(raw: bytes) -> MapKind | None:
+    """The kind of map ``raw`` is, or ``None`` when it is none of them."""
+    if raw.startswith(P.ENVELOPE_MAGIC):
+        return MapKind.SEALED
+    if raw.startswith(P.MAP_MAGIC):
+        return MapKind.BINARY
+    if raw.lstrip(_JSON_WHITESPACE)[:1] == b"{":
+        return MapKind.JSON
+    return None
 
 
 def is_sealed(raw: bytes) -> bool:
-    return raw.startswith(P.ENVELOPE_MAGIC)
+    """Whether ``raw`` is a sealed map (an envelope)."""
+    return map_kind(raw) is MapKind.SEALED
+
+
+@dataclass(frozen=True)
+class MapPolicy:
+    """Which maps a command accepts.
+
+    ``signer``: only a map sealed and signed by that name. ``require_sealed``: only sealed
+    maps. ``allow_unsealed``: unsealed maps even from a place others can write. With none of
+    them, an unsealed map is accepted only from a private place (``cli/_trust.py``).
+    """
+
+    require_sealed: bool = False
+    signer: str | None = None
+    allow_unsealed: bool = False
+    sealed_hint: str = "--require-sealed accepts only sealed maps ('pqselfenc encrypt --to NAME')"
+
+    def __post_init__(self) -> None:
+        if self.allow_unsealed and self.sealed_only:
+            flag = f"--signer {self.signer}" if self.signer else "--require-sealed"
+            raise CliError(f"--allow-unsealed contradicts {flag}", code=2)
+
+    @property
+    def sealed_only(self) -> bool:
+        """Whether only sealed maps pass, wherever they are."""
+        return self.require_sealed or self.signer is not None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> MapPolicy:
+        """The policy the options of ``add_policy_options`` ask for."""
+        return cls(
+            require_sealed=bool(getattr(args, "require_sealed", False)),
+            signer=getattr(args, "signer", None),
+            allow_unsealed=bool(getattr(args, "allow_unsealed", False)),
+        )
+
+    def check(self, path: Path, kind: MapKind) -> None:
+        """Refuse an unsealed map this policy does not accept (``CliError``, exit 1)."""
+        if kind is MapKind.SEALED:
+            return
+        if self.signer is not None:
+            raise CliError(
+                f"{path} is not sealed: --signer {self.signer} accepts only a map sealed "
+                f"and signed by {self.signer}",
+                hint=f"ask {self.signer} to seal it for you with "
+                f"'pqselfenc encrypt --to YOU --sign-as {self.signer}'",
+            )
+        if self.require_sealed:
+            raise CliError(f"{path} is not a sealed map", hint=self.sealed_hint)
+        where = None if self.allow_unsealed else why_not_private(path)
+        if where is not None:
+            raise CliError(
+                f"{path} is an unsealed map in a place others can write ({where})",
+                hint="anyone who can write there could have swapped it: use a sealed map "
+                "(--signer NAME also proves who made it), move it somewhere private, or "
+                "pass --allow-unsealed if you trust that place",
+            )
+
+
+def add_policy_options(parser: argparse.ArgumentParser) -> None:
+    """``--signer``, ``--require-sealed`` and ``--allow-unsealed``, for a command reading maps."""
+    parser.add_argument(
+        "--signer",
+        metavar="NAME",
+        type=name_arg,
+        help="accept only maps sealed and signed by NAME (an identity or a recipient)",
+    )
+    parser.add_argument(
+        "--require-sealed",
+        action="store_true",
+        help="accept only sealed maps (an unsealed map is refused wherever it is)",
+    )
+    parser.add_argument(
+        "--allow-unsealed",
+        action="store_true",
+        help="accept an unsealed map even from a place others can write (default: only "
+        "from a private place)",
+    )
 
 
 def parse_map(raw: bytes, where: str) -> DataMap:
     """An unsealed map from its binary or JSON form; a one-line error naming ``where``."""
+    kind = map_kind(raw)
     try:
-        if raw.startswith(P.MAP_MAGIC):
+        if kind is MapKind.BINARY:
             return DataMap.from_bytes(raw)
-        if raw.lstrip()[:1] == b"{":
+        if kind is MapKind.JSON:
             return DataMap.from_json(raw)
     except InvalidDataError as exc:
         raise CliError(
@@ -37,18 +158,39 @@ def parse_map(raw: bytes, where: str) -> DataMap:
     raise CliError(f"{where} is not a pqselfenc map", hint="give the file 'encrypt' wrote")
 
 
-def load_map(session: Session, path: Path) -> DataMap:
-    """The DataMap in ``path``, opening it with the key store if it is sealed."""
-    return decode_map(session, read_input(path, "map"), str(path))
+@dataclass(frozen=True)
+class MapFile:
+    """A map file's bytes that a ``MapPolicy`` accepted (only ``read_map_file`` makes one)."""
+
+    path: Path
+    raw: bytes
+    kind: MapKind
+    policy: MapPolicy
+
+    def open(self, session: Session) -> DataMap:
+        """The DataMap, opened with the key store if sealed (the signature checked against
+        ``policy.signer``)."""
+        if self.kind is MapKind.SEALED:
+            from pqselfenc.cli._keyring import open_sealed  # keys layer: only when needed
+
+            return open_sealed(session, self.raw, str(self.path), signer=self.policy.signer)
+        return parse_map(self.raw, str(self.path))
 
 
-def decode_map(session: Session, raw: bytes, where: str) -> DataMap:
-    """The DataMap in ``raw`` (a file's bytes), opened with the key store if sealed."""
-    if is_sealed(raw):
-        from pqselfenc.cli._keyring import open_sealed  # keys layer: only when needed
+def read_map_file(path: Path, policy: MapPolicy) -> MapFile:
+    """The map file ``path``, refused unless ``policy`` accepts it. Every command that reads a
+    map file reads it here."""
+    raw = read_input(path, "map")
+    kind = map_kind(raw)
+    if kind is None:
+        raise CliError(f"{path} is not a pqselfenc map", hint="give the file 'encrypt' wrote")
+    policy.check(path, kind)
+    return MapFile(path, raw, kind, policy)
 
-        return open_sealed(session, raw, where)
-    return parse_map(raw, where)
+
+def load_map(session: Session, path: Path, policy: MapPolicy) -> DataMap:
+    """The DataMap in ``path``, read through ``read_map_file`` and opened."""
+    return read_map_file(path, policy).open(session)
 
 
 def write_map(

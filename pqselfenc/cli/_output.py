@@ -57,6 +57,7 @@ class Console:
     quiet: bool = False
     stdout: TextIO = field(default_factory=lambda: sys.stdout)
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
+    stdout_is_data: bool = False  # set by data_stdout(): results then go to stderr
 
     # -- messages (stderr) -------------------------------------------------------------------
 
@@ -77,12 +78,22 @@ class Console:
     # -- results (stdout) --------------------------------------------------------------------
 
     def result(self, doc: dict[str, Any], lines: Iterable[str] = ()) -> None:
-        """A command's result: ``doc`` as one JSON object with --json, else ``lines``."""
+        """A command's result: ``doc`` as one JSON object with --json, else ``lines``; on
+        stdout, or on stderr when stdout carries data (a result never joins the data)."""
+        stream = self.stderr if self.stdout_is_data else self.stdout
         if self.json:
-            print(json.dumps(doc, sort_keys=True), file=self.stdout)
+            print(json.dumps(doc, sort_keys=True), file=stream)
             return
         for line in lines:
-            print(line, file=self.stdout)
+            print(line, file=stream)
+
+    def data_stdout(self, what: str, *, binary: bool = True) -> IO[bytes]:
+        """stdout as the stream for ``what`` (``--out -``): refused on a terminal when
+        ``binary``; from now on results go to stderr."""
+        if binary:
+            refuse_binary_to_terminal(self.stdout, what)
+        self.stdout_is_data = True
+        return self.stdout.buffer
 
     # -- progress ----------------------------------------------------------------------------
 

@@ -10,28 +10,28 @@ from pathlib import Path
 from typing import Any
 
 from pqselfenc.cli._output import Console
-from pqselfenc.cli._stores import default_store_path, open_store
+from pqselfenc.cli._stores import (
+    check_store_spec,
+    default_store_path,
+    describe_store,
+    open_store,
+)
 from pqselfenc.core._store import ChunkStore
+from pqselfenc.core.stores.default import default_home
 
 __all__ = ["Session", "home_dir"]
 
-HOME_ENV = "PQSELFENC_HOME"
 STORE_ENV = "PQSELFENC_STORE"
 
 
 def home_dir(explicit: str | None = None) -> Path:
     """Where keys (file backend), the audit log and the default chunk store live.
 
-    ``--home``, else ``$PQSELFENC_HOME``, else ``$XDG_DATA_HOME/pqselfenc``, else
-    ``~/.local/share/pqselfenc``.
+    ``--home``, else the library's default home (``$PQSELFENC_HOME``, else
+    ``$XDG_DATA_HOME/pqselfenc``, else ``~/.local/share/pqselfenc``): one rule for the command,
+    ``KeyStore(config)`` and a stream's default store.
     """
-    if explicit:
-        return Path(explicit).expanduser()
-    env = os.environ.get(HOME_ENV)
-    if env:
-        return Path(env).expanduser()
-    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(data).expanduser() / "pqselfenc"
+    return default_home(explicit)
 
 
 @dataclass
@@ -51,8 +51,18 @@ class Session:
         return home_dir(self.option("home"))
 
     def store_spec(self) -> str:
-        spec = self.option("store") or os.environ.get(STORE_ENV)
-        return str(spec) if spec else str(default_store_path(self.home))
+        """``--store``, else ``$PQSELFENC_STORE`` (empty counts as unset), else the default
+        folder; checked (``check_store_spec``), so a mistyped store is an error, not a guess."""
+        spec, origin = self.option("store"), "--store"
+        if spec is None:
+            spec, origin = os.environ.get(STORE_ENV) or None, f"${STORE_ENV}"
+        if spec is None:
+            return str(default_store_path(self.home))
+        return check_store_spec(str(spec), origin)
+
+    def store_label(self) -> str:
+        """The store as results show it: an S3 store's canonical URL, or the folder."""
+        return describe_store(self.store_spec())
 
     def opened(self, key: str) -> Any:
         """What ``keep`` stored under ``key``, or None."""

@@ -12,6 +12,7 @@ from pqselfenc.cli import _maps
 from pqselfenc.cli._keyring import secret_config
 from pqselfenc.cli._output import CliError, Progress
 from pqselfenc.cli._session import Session
+from pqselfenc.cli._values import path_arg
 from pqselfenc.core import gc as gc_lib
 from pqselfenc.core._store import ChunkInfo, ChunkStore, short_name, verify_chunk
 from pqselfenc.core.config import EncryptionConfig
@@ -31,10 +32,16 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     verify = actions.add_parser(
         "verify", parents=[common], help="check every stored chunk against its name"
     )
+    verify.add_argument(
+        "--allow-empty",
+        action="store_true",
+        help="exit 0 when the store lists no chunk (default: an error, since a mistyped "
+        "store or S3 prefix lists nothing)",
+    )
     stats = actions.add_parser(
         "stats", parents=[common], help="count chunks, and what the given maps reference"
     )
-    stats.add_argument("maps", nargs="*", metavar="MAP", type=Path)
+    stats.add_argument("maps", nargs="*", metavar="MAP", type=path_arg)
     gc = actions.add_parser(
         "gc",
         parents=[common],
@@ -42,8 +49,10 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         description="Collect chunks that no given map references and that are older than the "
         "grace period, while writers keep working (docs/stores.md). Give it every live map.",
     )
-    gc.add_argument("maps", nargs="+", metavar="MAP", type=Path)
+    gc.add_argument("maps", nargs="+", metavar="MAP", type=path_arg)
     _gc_options(gc)
+    for reader in (stats, gc):
+        _maps.add_policy_options(reader)
     unlock = actions.add_parser(
         "unlock",
         parents=[common],
@@ -119,7 +128,14 @@ def verify_store(session: Session) -> int:
             bar.update(1)
     lines = [f"{b['chunk']}…: {b['problem']}" for b in bad]
     lines.append(f"{len(infos) - len(bad)} of {len(infos)} chunks verified")
-    session.console.result({"store": session.store_spec(), "chunks": len(infos), "bad": bad}, lines)
+    label = session.store_label()
+    session.console.result({"store": label, "chunks": len(infos), "bad": bad}, lines)
+    if not infos and not session.args.allow_empty:
+        raise CliError(
+            f"the store {label} lists no chunks: nothing was verified",
+            hint="is --store right? (an S3 prefix that holds nothing lists nothing); pass "
+            "--allow-empty when an empty store is expected",
+        )
     if bad:
         raise CliError(
             f"{len(bad)} of {len(infos)} chunks do not match their names",
@@ -146,11 +162,14 @@ def _check_chunk(store: ChunkStore, info: ChunkInfo) -> str | None:
 
 
 def _given_maps(session: Session, paths: list[Path]) -> list[gc_lib.GcMap]:
-    """The maps named on the command line, opened (sealed ones with the key store), each with
-    what walking it needs (a private-dedup map's convergence secret)."""
+    """The maps named on the command line, each read under the map policy (all refused before
+    any work: a swapped map would make gc delete live chunks) and opened (sealed ones with the
+    key store), with what walking it needs (a private-dedup map's convergence secret)."""
+    policy = _maps.MapPolicy.from_args(session.args)
+    files = [_maps.read_map_file(path, policy) for path in paths]
     given = []
-    for path in paths:
-        data_map = _maps.load_map(session, path)
+    for path, map_file in zip(paths, files, strict=True):
+        data_map = map_file.open(session)
         config = secret_config(session, EncryptionConfig(), bool(data_map.secret_id))
         given.append(gc_lib.GcMap(data_map, str(path), config))
     return given
@@ -161,7 +180,7 @@ def store_stats(session: Session) -> int:
     maps = _given_maps(session, session.args.maps)
     report = gc_lib.store_report(store, maps)
     size = "" if report.stored_bytes is None else f", {report.stored_bytes} bytes"
-    doc: dict[str, Any] = {"store": session.store_spec(), "chunks": report.chunks,
+    doc: dict[str, Any] = {"store": session.store_label(), "chunks": report.chunks,
                            "bytes": report.stored_bytes}  # fmt: skip
     lines = [f"{report.chunks} chunks{size}"]
     if maps:
@@ -189,7 +208,7 @@ def collect_garbage(session: Session) -> int:
             remove_stale_locks=args.remove_stale_lock, on_step=_progress(session, stack),
         )  # fmt: skip
     hint = ["run again with --delete to remove them"] if plan.candidates and not args.delete else []
-    session.console.result({**plan.as_dict(), "store": session.store_spec()}, plan.lines() + hint)
+    session.console.result({**plan.as_dict(), "store": session.store_label()}, plan.lines() + hint)
     return 0
 
 
@@ -211,10 +230,10 @@ def unlock_store(session: Session) -> int:
     store = session.chunk_store(create=False)
     locks = store.locks()
     if locks is None:
-        raise CliError(f"{session.store_spec()} has no store locks")
+        raise CliError(f"{session.store_label()} has no store locks")
     removed = locks.remove_stale(session.args.lock_ids)
     session.console.result(
-        {"store": session.store_spec(), "removed": [i.as_dict() for i in removed]},
+        {"store": session.store_label(), "removed": [i.as_dict() for i in removed]},
         [f"removed {i.describe()}" for i in removed],
     )
     return 0

@@ -16,10 +16,24 @@ from collections.abc import Callable
 from pqselfenc.core._checks import check_int
 from pqselfenc.core._memory import DEFAULT_MAX_CHUNK_CACHE, MAX_BYTES, CacheConfig
 from pqselfenc.core._store import ChunkInfo, ChunkStore, WrappingStore, verify_chunk
+from pqselfenc.core.config import EncryptionConfig
 
-__all__ = ["CachingChunkStore"]
+__all__ = ["CachingChunkStore", "cached"]
 
 Clock = Callable[[], float]
+
+
+def cached(store: ChunkStore, config: EncryptionConfig, clock: Clock | None = None) -> ChunkStore:
+    """``store`` behind a ``CachingChunkStore`` of ``config.cache`` and
+    ``config.memory.max_chunk_cache`` bytes, or ``store`` itself when ``config.cache`` is None."""
+    if config.cache is None:
+        return store
+    return CachingChunkStore(
+        store,
+        config.cache,
+        max_bytes=config.memory.max_chunk_cache,
+        clock=clock if clock is not None else time.monotonic,
+    )
 
 
 class CachingChunkStore(WrappingStore):

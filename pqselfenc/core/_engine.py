@@ -13,7 +13,13 @@ from concurrent.futures import Executor, ThreadPoolExecutor
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._chunking import Layout
 from pqselfenc.core._cipher import ChunkKeys
-from pqselfenc.core._pipeline import ChunkEncryption, Sink, decrypt_task, ordered_map
+from pqselfenc.core._pipeline import (
+    ChunkEncryption,
+    Sink,
+    decrypt_task,
+    interrupting,
+    ordered_map,
+)
 from pqselfenc.core._store import ChunkInfo, ChunkStore
 from pqselfenc.core.config import ChunkConfig, EncryptionConfig
 from pqselfenc.core.datamap import DataMap
@@ -60,8 +66,11 @@ def executor_for(
     if given is not None or config.parallel.max_threads == 1:
         yield given
         return
-    with ThreadPoolExecutor(config.parallel.max_threads, thread_name_prefix="pqselfenc") as pool:
+    pool = ThreadPoolExecutor(config.parallel.max_threads, thread_name_prefix="pqselfenc")
+    try:
         yield pool
+    finally:  # on an interrupt, leave workers blocked in I/O behind (see interrupting)
+        pool.shutdown(wait=not interrupting(), cancel_futures=True)
 
 
 def make_map(
@@ -89,10 +98,14 @@ def encrypt_view(
     chunking: ChunkConfig,
     sink: Sink,
     executor: Executor | None,
+    window: int | None = None,
 ) -> list[ChunkInfo]:
-    """Encrypt the chunks of an in-memory input; returns the entries (empty when inline)."""
+    """Encrypt the chunks of an in-memory input; returns the entries (empty when inline).
+    ``window``: tasks in flight (default ``window_of(config)``)."""
     layout = Layout.of(len(data), chunking)
-    job = ChunkEncryption(keys_for_config(config), sink, executor, window_of(config))
+    check_count(layout.count, chunking.chunk_size)
+    window = window_of(config) if window is None else window
+    job = ChunkEncryption(keys_for_config(config), sink, executor, window)
     try:
         for i in range(layout.count):
             start, end = layout.span(i)
@@ -103,11 +116,26 @@ def encrypt_view(
         raise
 
 
+def check_count(count: int, chunk_size: int) -> None:
+    """``EncryptionError`` before any chunk is written when an input needs more chunks than a
+    DataMap can name (``MAX_PARSE_ENTRIES``): make_map would refuse it only at the end."""
+    if count > P.MAX_PARSE_ENTRIES:
+        need = -(-count * chunk_size // P.MAX_PARSE_ENTRIES)
+        raise EncryptionError(
+            f"the input needs {count} chunks of {chunk_size} bytes; a DataMap names at most "
+            f"{P.MAX_PARSE_ENTRIES}: use a chunk size of at least {need} bytes"
+        )
+
+
 def encrypt_bytes(
-    data: memoryview, config: EncryptionConfig, sink: Sink, executor: Executor | None
+    data: memoryview,
+    config: EncryptionConfig,
+    sink: Sink,
+    executor: Executor | None,
+    window: int | None = None,
 ) -> DataMap:
     """Self-encrypt a whole in-memory input into chunks (via ``sink``) and a DataMap."""
-    entries = encrypt_view(data, config, config.chunking, sink, executor)
+    entries = encrypt_view(data, config, config.chunking, sink, executor, window)
     inline = bytes(data) if not entries else b""
     return shrink(make_map(config, len(data), entries, inline), config, sink, executor)
 
@@ -148,11 +176,33 @@ def iter_levels(
     yield data_map
     while data_map.child > 0:
         keys = keys_for_map(data_map, config)
-        blob = b"".join(iter_plain(data_map, store, keys, executor, window))
-        child = DataMap.from_bytes(blob)
-        _check_child(data_map, child)
-        data_map = child
+        data_map = _child_of(data_map, store, keys, executor, window)
         yield data_map
+
+
+def _child_of(
+    parent: DataMap, store: ChunkStore, keys: ChunkKeys, executor: Executor | None, window: int
+) -> DataMap:
+    """The map a parent level decrypts to. The parser bounded the level's size already; its
+    first chunk is decrypted alone and the child's head checked as soon as it is complete
+    (one chunk at a time until then), so a level whose content is not the map it claims costs
+    the chunks that hold its head, not the whole level."""
+    blob = bytearray(b"".join(iter_plain(parent, store, keys, executor, window, 0, 1)))
+    checked = _head_checked(parent, blob)
+    for piece in iter_plain(parent, store, keys, executor, window if checked else 1, 1):
+        blob += piece
+        checked = checked or _head_checked(parent, blob)
+    child = DataMap.from_bytes(blob)
+    _check_child(parent, child)
+    return child
+
+
+def _head_checked(parent: DataMap, blob: bytearray) -> bool:
+    """Whether ``blob`` holds the child's whole head, checked (``InvalidDataError`` if wrong)."""
+    if len(blob) < P.MAP_HEAD_SIZE + len(parent.secret_id):
+        return False
+    parent.check_child_head(blob)
+    return True
 
 
 def _check_child(parent: DataMap, child: DataMap) -> None:
@@ -184,6 +234,31 @@ def iter_plain(
     yield from ordered_map(executor, window, tasks)
 
 
+def iter_range(
+    leaf: DataMap,
+    store: ChunkStore,
+    keys: ChunkKeys,
+    offset: int,
+    length: int,
+    executor: Executor | None = None,
+    window: int = 4,
+) -> Iterator[bytes]:
+    """Verified bytes ``offset .. offset + length`` (clipped to the end), one piece per chunk,
+    fetching only the chunks needed; at most ``window`` chunks are in flight."""
+    start, end = _clip(leaf, offset, length)
+    if start >= end:
+        return
+    if not leaf.chunks:
+        yield leaf.inline[start:end]
+        return
+    piece, last = _size(leaf.chunks[0]), len(leaf.chunks) - 1
+    tasks = (
+        decrypt_task(leaf.chunks, i, store, keys, _part(leaf, i, piece, start, end))
+        for i in range(min(start // piece, last), min((end - 1) // piece, last) + 1)
+    )
+    yield from ordered_map(executor, window, tasks)
+
+
 def read_range(
     leaf: DataMap,
     store: ChunkStore,
@@ -193,21 +268,27 @@ def read_range(
     executor: Executor | None = None,
 ) -> bytes:
     """Bytes ``offset`` .. ``offset + length`` of the content, fetching only the chunks needed."""
+    return b"".join(iter_range(leaf, store, keys, offset, length, executor))
+
+
+def _clip(leaf: DataMap, offset: int, length: int) -> tuple[int, int]:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError("offset must be a non-negative int")
     if isinstance(length, bool) or not isinstance(length, int) or length < 0:
         raise ValueError("length must be a non-negative int")
-    end = min(offset + length, leaf.total_size)
-    if offset >= end:
-        return b""
-    if not leaf.chunks:
-        return leaf.inline[offset:end]
-    piece = leaf.chunks[0].src_size or 1
-    first = min(offset // piece, len(leaf.chunks) - 1)
-    last = min((end - 1) // piece, len(leaf.chunks) - 1)
-    blob = b"".join(iter_plain(leaf, store, keys, executor, 4, first, last + 1))
-    base = first * piece
-    return blob[offset - base : end - base]
+    return offset, min(offset + length, leaf.total_size)
+
+
+def _size(info: ChunkInfo) -> int:
+    assert info.src_size is not None
+    return info.src_size
+
+
+def _part(leaf: DataMap, index: int, piece: int, start: int, end: int) -> tuple[int, int] | None:
+    """The part of chunk ``index`` inside ``[start, end)``, in chunk offsets (None: all of it)."""
+    base, size = index * piece, _size(leaf.chunks[index])
+    lo, hi = max(start - base, 0), min(end - base, size)
+    return None if (lo, hi) == (0, size) else (lo, hi)
 
 
 def check_total(leaf: DataMap, produced: int) -> None:

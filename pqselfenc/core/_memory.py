@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from pqselfenc.core._checks import check_int
-from pqselfenc.core.config import EncryptionConfig
 
 __all__ = ["CacheConfig", "MemoryConfig"]
 
@@ -31,6 +31,22 @@ _ENCRYPT_OVERHEAD_CHUNKS = 4
 _DECRYPT_OVERHEAD_CHUNKS = 1
 
 
+class Chunking(Protocol):
+    """What a window needs of a config: its chunk size and minimum chunk count (an
+    ``EncryptionConfig`` or a ``ChunkConfig``; ``EncryptionConfig`` holds a ``MemoryConfig``,
+    so this module cannot import it)."""
+
+    @property
+    def chunk_size(self) -> int:
+        """Bytes per chunk."""
+        ...
+
+    @property
+    def min_chunks(self) -> int:
+        """Chunks an input is cut into at least."""
+        ...
+
+
 @dataclass(frozen=True)
 class MemoryConfig:
     """Bounds on what a stream holds in memory, in bytes (see the module docstring)."""
@@ -42,7 +58,7 @@ class MemoryConfig:
         check_int("max_total_memory", self.max_total_memory, 1, MAX_BYTES)
         check_int("max_chunk_cache", self.max_chunk_cache, 0, MAX_BYTES)
 
-    def encrypt_window(self, config: EncryptionConfig, wanted: int) -> int:
+    def encrypt_window(self, config: Chunking, wanted: int) -> int:
         """Tasks an encrypting stream may keep in flight: ``wanted`` or fewer, never zero.
 
         ``ValueError`` if the bound cannot hold what the chunking policy needs: the first
@@ -57,9 +73,38 @@ class MemoryConfig:
             )
         return self._window(cs, _ENCRYPT_OVERHEAD_CHUNKS, wanted)
 
+    def fit_encrypt(self, chunk_size: int, min_chunks: int) -> MemoryConfig:
+        """This bound, raised where needed to the least that encrypts ``chunk_size``-byte
+        chunks: the ``min_chunks`` buffered before the layout is known and one more, or one
+        task besides the stream's own chunks.
+
+        For callers that take the chunk size from their user (the CLI): every chunk size the
+        configuration accepts then runs. Tasks in flight stay as few as before."""
+        chunks = max(min_chunks + 1, _ENCRYPT_OVERHEAD_CHUNKS + 1)
+        return self._at_least(chunks * max(chunk_size, 1))
+
+    def fit_decrypt(self, chunk_size: int) -> MemoryConfig:
+        """This bound, raised where needed to the least that decrypts ``chunk_size``-byte
+        chunks (one task besides the piece being read); e.g. ``P.MAX_CHUNK_SIZE`` for a map
+        whose chunk size is not known yet."""
+        return self._at_least((_DECRYPT_OVERHEAD_CHUNKS + 1) * max(chunk_size, 1))
+
+    def _at_least(self, need: int) -> MemoryConfig:
+        total = max(self.max_total_memory, min(need, MAX_BYTES))
+        return MemoryConfig(max_total_memory=total, max_chunk_cache=self.max_chunk_cache)
+
     def decrypt_window(self, chunk_size: int, wanted: int) -> int:
         """Tasks a decrypting stream of ``chunk_size``-byte chunks may keep in flight."""
         return self._window(max(chunk_size, 1), _DECRYPT_OVERHEAD_CHUNKS, wanted)
+
+    def in_memory_window(self, chunk_size: int, wanted: int) -> int:
+        """Tasks ``SelfEncryptor`` may keep in flight on ``chunk_size``-byte chunks: ``wanted``
+        or fewer so that their chunks fit in ``max_total_memory``, and never fewer than one.
+
+        The input and the result are the caller's (held in memory whatever the bound), so a
+        bound below one chunk does not refuse the job: it runs one task at a time.
+        """
+        return max(1, min(wanted, self.max_total_memory // max(chunk_size, 1)))
 
     def _window(self, chunk_size: int, overhead: int, wanted: int) -> int:
         room = self.max_total_memory // chunk_size - overhead

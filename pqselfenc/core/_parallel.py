@@ -9,11 +9,12 @@ import threading
 from concurrent.futures import Executor, ThreadPoolExecutor
 from typing import Self
 
+from pqselfenc.core._cache import Clock
 from pqselfenc.core._checks import Data, check_int
-from pqselfenc.core._store import ChunkStore, EncryptedChunk
+from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
-from pqselfenc.core.encryptor import ConvergenceSecretSource, SelfEncryptor, resolve_config
+from pqselfenc.core.encryptor import Chunks, ConvergenceSecretSource, SelfEncryptor, resolve_config
 from pqselfenc.error import EncryptionError
 
 __all__ = ["ParallelEncryptor", "WorkerPool"]
@@ -63,7 +64,8 @@ class WorkerPool:
 class ParallelEncryptor(SelfEncryptor):
     """A ``SelfEncryptor`` whose chunks are processed on ``worker_pool`` (or, without one, on
     ``config.parallel.max_threads`` threads of its own per call). ``executor`` is accepted as
-    ``SelfEncryptor`` takes it, for a pool of the caller's; give one or the other."""
+    ``SelfEncryptor`` takes it, for a pool of the caller's; give one or the other. Everything
+    else (``config.memory``, ``config.cache``, ``key_store``) is as ``SelfEncryptor`` does it."""
 
     def __init__(
         self,
@@ -74,24 +76,26 @@ class ParallelEncryptor(SelfEncryptor):
         *,
         executor: Executor | None = None,
         worker_pool: WorkerPool | None = None,
+        clock: Clock | None = None,
     ) -> None:
         config, executor = _on_pool(resolve_config(config, key_store), executor, worker_pool)
-        super().__init__(data, config, chunk_store, executor=executor)
+        super().__init__(data, config, chunk_store, executor=executor, clock=clock)
 
     @classmethod
     def from_data_map(
         cls,
         data_map: DataMap,
-        chunks: ChunkStore | list[EncryptedChunk],
+        chunks: Chunks,
         config: EncryptionConfig | None = None,
         key_store: ConvergenceSecretSource | None = None,
         *,
         executor: Executor | None = None,
         worker_pool: WorkerPool | None = None,
+        clock: Clock | None = None,
     ) -> Self:
         """A parallel decryptor of ``data_map`` (``decrypt``, ``read_range``)."""
         config, executor = _on_pool(resolve_config(config, key_store), executor, worker_pool)
-        return super().from_data_map(data_map, chunks, config, executor=executor)
+        return super().from_data_map(data_map, chunks, config, executor=executor, clock=clock)
 
 
 def _on_pool(

@@ -15,20 +15,40 @@ so output never depends on it.
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Executor, Future, InvalidStateError
 from functools import partial
 from typing import TypeVar
 
 from pqselfenc.core import _primitives as P
-from pqselfenc.core._cipher import ChunkKeys, decrypt_chunk, encrypt_chunk
+from pqselfenc.core._cipher import ChunkKeys, chunk_label, decrypt_chunk, encrypt_chunk
 from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk
-from pqselfenc.error import EncryptionError, Error
+from pqselfenc.error import EncryptionError, Error, IntegrityError
 
 T = TypeVar("T")
+_MAX_CONTEXT = 16  # exceptions followed back through __context__ (cleanup nests a few)
 
 Sink = Callable[[EncryptedChunk], None]
+
+
+def interrupting() -> bool:
+    """Whether the exception being handled is, or was raised while handling, an interrupt
+    (``KeyboardInterrupt``, which the CLI also raises for SIGTERM, or ``SystemExit``).
+
+    Cleanup then does not wait for tasks still running: a worker blocked in I/O (a FIFO, a
+    stalled server) must not keep Ctrl-C from ending the command. A task left running only
+    reads, or writes a whole chunk under its content name: nothing it does is half-visible.
+    """
+    exc = sys.exc_info()[1]
+    for _ in range(_MAX_CONTEXT):
+        if exc is None:
+            return False
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return True
+        exc = exc.__context__
+    return False
 
 
 def _translate(exc: BaseException) -> BaseException:
@@ -68,13 +88,16 @@ class Ordered:
         return out
 
     def cancel(self) -> None:
+        """Cancel what has not started; wait for what runs, unless an interrupt is being
+        handled (``interrupting``): then return at once and let those tasks end alone."""
         for fut in self.pending:
             fut.cancel()
         if self.on_cancel is not None:
             self.on_cancel()  # release tasks that wait on work that will now never run
-        for fut in self.pending:
-            if not fut.cancelled():
-                fut.exception()  # wait, so nothing runs on after the caller returns
+        if not interrupting():
+            for fut in self.pending:
+                if not fut.cancelled():
+                    fut.exception()  # wait, so nothing runs on after the caller returns
         self.pending.clear()
 
     def _pop(self) -> object:
@@ -188,7 +211,7 @@ def _publish(plain: bytes | memoryview, published: Future[bytes]) -> bytes:
     return h
 
 
-def ring(entries: tuple[ChunkInfo, ...], index: int) -> tuple[bytes, bytes, bytes]:
+def ring(entries: Sequence[ChunkInfo], index: int) -> tuple[bytes, bytes, bytes]:
     """``(h_i, h_{i-1}, h_{i-2})`` on the ring of a map's entries."""
     n = len(entries)
     hashes = [entries[index].src_hash, entries[(index - 1) % n].src_hash,
@@ -198,22 +221,37 @@ def ring(entries: tuple[ChunkInfo, ...], index: int) -> tuple[bytes, bytes, byte
 
 
 def decrypt_task(
-    entries: tuple[ChunkInfo, ...], index: int, store: ChunkStore, keys: ChunkKeys
+    entries: Sequence[ChunkInfo],
+    index: int,
+    store: ChunkStore,
+    keys: ChunkKeys,
+    part: tuple[int, int] | None = None,
 ) -> Callable[[], bytes]:
-    """A task that fetches, verifies and decrypts chunk ``index``."""
+    """A task that fetches, verifies and decrypts chunk ``index`` (only ``part`` of its
+    plaintext is kept, when given)."""
     info = entries[index]
 
     def run() -> bytes:
-        stored = store.retrieve(info)
         assert info.src_size is not None
         return decrypt_chunk(
-            stored,
+            _retrieve(store, info, index),
             info.name,
             ring(entries, index),
             info.src_size,
             keys,
             index=index,
             name_checked=store.verifies_on_retrieve,
+            part=part,
         )
 
     return run
+
+
+def _retrieve(store: ChunkStore, info: ChunkInfo, index: int) -> bytes:
+    """``store.retrieve``; a store's own integrity failure (it checks names on retrieve) is
+    re-raised naming the chunk's index too, as every decryption error does."""
+    try:
+        return store.retrieve(info)
+    except IntegrityError as exc:
+        label = chunk_label(index, info.name)
+        raise IntegrityError(f"{label} failed the store's check: {exc}") from exc

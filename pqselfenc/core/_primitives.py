@@ -21,8 +21,17 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 # --------------------------------------------------------------------------------------------
 
 # Format version of chunks and maps; it is part of every pipeline id, so a v2 derivation can
-# never produce a v1 key for the same content.
+# never produce a v1 key for the same content. Version 1: uncompressed pipelines (written
+# today) and compressed ones written before version 2 (still read).
 FORMAT_VERSION = 1
+
+# Version 2: compressed pipelines, with a synthetic nonce (SIV_NONCE_LABEL below). zstd does not
+# promise the same frame for the same input across releases (and raw vs compressed can flip),
+# so a nonce derived from the plaintext alone could meet two frames; v2 derives it from the
+# frame itself. Uncompressed pipelines stay version 1: their frame is a function of the
+# plaintext hash that is already in the derivation.
+SIV_FORMAT_VERSION = 2
+FORMAT_VERSIONS = (FORMAT_VERSION, SIV_FORMAT_VERSION)
 
 # SHA3-256 of a chunk's plaintext: 256-bit output keeps 128-bit collision resistance even
 # against Grover/BHT-style quantum search.
@@ -49,6 +58,23 @@ CHUNK_KEY_LABEL = b"pqselfenc/v1/chunk-key"
 # position-dependent, so identical chunk triples deduplicate wherever they occur.
 CHUNK_AAD = b"pqselfenc/v1/chunk"
 
+# Version 2 (compressed pipelines): K_i || K_nonce = HKDF-SHA3-256(ikm, salt, info = label ||
+# pipeline id, L = 64). Its own label and length: no v2 output is ever a v1 key or nonce (the
+# pipeline id differs too), and K_nonce is independent of K_i (separate HKDF output blocks).
+CHUNK_SIV_KEY_LABEL = b"pqselfenc/v2/chunk-key"
+
+# HMAC-SHA-256 key of the synthetic nonce: 256 bits, as the chunk key.
+NONCE_KEY_SIZE = 32
+
+# Version 2 AAD: format label and version, constant (no index: dedup as in version 1).
+CHUNK_AAD_V2 = b"pqselfenc/v2/chunk"
+
+# Version 2 stores the 12-byte synthetic nonce in front of the GCM ciphertext; it is
+# HMAC-SHA-256(K_nonce, frame)[:12]: equal frames get equal nonces (dedup kept), two different
+# frames under one key share a nonce with probability 2^-96 per pair (a PRF truncated to 96
+# bits), and the frame's own bytes, not the plaintext hash, decide it.
+SIV_NONCE_SIZE = CHUNK_NONCE_SIZE
+
 # HKDF salt when no convergence secret is set: RFC 5869 allows a zero salt; the security of
 # unsalted convergent encryption is exactly the classic scheme's (public dedup domain).
 ZERO_SALT = bytes(32)
@@ -72,21 +98,52 @@ COMPRESSION_NAMES = {v: k for k, v in COMPRESSION_IDS.items()}
 BODY_RAW = 0
 BODY_ZSTD = 1
 
+# Stored bytes a chunk adds to its plaintext, per format version: flag byte and GCM tag, and in
+# version 2 the synthetic nonce in front. A stored chunk longer than its src_size plus this
+# cannot be one a writer made (an incompressible chunk is stored raw), checked before the tag.
+CHUNK_OVERHEAD = {FORMAT_VERSION: 1 + TAG_SIZE, SIV_FORMAT_VERSION: SIV_NONCE_SIZE + 1 + TAG_SIZE}
+
+# zstd windows a writer's frames use: zstd's parameter table gives levels 1..19 a window of at
+# most 2^23 bytes, levels 20, 21, 22 at most 2^25, 2^26, 2^27 (and never more than the content,
+# which every frame we write declares). A reader refuses a frame asking for more before decoding
+# it, so a hostile frame cannot make the decoder reserve more than an honest one of its level.
+ZSTD_MAX_WINDOW = 1 << 23
+ZSTD_MAX_WINDOW_ULTRA = 1 << 27
+ZSTD_ULTRA_WINDOWS = {20: 1 << 25, 21: 1 << 26, 22: ZSTD_MAX_WINDOW_ULTRA}
+
 _PIPELINE = struct.Struct(">BBi")
 
 
-def pipeline_id(compression: int, level: int) -> bytes:
+def writer_version(compression: int) -> int:
+    """The format version pqselfenc writes for ``compression``: 2 when compressed, else 1."""
+    return FORMAT_VERSION if compression == COMPRESSION_NONE else SIV_FORMAT_VERSION
+
+
+def pipeline_id(compression: int, level: int, version: int | None = None) -> bytes:
     """Format version, compression algorithm and level, as bytes.
 
     Part of every chunk key's HKDF info: the same content under another pipeline gets another
-    key, so AES-GCM never sees one (key, nonce) pair with two different plaintexts.
+    key, so AES-GCM never sees one (key, nonce) pair with two different plaintexts. ``version``
+    defaults to the one writers use for ``compression`` (``writer_version``); readers pass the
+    version their DataMap names.
     """
-    return _PIPELINE.pack(FORMAT_VERSION, compression, level)
+    v = writer_version(compression) if version is None else version
+    return _PIPELINE.pack(v, compression, level)
+
+
+def zstd_max_window(level: int) -> int:
+    """The largest zstd window a frame written at ``level`` uses (see ZSTD_MAX_WINDOW)."""
+    return ZSTD_ULTRA_WINDOWS.get(level, ZSTD_MAX_WINDOW)
 
 
 def src_hash(plaintext: bytes | memoryview) -> bytes:
     """SHA3-256 of a chunk's plaintext (releases the GIL on large inputs)."""
     return hashlib.sha3_256(plaintext).digest()
+
+
+def src_hasher() -> hashlib._Hash:
+    """An incremental ``src_hash``: for plaintext that is decompressed piece by piece."""
+    return hashlib.sha3_256()
 
 
 def chunk_name(stored: bytes | memoryview) -> bytes:
@@ -109,6 +166,29 @@ def chunk_key_nonce(
         length=CHUNK_KEY_SIZE + CHUNK_NONCE_SIZE,
     )
     return okm[:CHUNK_KEY_SIZE], okm[CHUNK_KEY_SIZE:]
+
+
+def chunk_siv_keys(
+    h: bytes, h_prev: bytes, h_prev2: bytes, salt: bytes, pipeline: bytes
+) -> tuple[bytes, bytes]:
+    """Version 2: K_i || K_nonce = HKDF-SHA3-256(same ikm and salt, info = v2 label || pipeline).
+
+    Same inputs as ``chunk_key_nonce`` (the ring of source hashes, no index), so dedup holds;
+    the nonce itself comes from ``synthetic_nonce`` over the frame actually encrypted.
+    """
+    okm = hkdf_sha3(
+        h + h_prev + h_prev2,
+        salt=salt,
+        info=CHUNK_SIV_KEY_LABEL + pipeline,
+        length=CHUNK_KEY_SIZE + NONCE_KEY_SIZE,
+    )
+    return okm[:CHUNK_KEY_SIZE], okm[CHUNK_KEY_SIZE:]
+
+
+def synthetic_nonce(nonce_key: bytes, framed: bytes | memoryview) -> bytes:
+    """Version 2 nonce: HMAC-SHA-256(K_nonce, frame)[:12] (SHA-NI: ~2x GCM's cost, far below
+    zstd's), so two different frames under one chunk key get different nonces."""
+    return hmac.new(nonce_key, framed, "sha256").digest()[:SIV_NONCE_SIZE]
 
 
 def secret_id(secret: bytes) -> bytes:
@@ -141,13 +221,28 @@ MAX_PARSE_ENTRIES = 1 << 20
 # Levels strictly descend to 0; 8 levels at 4096 entries each cover more than 2^64 bytes.
 MAX_MAP_LEVEL = 8
 
+# Binary DataMap sizes: the fixed head (magic 8, version, child, compression, level, secret id
+# length, total size 8, count 4), one entry (src_hash 32, name 32, src_size 4).
+MAP_HEAD_SIZE = 25
+MAP_ENTRY_SIZE = SRC_HASH_SIZE + NAME_SIZE + 4
+
+# The largest serialized map a writer encrypts into a parent level: MAX_PARSE_ENTRIES entries
+# and a secret id (~68 MiB). A parent level claiming more content is refused unread, so a
+# parent map's entry sizes can never make a reader hold more than this of one level.
+MAX_MAP_BYTES = MAP_HEAD_SIZE + SECRET_ID_SIZE + MAP_ENTRY_SIZE * MAX_PARSE_ENTRIES
+
 # Chunk sizes are bounded so a src_size fits u32 and one chunk always fits in memory.
 MAX_CHUNK_SIZE = 1 << 30
 
-# The largest chunk a writer stores: a piece is at most chunk_size + min_chunks - 2 bytes (the
-# last piece takes the remainder, see core/_chunking.py), framed with 1 flag byte (zstd only
-# when smaller), plus the GCM tag. Readers refuse a larger stored chunk without reading it.
-MAX_STORED_CHUNK_SIZE = MAX_CHUNK_SIZE + (MAX_MIN_CHUNKS - 2) + 1 + TAG_SIZE
+# The largest piece a writer cuts: chunk_size + min_chunks - 2 bytes (below min_chunks *
+# chunk_size bytes the last of min_chunks pieces takes the remainder, see core/_chunking.py).
+# Map parsers refuse a larger src_size, so no claim beyond what a writer makes reaches a reader.
+MAX_SRC_SIZE = MAX_CHUNK_SIZE + (MAX_MIN_CHUNKS - 2)
+
+# The largest chunk a writer stores: the largest piece plus the largest overhead (version 2's
+# nonce, flag byte, GCM tag; zstd only when smaller). Readers refuse a larger stored chunk
+# without reading it.
+MAX_STORED_CHUNK_SIZE = MAX_SRC_SIZE + max(CHUNK_OVERHEAD.values())
 
 # Largest map file a reader accepts: the JSON form's bound (the largest of the three forms; a
 # binary map of MAX_PARSE_ENTRIES entries is ~68 MiB, an envelope at most ~130 MiB).
@@ -292,6 +387,37 @@ HEALTH_TEST_RETRIES = 3
 AUDIT_CHAIN_LABEL = b"pqselfenc/v1/audit-chain"
 AUDIT_SIGNATURE_CONTEXT = b"pqselfenc/v1/audit-checkpoint"
 
+# Audit line MAC: HMAC-SHA3-256 under HKDF-SHA3-256(root secret, info=label) over the line's
+# 32-byte chain hash and the u64 byte offset where the line starts in audit.jsonl. The hash
+# covers prev, so a valid MAC on a line authenticates the whole prefix; the offset pins the line
+# to its place, so a genuine line copied elsewhere (a replay) fails. Whoever can write the
+# directory but lacks the root secret cannot extend the chain.
+AUDIT_MAC_LABEL = b"pqselfenc/v1/audit-line-mac"
+AUDIT_MAC_SIZE = 32
+
+# Audit times may step back by at most this many seconds from one line to the next (an NTP step
+# of the system clock); a larger step back is reported by verify. Times are taken under the lock.
+AUDIT_CLOCK_STEP_BACK = 600
+
+# Largest counter read from a file (audit seq, metadata generation, audit_mac_from): below 2^63,
+# so it fits every signed 64-bit field (the PKCS#11 anchor stores u64) with room for +1.
+MAX_COUNTER = (1 << 63) - 1
+
+# Largest key version number: the file backend's AAD packs it as u32 (section 4.3).
+MAX_KEY_VERSION = (1 << 32) - 1
+
+# Claimed security strength in bits of each KEM suite and signature (NIST security categories
+# of FIPS 203/204: category 3 = 192 bits (AES-192), category 5 = 256 bits (AES-256)). X-Wing is
+# ML-KEM-768 combined with X25519: as strong as its stronger part, ML-KEM-768 (category 3).
+# ``KeyConfig.min_entropy`` refuses any suite or signature below it.
+SUITE_STRENGTH_BITS = {SUITE_XWING: 192, SUITE_MLKEM1024: 256, SUITE_MLKEM768: 192}
+SIG_STRENGTH_BITS = {SIG_MLDSA65: 192, SIG_MLDSA87: 256}
+
+# Imported seeds: refused when they repeat with a period of at most this many bytes (all-zero
+# and constant seeds have period 1); a uniformly random 32-byte seed does so with probability
+# below 2^-128. A check against trivial seeds, not a measure of entropy.
+SEED_MAX_PERIOD = 16
+
 # Convergence secret of a key store's domain: derived per domain from the store's root secret.
 CONVERGENCE_SECRET_LABEL = b"pqselfenc/v1/convergence-secret"
 
@@ -347,6 +473,16 @@ def metadata_mac_key(root: bytes) -> bytes:
 def metadata_mac(key: bytes, canonical: bytes) -> bytes:
     """HMAC-SHA3-256 over the canonical JSON of the metadata (without its "mac" field)."""
     return hmac.new(key, canonical, hashlib.sha3_256).digest()
+
+
+def audit_mac_key(root: bytes) -> bytes:
+    """Key of the audit line MACs: HKDF-SHA3-256(store root secret, info=AUDIT_MAC_LABEL)."""
+    return hkdf_sha3(root, info=AUDIT_MAC_LABEL, length=AUDIT_MAC_SIZE)
+
+
+def audit_mac(key: bytes, line_hash: bytes, offset: int) -> bytes:
+    """HMAC-SHA3-256 over an audit line's 32-byte chain hash || its u64 offset in the log."""
+    return hmac.new(key, line_hash + offset.to_bytes(8, "big"), hashlib.sha3_256).digest()
 
 # PKCS#11 backend (keys/pkcs11_backend.py, docs/pkcs11.md): one token-wrapped secret per file.
 # Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
@@ -301,10 +301,58 @@ class _ListStore(ChunkStore):
         return (ChunkInfo(name=n) for n in self._chunks)
 
 
-def as_store(chunks: ChunkStore | list[EncryptedChunk]) -> ChunkStore:
-    """Accept either a store or the chunk list ``encrypt()`` returned."""
+class StoredChunks(Sequence[EncryptedChunk]):
+    """The chunks of one job that went into ``store``, as a read-only sequence sorted by name.
+
+    What a stream returns in place of a chunk list when its chunks went into the default store
+    (the list would grow with the input). Nothing is held: the names are listed on first use
+    (``names`` is called once) and each chunk is fetched from the store, and verified against
+    its name, when it is read. Accepted wherever a chunk list is (``from_data_map``).
+    """
+
+    def __init__(self, store: ChunkStore, names: Callable[[], Iterable[bytes]]) -> None:
+        self.store = store
+        self._list_names = names
+        self._names: list[bytes] | None = None
+
+    def __repr__(self) -> str:
+        return f"StoredChunks({self.store!r})"
+
+    @property
+    def names(self) -> list[bytes]:
+        """Every chunk name, sorted (listed on first use)."""
+        if self._names is None:
+            self._names = sorted(set(self._list_names()))
+        return self._names
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @overload
+    def __getitem__(self, index: int) -> EncryptedChunk: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[EncryptedChunk]: ...
+
+    def __getitem__(self, index: int | slice) -> EncryptedChunk | list[EncryptedChunk]:
+        if isinstance(index, slice):
+            return [self._fetch(name) for name in self.names[index]]
+        return self._fetch(self.names[index])
+
+    def _fetch(self, name: bytes) -> EncryptedChunk:
+        info = ChunkInfo(name=name)
+        content = self.store.retrieve(info)
+        if not self.store.verifies_on_retrieve:
+            verify_chunk(info, content)
+        return EncryptedChunk(name, content)
+
+
+def as_store(chunks: ChunkStore | list[EncryptedChunk] | StoredChunks) -> ChunkStore:
+    """Accept a store, the chunk list ``encrypt()`` returned, or a stream's ``StoredChunks``."""
     if isinstance(chunks, ChunkStore):
         return chunks
+    if isinstance(chunks, StoredChunks):
+        return chunks.store
     if isinstance(chunks, list | tuple) and all(isinstance(c, EncryptedChunk) for c in chunks):
         return _ListStore(list(chunks))
     raise TypeError("chunks must be a ChunkStore or the list of EncryptedChunk from encrypt()")

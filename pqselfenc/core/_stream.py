@@ -19,10 +19,12 @@ from collections.abc import Callable, Generator, Iterator
 from concurrent.futures import Executor, ThreadPoolExecutor
 
 from pqselfenc.core import _engine as E
+from pqselfenc.core import _primitives as P
+from pqselfenc.core._cache import Clock, cached
 from pqselfenc.core._checks import Data, as_view
 from pqselfenc.core._cipher import ChunkKeys
 from pqselfenc.core._memory import MemoryConfig
-from pqselfenc.core._pipeline import ChunkEncryption, Sink
+from pqselfenc.core._pipeline import ChunkEncryption, Sink, interrupting
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
@@ -43,8 +45,8 @@ class _Pool:
         self.executor: Executor | None = given if given is not None else self.owned
 
     def close(self) -> None:
-        if self.owned is not None:
-            self.owned.shutdown(wait=True, cancel_futures=True)
+        if self.owned is not None:  # on an interrupt, workers blocked in I/O are left behind
+            self.owned.shutdown(wait=not interrupting(), cancel_futures=True)
             self.owned = None
 
 
@@ -59,13 +61,14 @@ class StreamEncryption:
         executor: Executor | None = None,
     ) -> None:
         self.config, self.sink = config, sink
-        self.memory = memory if memory is not None else MemoryConfig()
+        self.memory = memory if memory is not None else config.memory
         self.window = self.memory.encrypt_window(config, E.window_of(config))
         self._pool = _Pool(config, executor)
         self._job = ChunkEncryption(
             E.keys_for_config(config), sink, self._pool.executor, self.window
         )
         self._size = config.chunk_size
+        self._limit = P.MAX_PARSE_ENTRIES * self._size  # the most bytes a DataMap can hold
         self._pending: list[bytearray] = []  # full pieces held until the layout is known
         self._fill, self._pos = bytearray(self._size), 0
         self.total = 0
@@ -147,6 +150,8 @@ class StreamEncryption:
     def _advance(self, n: int) -> None:
         self._pos += n
         self.total += n
+        if self.total > self._limit:  # one byte more needs a chunk no DataMap can name
+            E.check_count(P.MAX_PARSE_ENTRIES + 1, self._size)
         if self._pos < self._size:
             return
         piece, self._fill, self._pos = self._fill, bytearray(self._size), 0
@@ -175,7 +180,10 @@ class StreamEncryption:
 
 
 class StreamDecryption:
-    """Verified plaintext of a DataMap, whole or by range; the leaf map is expanded once."""
+    """Verified plaintext of a DataMap, whole or by range; the leaf map is expanded once.
+
+    ``memory`` defaults to ``config.memory``; with ``config.cache`` chunks are fetched through
+    a ``CachingChunkStore`` (``clock`` times its entries)."""
 
     def __init__(
         self,
@@ -184,9 +192,11 @@ class StreamDecryption:
         config: EncryptionConfig,
         memory: MemoryConfig | None = None,
         executor: Executor | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.data_map, self.store, self.config = data_map, store, config
-        self.memory = memory if memory is not None else MemoryConfig()
+        self.data_map, self.config = data_map, config
+        self.store = cached(store, config, clock)
+        self.memory = memory if memory is not None else config.memory
         self.executor = executor
         self._leaf: tuple[DataMap, ChunkKeys] | None = None
 
@@ -203,8 +213,15 @@ class StreamDecryption:
         return self._leaf
 
     def window(self, leaf: DataMap) -> int:
+        """Tasks in flight for ``leaf``'s chunks within the memory bound; a map whose chunks
+        cannot fit it (its sizes come from outside) is an ``EncryptionError``, not misuse."""
         piece = leaf.chunks[0].src_size if leaf.chunks else 0
-        return self.memory.decrypt_window(piece or 1, E.window_of(self.config))
+        try:
+            return self.memory.decrypt_window(piece or 1, E.window_of(self.config))
+        except ValueError as exc:
+            raise EncryptionError(
+                f"cannot stream this DataMap within the memory bound: {exc}"
+            ) from exc
 
     def pieces(self) -> Generator[bytes, None, None]:
         """Every chunk's verified plaintext, in order; checks the total at the end."""
@@ -220,3 +237,11 @@ class StreamDecryption:
         """Verified bytes ``[offset, offset + length)``, clipped to the content's end."""
         leaf, keys = self.leaf()
         return E.read_range(leaf, self.store, keys, offset, length, self.executor)
+
+    def iter_range(self, offset: int, length: int) -> Generator[bytes, None, None]:
+        """Verified bytes ``[offset, offset + length)`` (clipped to the end) as pieces of at
+        most one chunk, within the same memory bound as ``pieces``."""
+        leaf, keys = self.leaf()
+        with E.executor_for(self.config, self.executor) as executor:
+            window = self.window(leaf)
+            yield from E.iter_range(leaf, self.store, keys, offset, length, executor, window)

@@ -1,6 +1,8 @@
 """Configuration values: frozen, validated at construction, with ``with_*`` builders.
 
-Every parameter is per call; there is no global chunk size.
+Every parameter is per call; there is no global chunk size. ``EncryptionConfig`` also carries
+the memory bounds (``MemoryConfig``), the chunk cache (``CacheConfig``) and the key store policy
+(``KeyConfig``) so that one value configures every entry point it is handed to.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from dataclasses import dataclass, field
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._checks import check_int
+from pqselfenc.core._keyconfig import KeyConfig
+from pqselfenc.core._memory import CacheConfig, MemoryConfig
 
 __all__ = ["ChunkConfig", "CompressionConfig", "EncryptionConfig", "ParallelConfig"]
 
@@ -87,11 +91,20 @@ class ParallelConfig:
 
 @dataclass(frozen=True, repr=False)
 class EncryptionConfig:
-    """Everything that decides how content is self-encrypted.
+    """Everything that decides how content is self-encrypted, and the resources it may use.
 
+    ``chunk_size``, ``min_chunks``, ``compression`` and ``convergence_secret`` decide the output.
     ``convergence_secret`` (32 bytes, optional) scopes deduplication to a domain: without it,
     identical content yields identical chunks everywhere (and anyone can confirm a guessed file);
     with it, only holders of the secret can. It is never printed.
+
+    The rest never changes a byte of output. ``parallel``: worker threads. ``memory``: what a
+    stream or file job holds at once (``SelfEncryptor`` bounds its work in flight by it too).
+    ``cache``: when set, every reader made with this config (``SelfEncryptor.from_data_map``,
+    ``StreamDecryptor``, ``decrypt_file``) fetches through a ``CachingChunkStore`` of
+    ``memory.max_chunk_cache`` bytes. ``keys``: the key store policy; ``KeyStore(config)`` opens
+    the default key store with it, and an encryptor given a ``key_store`` checks that the
+    store's policy is this one (docs/guide.md, "Coming from self_encryption").
     """
 
     chunk_size: int = DEFAULT_CHUNK_SIZE
@@ -99,13 +112,19 @@ class EncryptionConfig:
     compression: CompressionConfig = field(default_factory=CompressionConfig)
     parallel: ParallelConfig = field(default_factory=ParallelConfig)
     convergence_secret: bytes | None = None
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    cache: CacheConfig | None = None
+    keys: KeyConfig | None = None
 
     def __post_init__(self) -> None:
         ChunkConfig(self.chunk_size, self.min_chunks)  # validates both
-        if not isinstance(self.compression, CompressionConfig):
-            raise TypeError("compression must be a CompressionConfig")
-        if not isinstance(self.parallel, ParallelConfig):
-            raise TypeError("parallel must be a ParallelConfig")
+        _check_type("compression", self.compression, CompressionConfig)
+        _check_type("parallel", self.parallel, ParallelConfig)
+        _check_type("memory", self.memory, MemoryConfig)
+        if self.cache is not None:
+            _check_type("cache", self.cache, CacheConfig)
+        if self.keys is not None:
+            _check_type("keys", self.keys, KeyConfig)
         secret = self.convergence_secret
         if secret is not None:
             if not isinstance(secret, bytes | bytearray):
@@ -119,7 +138,8 @@ class EncryptionConfig:
         return (
             f"EncryptionConfig(chunk_size={self.chunk_size}, min_chunks={self.min_chunks}, "
             f"compression={self.compression!r}, parallel={self.parallel!r}, "
-            f"convergence_secret={secret})"
+            f"convergence_secret={secret}, memory={self.memory!r}, cache={self.cache!r}, "
+            f"keys={self.keys!r})"
         )
 
     @property
@@ -173,3 +193,20 @@ class EncryptionConfig:
     def with_convergence_secret(self, secret: bytes | None) -> EncryptionConfig:
         """A copy that scopes deduplication to ``secret`` (32 bytes), or to nothing (``None``)."""
         return dataclasses.replace(self, convergence_secret=secret)
+
+    def with_memory(self, memory: MemoryConfig) -> EncryptionConfig:
+        """A copy with other memory bounds (these never change the output)."""
+        return dataclasses.replace(self, memory=memory)
+
+    def with_cache(self, cache: CacheConfig | None) -> EncryptionConfig:
+        """A copy whose readers cache fetched chunks (``None``: no cache)."""
+        return dataclasses.replace(self, cache=cache)
+
+    def with_keys(self, keys: KeyConfig | None) -> EncryptionConfig:
+        """A copy with a key store policy (``None``: the key store's own, or the default)."""
+        return dataclasses.replace(self, keys=keys)
+
+
+def _check_type(name: str, value: object, kind: type) -> None:
+    if not isinstance(value, kind):
+        raise TypeError(f"{name} must be a {kind.__name__}, not {type(value).__name__}")

@@ -19,6 +19,8 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from pqselfenc.core import _durable
+from pqselfenc.core import _engine as E
+from pqselfenc.core._chunking import Layout
 from pqselfenc.core._memory import MemoryConfig
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core._stream import StreamDecryption, StreamEncryption
@@ -58,12 +60,21 @@ def encrypt_file(
         stream = StreamEncryption(config, sink, memory, executor)
         try:
             with open(path, "rb") as f:
+                _check_size(os.fstat(f.fileno()).st_size, config)
                 _feed(stream, f)
-        except OSError as exc:
-            stream.abort()
-            raise EncryptionError(f"cannot read {os.fspath(path)}: {exc.strerror}") from exc
+        except BaseException as exc:
+            stream.abort()  # its threads stop, and no map is made from a part of the file
+            if isinstance(exc, OSError):
+                raise EncryptionError(f"cannot read {os.fspath(path)}: {exc.strerror}") from exc
+            raise
         data_map = stream.finish()
     return data_map
+
+
+def _check_size(size: int, config: EncryptionConfig) -> None:
+    """Refuse, before any chunk is written, a file with more chunks than a DataMap names (a
+    file that grows while it is read is stopped by the stream at the same bound)."""
+    E.check_count(Layout.of(size, config.chunking).count, config.chunk_size)
 
 
 def _feed(stream: StreamEncryption, f: io.BufferedReader) -> None:

@@ -5,6 +5,8 @@ CRYPTO.md section 4::
     from pqselfenc.keys import KeyStore, KeyConfig
     ks = KeyStore.open(path, config=KeyConfig(rotation_interval=timedelta(days=30)),
                        backend="file", passphrase=...)     # or backend="keyring"
+    ks = KeyStore(EncryptionConfig(keys=KeyConfig(rotation_interval=30 * 24 * 3600)))
+                 # the default store, HOME/keys, as the command opens it (keys.defaults)
     ks.generate("alice")
     ks.recipients.add("bob", bob_public_key_text)
     sealed = ks.seal(data_map, to=["alice", "bob"], sign_as="alice")

@@ -8,8 +8,14 @@ What this module does, and what it does not claim:
   stuck or badly broken source (all zeros, a repeating pattern); a failed draw is retried a bounded
   number of times, then generation stops with ``WeakSecretError``.
 * Statistical tests on a finished key prove nothing about its entropy; none are run or claimed.
-* Imported secrets are refused when they are shorter than the entropy bound (a length check: the
-  only honest bound on the entropy of bytes someone hands us).
+* Imported seeds (an identity export) pass the same health tests as a generated draw, on their
+  own bytes: no byte value repeated 4 or more times in a row (repetition count), none taking 13
+  or more of the seed (adaptive proportion), and no period of 16 bytes or less (all-zero and
+  constant seeds have period 1). These refuse trivial, stuck or hand-made seeds; a seed that
+  passes can still be known to someone else (a deterministic generator passes them too).
+* Imported secrets are refused when they are shorter than ``min_entropy`` bits (a length check:
+  the only honest upper bound on the entropy of bytes someone hands us; every seed a store
+  holds is 256 bits, so with today's seeds it never refuses one).
 * Passphrases get a strength estimate (zxcvbn's guess count, in bits) and weak ones are refused.
 """
 
@@ -27,6 +33,7 @@ __all__ = [
     "adaptive_proportion_ok",
     "check_passphrase",
     "check_secret_length",
+    "check_seed",
     "draw_seeds",
     "estimate_passphrase_bits",
     "repetition_count_ok",
@@ -101,6 +108,27 @@ def check_secret_length(secret: bytes, min_entropy: int, what: str = "secret") -
             f"{what} has at most {len(secret) * 8} bits, below the {min_entropy}-bit bound"
         )
     return secret
+
+
+def shortest_period(seed: bytes, limit: int = P.SEED_MAX_PERIOD) -> int | None:
+    """The smallest p <= ``limit`` with ``seed[i] == seed[i + p]`` everywhere, or None."""
+    for period in range(1, min(limit, len(seed) - 1) + 1):
+        if seed[period:] == seed[:-period]:
+            return period
+    return None
+
+
+def check_seed(seed: bytes, what: str = "seed") -> bytes:
+    """``seed`` if it passes the SP 800-90B continuous health tests a generated draw passes
+    (repetition count, adaptive proportion) on its own bytes and repeats with no period of at
+    most ``P.SEED_MAX_PERIOD`` bytes; else ``WeakSecretError``. A check against trivial seeds,
+    never a measure of entropy (see the module docstring)."""
+    if not seed or not repetition_count_ok(seed) or not adaptive_proportion_ok(seed):
+        raise WeakSecretError(f"{what} fails the SP 800-90B health tests (a stuck or made-up seed)")
+    period = shortest_period(seed)
+    if period is not None:
+        raise WeakSecretError(f"{what} repeats every {period} bytes (a made-up seed)")
+    return seed
 
 
 def estimate_passphrase_bits(passphrase: str) -> float:

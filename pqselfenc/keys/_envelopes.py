@@ -2,21 +2,33 @@
 
 Every seal, open and rewrap is audited; a failed open or rewrap is recorded, then re-raised.
 A failed MAC check of the metadata writes nothing, not even an audit event.
+
+Trust in a signer is decided here, in one place (``trusted_signer``): a usable version of a local
+identity, or a recipient's verifying key. A destroyed version's key is never trusted again, so
+``rewrap`` cannot turn a signature made with a stolen, destroyed key into one by a current key.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from pqselfenc.core.datamap import DataMap
-from pqselfenc.error import DecryptionError, Error, InvalidDataError, KeyDestroyedError, KeyNotFound
+from pqselfenc.error import (
+    DecryptionError,
+    Error,
+    KeyDestroyedError,
+    KeyNotFound,
+    KeyStoreError,
+    SignatureError,
+)
 from pqselfenc.kem import PublicKey, SigningKey, VerifyingKey, inspect, open_sealed, seal
 from pqselfenc.keys._ledger import Ledger
 from pqselfenc.keys._metadata import Identity, KeyVersion, Metadata
 from pqselfenc.keys._secrets import Secrets
 from pqselfenc.keys.config import KeyConfig
 
-__all__ = ["Envelopes", "active_version"]
+__all__ = ["Envelopes", "TrustedSigner", "active_version", "trusted_signer"]
 
 
 def active_version(meta: Metadata, name: str) -> tuple[Identity, KeyVersion]:
@@ -57,14 +69,51 @@ def _names_for(meta: Metadata, key_ids: tuple[bytes, ...]) -> list[str]:
     return list(dict.fromkeys(owners[k.hex()] for k in key_ids))
 
 
-def _default_signer(meta: Metadata, signer_key_id: bytes | None) -> str | None:
-    if signer_key_id is None:
-        return None
+@dataclass(frozen=True)
+class TrustedSigner:
+    """Who signed an envelope, as far as this store trusts it: a local identity (``local``) or a
+    recipient, and the verifying key its signature must verify under."""
+
+    name: str
+    key: VerifyingKey
+    local: bool
+
+
+def trusted_signer(meta: Metadata, claimed: VerifyingKey) -> TrustedSigner:
+    """The trusted owner of the ``claimed`` signer key: a usable version of a local identity or
+    a recipient's current verifying key. ``SignatureError`` for any other key, including a
+    destroyed (or destroy-pending) version's: its signatures are no longer trusted."""
+    wanted = claimed.key_id
     for ident in meta.identities.values():
         for v in ident.versions:
-            if VerifyingKey.parse(v.verifying_key).key_id == signer_key_id:
-                return ident.name
-    return None
+            if VerifyingKey.parse(v.verifying_key).key_id != wanted:
+                continue
+            if not v.usable:
+                raise SignatureError(
+                    f"signed by {ident.name} v{v.version}, which was destroyed: its signatures "
+                    "are no longer trusted"
+                )
+            return TrustedSigner(ident.name, claimed, True)
+    for r in meta.recipients.values():
+        if r.verifying_key is not None and VerifyingKey.parse(r.verifying_key).key_id == wanted:
+            return TrustedSigner(r.name, claimed, False)
+    raise SignatureError(f"signed by {claimed.fingerprint}, a key this store does not trust")
+
+
+def _resigner(signer: TrustedSigner | None, sign_as: str | None, drop: bool) -> str | None:
+    """Who signs the rewrapped envelope: ``sign_as``; else the original signer when that is a
+    local identity (never a signature the original did not carry); else nobody, which for an
+    envelope a recipient signed needs ``drop`` (the signature would silently disappear)."""
+    if sign_as is not None and drop:
+        raise ValueError("give sign_as or drop_signature, not both")
+    if sign_as is not None or drop or signer is None:
+        return sign_as
+    if signer.local:
+        return signer.name
+    raise KeyStoreError(
+        f"the envelope is signed by recipient {signer.name!r}; rewrap cannot sign as them: "
+        "sign it yourself (sign_as) or drop the signature explicitly (drop_signature)"
+    )
 
 
 class Envelopes:
@@ -89,8 +138,11 @@ class Envelopes:
             if text is None:
                 raise KeyNotFound(f"recipient {name!r} has no verifying key")
             return [VerifyingKey.parse(text)]
-        versions = meta.identity(name).versions
-        return [VerifyingKey.parse(v.verifying_key) for v in versions if v.usable]
+        keys = [VerifyingKey.parse(v.verifying_key) for v in meta.identity(name).versions
+                if v.usable]  # fmt: skip
+        if not keys:
+            raise KeyDestroyedError(f"{name!r} has no usable version: none of its keys is trusted")
+        return keys
 
     def seal(self, data_map: DataMap, to: Sequence[str], sign_as: str | None) -> bytes:
         """Seal ``data_map`` to the current keys of ``to`` (local identities or recipients)."""
@@ -102,7 +154,9 @@ class Envelopes:
             self._config.check_suite(key.suite)
         signer = None
         if sign_as is not None:
-            signer = self._secrets.pair(*active_version(meta, sign_as)).signing
+            ident, version = active_version(meta, sign_as)
+            self._config.check_signature(ident.signature)
+            signer = self._secrets.pair(ident, version).signing
         sealed = seal(data_map, keys, signer)
         info = inspect(sealed)
         self._ledger.record("seal", ",".join(to), None, envelope_id=info.envelope_id.hex(),
@@ -111,11 +165,14 @@ class Envelopes:
 
     def open(self, sealed: bytes, signer: str | None) -> DataMap:
         """Open ``sealed``; audit success or failure (the failure is re-raised)."""
+        return self._open(sealed, lambda: None if signer is None else self.verifying_keys(signer))
+
+    def _open(self, sealed: bytes, expected: Callable[[], list[VerifyingKey] | None]) -> DataMap:
         envelope_id = None
         meta = self._ledger.read()  # outside the try: a failed MAC check writes nothing
         try:
             envelope_id = inspect(sealed).envelope_id.hex()
-            data_map, ident, version = self._open_with(sealed, meta, signer)
+            data_map, ident, version = self._open_with(sealed, meta, expected())
         except Error as exc:
             self._ledger.record_failure("open", exc, envelope_id=envelope_id)
             raise
@@ -123,10 +180,9 @@ class Envelopes:
         return data_map
 
     def _open_with(
-        self, sealed: bytes, meta: Metadata, signer: str | None
+        self, sealed: bytes, meta: Metadata, expected: list[VerifyingKey] | None
     ) -> tuple[DataMap, Identity, KeyVersion]:
         info = inspect(sealed)
-        expected = None if signer is None else self.verifying_keys(signer)
         for ident, version in _addressed(meta, info.recipients):
             try:
                 kem = self._secrets.pair(ident, version).kem
@@ -135,21 +191,27 @@ class Envelopes:
                 continue
         raise DecryptionError("the envelope did not open with any local identity")
 
-    def rewrap(self, sealed: bytes, sign_as: str | None) -> bytes:
-        """Open ``sealed`` with any usable version, re-seal to the same names' current keys."""
+    def rewrap(self, sealed: bytes, sign_as: str | None, drop_signature: bool = False) -> bytes:
+        """Open ``sealed`` with any usable version, re-seal to the same names' current keys.
+
+        A signed envelope must carry a valid signature by a key this store trusts
+        (``trusted_signer``), else ``SignatureError``; it is re-signed by ``sign_as``, or by the
+        original signer when that is a local identity (its active version). An unsigned one
+        stays unsigned unless ``sign_as`` is given. One signed by a recipient needs ``sign_as``
+        or ``drop_signature``. Every refusal is audited as a failed ``rewrap``.
+        """
+        envelope_id = None
         try:
             info = inspect(sealed)
-        except InvalidDataError as exc:
-            self._ledger.record_failure("rewrap", exc)
-            raise
-        meta = self._ledger.read()
-        names = _names_for(meta, info.recipients)
-        signer = sign_as or _default_signer(meta, info.signer_key_id)
-        data_map = self.open(sealed, None)
-        try:
-            new = self.seal(data_map, names, signer)
+            envelope_id = info.envelope_id.hex()
+            meta = self._ledger.read()
+            names = _names_for(meta, info.recipients)
+            signer = None if info.signer is None else trusted_signer(meta, info.signer)
+            resign = _resigner(signer, sign_as, drop_signature)
+            data_map = self._open(sealed, lambda: None if signer is None else [signer.key])
+            new = self.seal(data_map, names, resign)
         except Error as exc:
-            self._ledger.record_failure("rewrap", exc, envelope_id=info.envelope_id.hex())
+            self._ledger.record_failure("rewrap", exc, envelope_id=envelope_id)
             raise
         detail = f"from envelope {info.envelope_id.hex()}"
         self._ledger.record("rewrap", ",".join(names), None,

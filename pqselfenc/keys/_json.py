@@ -15,7 +15,7 @@ from typing import Any
 
 from pqselfenc.error import Error
 
-__all__ = ["MAX_DEPTH", "canonical", "loads"]
+__all__ = ["MAX_DEPTH", "Fields", "canonical", "loads"]
 
 MAX_DEPTH = 16  # our documents nest at most 5 levels (metadata: identities.NAME.versions[i])
 
@@ -64,3 +64,46 @@ def loads(data: bytes | str, error: type[Error], what: str, max_depth: int = MAX
 def canonical(obj: dict[str, Any]) -> bytes:
     """The bytes a hash or MAC covers: sorted keys, no whitespace, ASCII only."""
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+class Fields:
+    """Typed, range-checked access to one parsed JSON object from a file someone else may write.
+
+    Every missing field, wrong type (a bool is never an int) or integer out of range raises
+    ``error`` naming ``where`` and the field, so nothing downstream (``struct.pack``, a dict
+    lookup, a comparison) ever sees a value of the wrong kind.
+    """
+
+    def __init__(self, obj: object, error: type[Error], where: str) -> None:
+        if not isinstance(obj, dict):
+            raise error(f"{where} must be a JSON object")
+        self.obj: dict[str, Any] = obj
+        self.error, self.where = error, where
+
+    def get(self, key: str, kind: type | tuple[type, ...]) -> Any:
+        """The field ``key``, which must be present and an instance of ``kind``."""
+        if key not in self.obj:
+            raise self.error(f"{self.where} lacks {key!r}")
+        value = self.obj[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+            raise self.error(f"{self.where}.{key} has the wrong type")
+        return value
+
+    def integer(self, key: str, low: int, high: int, *, optional: bool = False) -> Any:
+        """The integer field ``key`` in ``[low, high]`` (None when ``optional`` and absent/null)."""
+        if optional and self.obj.get(key) is None:
+            return None
+        value = self.get(key, int)
+        if not low <= value <= high:
+            raise self.error(f"{self.where}.{key} is outside [{low}, {high}]")
+        return value
+
+    def text(self, key: str, *, optional: bool = False, max_length: int = 1 << 16) -> Any:
+        """The string field ``key`` of at most ``max_length`` characters (None: see ``integer``)."""
+        if optional and self.obj.get(key) is None:
+            return None
+        value = self.get(key, str)
+        if len(value) > max_length:
+            raise self.error(f"{self.where}.{key} is longer than {max_length} characters")
+        return value

@@ -3,25 +3,32 @@ order in which a change to them is made.
 
 A change to keystore.json is committed under the store lock in three steps: the next generation
 is staged in ``keystore.json.staged`` (MACed), the audit event that records that ``generation``
-is appended, then the staged file is renamed over keystore.json. If the event cannot be appended
-the staged file is deleted and nothing changed; a crash after the event leaves a staged file
-that ``recover`` (run when the store opens) renames into place, so a change is never lost and
-never present without its event. ``recover`` also refuses keystore.json older than the last
-generation the audit log records (a rollback to an older copy).
+and the staged file's own MAC (``meta_mac``) is appended (itself MACed), then the staged file is
+renamed over keystore.json. If the event cannot be appended the staged file is deleted and
+nothing changed; a crash after the event leaves a staged file that ``recover`` (run when the
+store opens) renames into place, so a change is never lost and never present without its event.
+``recover`` binds keystore.json to the last commit event (same generation, same MAC): a
+rolled-back keystore.json, a forged event and a log cut below the last commit are refused.
+
+Rollback anchor (a record outside the directory, e.g. a token data object holding
+{generation, audit seq, audit hash}): write it in ``_settled`` (after every commit and every
+checkpoint: ``head()`` is the new audit head), check it in ``recover`` where marked.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from pqselfenc.error import Error, IntegrityError, InvalidDataError
+from pqselfenc.error import AuditError, Error, IntegrityError, InvalidDataError
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._audit_format import settle
 from pqselfenc.keys._metadata import KeyVersion, Metadata
 from pqselfenc.keys.audit import AuditLog
 
@@ -91,11 +98,13 @@ class Ledger:
         """
         written = M.write_metadata(self._staged, meta, self._mac_key)
         try:
-            self.record(action, name, version, generation=written.generation, **fields)
+            self._log(action, name, version, generation=written.generation,
+                      meta_mac=written.mac, **fields)  # fmt: skip
         except BaseException:
             self._staged.unlink(missing_ok=True)
             raise
         M.commit_staged(self._staged, self._path)
+        self._settled(written)
         return written
 
     def record(
@@ -104,64 +113,117 @@ class Ledger:
     ) -> None:  # fmt: skip
         """Append one audit event under the store lock; ``version`` adds its id, number and
         fingerprint. ``AuditError`` if it cannot be appended (the operation then fails)."""
-        if version is not None:
-            fields = {"key_id": version.key_id, "version": version.version,
-                      "fingerprint": version.fingerprint, **fields}  # fmt: skip
         with self.lock:
-            self.audit.record(action, name=name, **fields)
+            if self._log(action, name, version, **fields):
+                self._settled(None)
 
-    def record_failure(self, action: str, exc: Error, **fields: Any) -> None:
+    def record_failure(self, action: str, exc: Error, name: str | None = None,
+                       version: KeyVersion | None = None, **fields: Any) -> None:  # fmt: skip
         """Append the event of a failed ``action`` (its error class as detail) under the lock."""
         with self.lock:
-            self.audit.record(action, outcome="failure", detail=type(exc).__name__, **fields)
+            if self._log(action, name, version, outcome="failure", detail=type(exc).__name__,
+                         **fields):  # fmt: skip
+                self._settled(None)
 
     def checkpoint(self) -> None:
         """Append a signed audit checkpoint if events were written since the last one."""
         with self.lock:
-            self.audit.checkpoint_if_needed()
+            if self.audit.checkpoint_if_needed() is not None:
+                self._settled(None)
+
+    def _log(self, action: str, name: str | None, version: KeyVersion | None,
+             outcome: str = "success", **fields: Any) -> bool:  # fmt: skip
+        """Every append goes through here (under the lock): one event, and the checkpoint the
+        log appends after it when one is due; True if a checkpoint followed."""
+        if version is not None:
+            fields = {"key_id": version.key_id, "version": version.version,
+                      "fingerprint": version.fingerprint, **fields}  # fmt: skip
+        seq = self.audit.record(action, outcome=outcome, name=name, **fields)
+        return self.audit.head()[0] > seq
+
+    def _settled(self, written: Metadata | None) -> None:
+        """The store reached a state worth anchoring: a metadata commit (``written``, renamed
+        into place; a checkpoint its event triggered is included) or a checkpoint after an event
+        or on close. A rollback anchor records ``written.generation`` (or the current one) and
+        ``self.audit.head()`` here. Nothing to do without an anchored backend."""
 
     # -- opening (the caller holds the lock) -------------------------------------------------
 
     def create(self, meta: Metadata, **fields: Any) -> Metadata:
-        """Write the first keystore.json (generation 1), then record ``store-create`` with it."""
-        written = M.write_metadata(self._path, meta, self._mac_key)
-        self.audit.recover_torn_tail()
-        self.record("store-create", generation=written.generation, **fields)
+        """Write the first keystore.json (generation 1, audit MACs from seq 1), then record
+        ``store-create`` with it (the caller made sure no audit log is there)."""
+        self.audit.require_macs_from(1)
+        written = M.write_metadata(self._path, replace(meta, audit_mac_from=1), self._mac_key)
+        self._log("store-create", None, None, generation=written.generation,
+                  meta_mac=written.mac, **fields)  # fmt: skip
+        self._settled(written)
         return written
 
-    def recover(self, meta: Metadata) -> Metadata:
-        """Settle what a crash left, and catch a rollback, before the store is used.
+    def recover(self, meta: Metadata, **create: Any) -> Metadata:
+        """Settle what a crash left, catch a rollback, upgrade a store of the release before.
 
-        A torn audit tail is moved aside. A staged next generation whose event landed is
-        renamed into place (and returned); any other staged file is deleted. keystore.json
-        (``meta``) below the last generation the audit log records is refused with
-        ``IntegrityError``, nothing written.
+        ``meta`` is keystore.json, MAC-checked. In order: MACs are required from the seq the
+        metadata names; a torn audit tail is moved aside; the head line must be authentic; the
+        last commit event must have committed exactly keystore.json (or the staged file, which
+        is then renamed into place; any other staged file is deleted): else ``IntegrityError``
+        and nothing is written. A store whose creation stopped before its first event gets it
+        (``create`` holds its fields). A format 1 store is upgraded (``audit-upgrade``).
         """
-        self.audit.recover_torn_tail()
-        recorded = self.audit.last_generation()
-        staged = self._read_staged()
-        if (
-            staged is not None
-            and recorded is not None
-            and staged.generation == recorded == meta.generation + 1
-            and staged.store_id == meta.store_id
-        ):
+        self.audit.require_macs_from(meta.audit_mac_from)
+        try:
+            self.audit.recover_torn_tail()
+            self.audit.head()  # AuditError unless the last line is authentic
+            record = self.audit.last_commit()
+            staged = self._read_staged()
+            current = settle(record, meta, staged)
+        except IntegrityError as exc:  # AuditError too: say where the log first goes wrong
+            raise self._diagnosed(exc) from exc
+        if not current:
+            assert staged is not None
             M.commit_staged(self._staged, self._path)
-            return staged
-        if recorded is not None and meta.generation < recorded:
-            raise IntegrityError(
-                f"keystore.json generation {meta.generation} is older than generation {recorded} "
-                "recorded in the audit log: rolled back? (restore the newest keystore.json, or "
-                "the whole store directory from one backup)"
-            )
+            meta = staged
+            self.audit.require_macs_from(meta.audit_mac_from)
         self._staged.unlink(missing_ok=True)
-        return meta
+        # rollback anchor check goes here: see the module docstring
+        if record is None and meta.audit_mac_from is not None:  # creation stopped before it
+            self._log("store-create", None, None, generation=meta.generation,
+                      meta_mac=meta.mac, **create)  # fmt: skip
+            self._settled(meta)
+        return meta if meta.audit_mac_from is not None else self._upgrade(meta)
+
+    def _diagnosed(self, exc: IntegrityError) -> IntegrityError:
+        """``exc`` (same class) with the first problem ``verify`` finds, which may be far
+        before where the check at open stopped (an edit early in the log moves every later
+        line, so their MACs fail too)."""
+        try:
+            report = self.audit.verify()
+        except Error:
+            return exc
+        return exc if report.ok else type(exc)(f"{exc}; audit verify: {report}")
+
+    def _upgrade(self, meta: Metadata) -> Metadata:
+        """Bring a format 1 store (no audit MACs) to format 2: the ``audit-upgrade`` event is
+        the first line with a MAC, and keystore.json names its seq as ``audit_mac_from``, so
+        every later line must carry one and the unkeyed prefix can no longer be extended. The
+        prefix is verified first (links, hashes, signatures, generations, metadata binding):
+        ``AuditError`` rather than seal a log that was tampered with."""
+        report = self.audit.verify()
+        if not report.ok and report.kind != "time-order":  # a clock step is not a forgery
+            raise AuditError(
+                f"this store's audit log, written before audit lines carried MACs, does not "
+                f"verify, so it is not sealed by an upgrade: {report}"
+            )
+        first = self.audit.head()[0] + 1
+        upgraded = self.commit(replace(meta, audit_mac_from=first), "audit-upgrade", None,
+                               detail=f"audit lines carry a MAC from seq {first}")  # fmt: skip
+        self.audit.require_macs_from(first)
+        return upgraded
 
     def _read_staged(self) -> Metadata | None:
         """The staged file if this store wrote it (MAC checked); None if absent or not ours."""
-        if not self._staged.exists():
-            return None
         try:
             return M.read_metadata(self._staged, self._mac_key)
+        except FileNotFoundError:
+            return None
         except (IntegrityError, InvalidDataError):
-            return None  # not a file this store wrote: never trusted, deleted if safe
+            return None  # not a file this store wrote: never trusted, deleted

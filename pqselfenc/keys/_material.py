@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import InvalidDataError
 from pqselfenc.kem import PrivateKey, SigningKey
-from pqselfenc.keys._entropy import check_secret_length, draw_seeds
+from pqselfenc.keys._entropy import check_secret_length, check_seed, draw_seeds
 
 __all__ = ["KeyPair", "StoreSecret", "decode_pair", "encode_pair", "generate_pair"]
 
@@ -55,15 +55,29 @@ def encode_pair(pair: KeyPair) -> bytes:
     return bytes([_PAIR_FORMAT, len(kem_seed)]) + kem_seed + pair.signing.seed_bytes()
 
 
-def decode_pair(blob: bytes, suite: str, signature: str, min_entropy: int) -> KeyPair:
-    """The pair of a stored (or imported) secret; ``InvalidDataError`` if it is malformed,
-    ``WeakSecretError`` if a seed is shorter than the entropy bound."""
+def _seed_parts(kem_seed: bytes, dsa_seed: bytes) -> dict[str, bytes]:
+    """Each independent seed of a version: ML-KEM d and z, the X25519 scalar (x-wing), ML-DSA xi."""
+    half = P.MLKEM_SEED_SIZE // 2
+    parts = {"ML-KEM seed d": kem_seed[:half], "ML-KEM seed z": kem_seed[half : 2 * half]}
+    if len(kem_seed) > P.MLKEM_SEED_SIZE:
+        parts["X25519 key"] = kem_seed[P.MLKEM_SEED_SIZE :]
+    return parts | {"ML-DSA seed": dsa_seed}
+
+
+def decode_pair(
+    blob: bytes, suite: str, signature: str, min_entropy: int, *, imported: bool = False
+) -> KeyPair:
+    """The pair of a stored (or ``imported``) secret; ``InvalidDataError`` if it is malformed,
+    ``WeakSecretError`` if a seed is shorter than ``min_entropy`` bits or, when imported, fails
+    the health tests a generated seed passes (``check_seed``)."""
     size = kem_seed_size(suite)
     if len(blob) != 2 + size + P.MLDSA_SEED_SIZE or blob[:2] != bytes([_PAIR_FORMAT, size]):
         raise InvalidDataError(f"stored {suite} key material has the wrong format or length")
     kem_seed, dsa_seed = blob[2 : 2 + size], blob[2 + size :]
-    check_secret_length(kem_seed[: P.MLKEM_SEED_SIZE // 2], min_entropy, "ML-KEM seed d")
-    check_secret_length(dsa_seed, min_entropy, "ML-DSA seed")
+    for what, seed in _seed_parts(kem_seed, dsa_seed).items():
+        check_secret_length(seed, min_entropy, what)
+        if imported:
+            check_seed(seed, f"the imported {what}")
     return KeyPair(PrivateKey.from_seed(suite, kem_seed), SigningKey.from_seed(signature, dsa_seed))
 
 
@@ -102,3 +116,7 @@ class StoreSecret:
     def metadata_mac_key(self) -> bytes:
         """Key of keystore.json's MAC: HKDF-SHA3-256(root, info = label)."""
         return P.metadata_mac_key(self.root)
+
+    def audit_mac_key(self) -> bytes:
+        """Key of the audit line MACs: HKDF-SHA3-256(root, info = P.AUDIT_MAC_LABEL)."""
+        return P.audit_mac_key(self.root)

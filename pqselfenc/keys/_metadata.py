@@ -9,7 +9,11 @@ root secret (``P.metadata_mac_key``) over the canonical JSON of the document wit
 ``generation``, one more than the document it replaces. Every read with the key checks the MAC
 before any field is used (``IntegrityError`` if it is missing or wrong); reading without the key
 (``mac_key=None``) is only for learning which backend holds the secret, before it is unlocked.
-A MAC cannot catch a rollback to an older, validly MACed copy (threat-model/keys.md).
+A MAC alone cannot catch a rollback to an older, validly MACed copy: the audit event of every
+write carries the written file's ``mac`` (``meta_mac``), and the ledger binds the two at open.
+
+Format version 2 (this release) adds ``audit_mac_from``, the first audit seq whose line must carry
+a MAC; version 1 files (the release before) lack it and are upgraded when the store is opened.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -27,7 +32,8 @@ from typing import Any
 from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound, KeyStoreError
-from pqselfenc.keys._json import canonical, loads
+from pqselfenc.keys._json import Fields, canonical, loads
+from pqselfenc.keys.config import check_name
 
 __all__ = [
     "BACKENDS",
@@ -42,21 +48,27 @@ __all__ = [
     "fmt_time",
     "parse_time",
     "read_bytes",
+    "read_committed",
     "read_metadata",
     "write_metadata",
 ]
 
 FORMAT = "pqselfenc-keystore"
 BACKENDS = ("file", "keyring")
-_VERSION = 1
+_VERSION = 2  # what this release writes; 1 (no audit_mac_from) is still read, then upgraded
+_VERSIONS = (1, 2)
 _MAX_BYTES = 64 << 20  # refuse absurd metadata files before parsing them
+_STORE_ID = re.compile(r"[0-9a-f]{32}")  # names a keyring service: never anything else
 
 
 class KeyState(StrEnum):
-    """Life cycle of a key version: active -> decrypt-only -> destroyed (or active -> destroyed)."""
+    """Life cycle of a key version: active -> decrypt-only -> destroy-pending -> destroyed (or
+    active -> destroy-pending). ``destroy-pending``: marked for destruction (never used again),
+    but the backend has not yet confirmed that its secret is deleted."""
 
     ACTIVE = "active"
     DECRYPT_ONLY = "decrypt-only"
+    DESTROY_PENDING = "destroy-pending"
     DESTROYED = "destroyed"
 
 
@@ -67,11 +79,16 @@ def fmt_time(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z")  # what fmt_time writes
+
+
 def parse_time(text: object) -> datetime:
-    if not isinstance(text, str) or not text.endswith("Z"):
-        raise InvalidDataError("time must be an ISO 8601 UTC string ending in Z")
+    """A time as ``fmt_time`` writes it (``YYYY-MM-DDTHH:MM:SS.ffffffZ``); else
+    ``InvalidDataError``."""
+    if not isinstance(text, str) or not _TIME.fullmatch(text):
+        raise InvalidDataError("time must be an ISO 8601 UTC string YYYY-MM-DDTHH:MM:SS.ffffffZ")
     try:
-        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        return datetime.fromisoformat(text[:-1]).replace(tzinfo=UTC)
     except ValueError as exc:
         raise InvalidDataError(f"bad time {text[:40]!r}") from exc
 
@@ -92,8 +109,9 @@ class KeyVersion:
 
     @property
     def usable(self) -> bool:
-        """False once destroyed: a usable version still opens envelopes (active or decrypt-only)."""
-        return self.state is not KeyState.DESTROYED
+        """True for active and decrypt-only versions (they open envelopes); False once marked
+        for destruction (``destroy-pending``) or destroyed."""
+        return self.state in (KeyState.ACTIVE, KeyState.DECRYPT_ONLY)
 
 
 @dataclass(frozen=True)
@@ -153,6 +171,8 @@ class Metadata:
     identities: Mapping[str, Identity] = field(default_factory=dict)
     recipients: Mapping[str, RecipientEntry] = field(default_factory=dict)
     generation: int = 0  # writes so far: each write stores one more (0 = never written)
+    audit_mac_from: int | None = None  # first audit seq that carries a MAC; None: format 1
+    mac: str = field(default="", compare=False, repr=False)  # the file's own MAC (hex), if read
 
     def identity(self, name: str) -> Identity:
         try:
@@ -198,9 +218,11 @@ def _recipient_json(r: RecipientEntry) -> dict[str, Any]:
 
 
 def _document(meta: Metadata) -> dict[str, Any]:
+    head: dict[str, Any] = {"format": FORMAT, "version": 1}
+    if meta.audit_mac_from is not None:
+        head = {"format": FORMAT, "version": _VERSION, "audit_mac_from": meta.audit_mac_from}
     return {
-        "format": FORMAT,
-        "version": _VERSION,
+        **head,
         "generation": meta.generation,
         "store_id": meta.store_id,
         "backend": meta.backend,
@@ -224,9 +246,13 @@ def _mac(doc: dict[str, Any], mac_key: bytes) -> str:
 
 def to_json(meta: Metadata, mac_key: bytes) -> bytes:
     """The file's bytes: the document of ``meta`` with its ``mac`` under ``mac_key``."""
+    return _encode(meta, mac_key)[0]
+
+
+def _encode(meta: Metadata, mac_key: bytes) -> tuple[bytes, str]:
     doc = _document(meta)
     doc["mac"] = _mac(doc, mac_key)
-    return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n"
+    return json.dumps(doc, indent=1, sort_keys=True).encode() + b"\n", doc["mac"]
 
 
 def _check_mac(doc: dict[str, Any], mac_key: bytes) -> None:
@@ -247,25 +273,19 @@ def _check_mac(doc: dict[str, Any], mac_key: bytes) -> None:
         )
 
 
-class _Reader:
-    """Strict field access: every missing field or wrong type is an ``InvalidDataError``."""
+class _Reader(Fields):
+    """Strict field access: every missing field, wrong type or out-of-range integer is an
+    ``InvalidDataError``."""
 
     def __init__(self, obj: object, where: str) -> None:
-        if not isinstance(obj, dict):
-            raise InvalidDataError(f"keystore metadata: {where} must be an object")
-        self.obj, self.where = obj, where
-
-    def get(self, key: str, kind: type | tuple[type, ...]) -> Any:
-        if key not in self.obj:
-            raise InvalidDataError(f"keystore metadata: {self.where} lacks {key!r}")
-        value = self.obj[key]
-        if not isinstance(value, kind) or (isinstance(value, bool) and kind is int):
-            raise InvalidDataError(f"keystore metadata: {self.where}.{key} has the wrong type")
-        return value
+        super().__init__(obj, InvalidDataError, f"keystore metadata: {where}")
 
     def time(self, key: str, optional: bool = False) -> datetime | None:
         value = self.get(key, (str, type(None)) if optional else str)
         return None if value is None else parse_time(value)
+
+
+_MARKED = (KeyState.DESTROY_PENDING, KeyState.DESTROYED)  # the states that carry "destroyed"
 
 
 def _parse_version(obj: object, where: str) -> KeyVersion:
@@ -277,7 +297,7 @@ def _parse_version(obj: object, where: str) -> KeyVersion:
     created = r.time("created")
     assert created is not None
     version = KeyVersion(
-        version=r.get("version", int),
+        version=r.integer("version", 1, P.MAX_KEY_VERSION),
         state=state,
         created=created,
         public_key=r.get("public_key", str),
@@ -287,12 +307,28 @@ def _parse_version(obj: object, where: str) -> KeyVersion:
         retired=r.time("retired", optional=True),
         destroyed=r.time("destroyed", optional=True),
     )
-    if version.version < 1 or (state is KeyState.DESTROYED) != (version.destroyed is not None):
+    if (state in _MARKED) != (version.destroyed is not None):
         raise InvalidDataError(f"keystore metadata: {where} is inconsistent")
     return version
 
 
+def _name(name: str, where: str) -> str:
+    try:
+        return check_name(name, where)
+    except ValueError as exc:
+        detail = f"keystore metadata: {where} {name[:70]!r} is not a valid name"
+        raise InvalidDataError(detail) from exc
+
+
+def _algorithm(r: _Reader, key: str, known: Mapping[str, int]) -> str:
+    value: str = r.get(key, str)
+    if value not in known:
+        raise InvalidDataError(f"{r.where}.{key} names no known algorithm")
+    return value
+
+
 def _parse_identity(name: str, obj: object) -> Identity:
+    name = _name(name, "identity")
     r = _Reader(obj, f"identities.{name}")
     versions = tuple(
         _parse_version(v, f"identities.{name}.versions[{i}]")
@@ -302,19 +338,21 @@ def _parse_identity(name: str, obj: object) -> Identity:
     active = [v for v in versions if v.state is KeyState.ACTIVE]
     if numbers != sorted(set(numbers)) or len(active) > 1:
         raise InvalidDataError(f"keystore metadata: identity {name!r} has inconsistent versions")
-    return Identity(name, r.get("suite", str), r.get("signature", str), versions)
+    suite, signature = _algorithm(r, "suite", P.SUITE_IDS), _algorithm(r, "signature", P.SIG_IDS)
+    return Identity(name, suite, signature, versions)
 
 
 def _parse_recipient(name: str, obj: object) -> RecipientEntry:
+    name = _name(name, "recipient")
     r = _Reader(obj, f"recipients.{name}")
     previous = r.get("previous_key_ids", list)
-    if not all(isinstance(k, str) for k in previous):
+    if not all(isinstance(k, str) and len(k) <= 64 for k in previous):
         raise InvalidDataError(f"keystore metadata: recipients.{name}.previous_key_ids")
     added = r.time("added")
     assert added is not None
     return RecipientEntry(
         name=name,
-        suite=r.get("suite", str),
+        suite=_algorithm(r, "suite", P.SUITE_IDS),
         public_key=r.get("public_key", str),
         key_id=r.get("key_id", str),
         fingerprint=r.get("fingerprint", str),
@@ -331,24 +369,33 @@ def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
     r = _Reader(doc, "top level")
     if mac_key is not None:
         _check_mac(doc, mac_key)
-    if r.get("format", str) != FORMAT or r.get("version", int) != _VERSION:
+    version = r.get("version", int)
+    if r.get("format", str) != FORMAT or version not in _VERSIONS:
         raise InvalidDataError("not pqselfenc keystore metadata of a known version")
-    generation = r.get("generation", int)
-    if generation < 1:
-        raise InvalidDataError("keystore metadata: generation must be at least 1")
+    mac_from = None
+    if version >= 2:
+        mac_from = r.integer("audit_mac_from", 1, P.MAX_COUNTER)
+    elif "audit_mac_from" in doc:
+        raise InvalidDataError("keystore metadata: audit_mac_from in a version 1 file")
+    generation = r.integer("generation", 1, P.MAX_COUNTER)
     created = r.time("created")
     assert created is not None
     backend = r.get("backend", str)
     if backend not in BACKENDS:
         raise InvalidDataError("keystore metadata: backend is neither 'file' nor 'keyring'")
+    store_id = r.get("store_id", str)
+    if not _STORE_ID.fullmatch(store_id):
+        raise InvalidDataError("keystore metadata: store_id is not 32 lowercase hex digits")
     return Metadata(
-        store_id=r.get("store_id", str),
+        store_id=store_id,
         backend=backend,
         created=created,
         audit_key=r.get("audit_key", str),
         identities={n: _parse_identity(n, o) for n, o in r.get("identities", dict).items()},
         recipients={n: _parse_recipient(n, o) for n, o in r.get("recipients", dict).items()},
         generation=generation,
+        audit_mac_from=mac_from,
+        mac=doc["mac"] if isinstance(doc.get("mac"), str) else "",
     )
 
 
@@ -372,12 +419,28 @@ def read_metadata(path: Path, mac_key: bytes | None) -> Metadata:
 def write_metadata(path: Path, meta: Metadata, mac_key: bytes) -> Metadata:
     """Atomically replace the metadata file with ``meta`` as its next generation, MACed under
     ``mac_key`` (the caller holds the store lock, and read ``meta`` under it); what was written."""
+    if meta.generation >= P.MAX_COUNTER:
+        raise KeyStoreError("keystore.json has reached the largest generation")
     written = replace(meta, generation=meta.generation + 1)
+    data, mac = _encode(written, mac_key)
     try:
-        _durable.replace_file(path, to_json(written, mac_key))
+        _durable.replace_file(path, data)
     except OSError as exc:
         raise KeyStoreError(f"cannot write {path.name}: {exc.strerror}") from exc
-    return written
+    return replace(written, mac=mac)
+
+
+def read_committed(directory: Path, mac_key: bytes) -> tuple[Metadata, Metadata | None]:
+    """keystore.json and keystore.json.staged of ``directory``, both MAC-checked (the staged
+    file is None when absent or not written by this store). Read under the store lock."""
+    meta = read_metadata(directory / "keystore.json", mac_key)
+    try:
+        staged = read_metadata(directory / STAGED_NAME, mac_key)
+    except FileNotFoundError:
+        return meta, None
+    except (IntegrityError, InvalidDataError):
+        return meta, None  # not a file this store wrote: never trusted
+    return meta, staged
 
 
 STAGED_NAME = "keystore.json.staged"  # the next generation, before its audit event lands

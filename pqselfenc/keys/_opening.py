@@ -19,16 +19,18 @@ from filelock import FileLock
 from pqselfenc.core._durable import check_private_directory
 from pqselfenc.error import KeyStoreError
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._audit_format import Verifier
+from pqselfenc.keys._destroy import finish_destroys
 from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger, store_lock
 from pqselfenc.keys._material import StoreSecret
 from pqselfenc.keys._metadata import Metadata
 from pqselfenc.keys._secrets import Secrets
-from pqselfenc.keys.audit import AuditLog
+from pqselfenc.keys.audit import AuditLog, AuditReport
 from pqselfenc.keys.backends import FileBackend, SecretBackend
 from pqselfenc.keys.config import KeyConfig
 from pqselfenc.keys.keyring_backend import KeyringBackend
 
-__all__ = ["OpenRequest", "StoreParts", "open_parts"]
+__all__ = ["OpenRequest", "StoreParts", "open_parts", "verify_audit"]
 
 
 @dataclass(frozen=True)
@@ -69,19 +71,37 @@ def _secrets(request: OpenRequest, store_id: str) -> Secrets:
 
 
 def _ledger(request: OpenRequest, lock: FileLock, secret: StoreSecret) -> Ledger:
+    directory, mac_key = request.directory, secret.metadata_mac_key()
     audit = AuditLog(
-        request.directory,
+        directory,
         clock=request.clock,
         signer=secret.audit_key,
         verifier=secret.audit_key.verifying_key(),
         checkpoint_every=request.config.checkpoint_every,
         actor=request.actor,
+        mac_key=secret.audit_mac_key(),
+        lock=lock,
+        committed=lambda: M.read_committed(directory, mac_key),
     )
-    mac_key = secret.metadata_mac_key()
-    return Ledger(request.directory, lock=lock, mac_key=mac_key, audit=audit, clock=request.clock)
+    return Ledger(directory, lock=lock, mac_key=mac_key, audit=audit, clock=request.clock)
+
+
+def _refuse_a_lost_store(directory: Path) -> None:
+    """``KeyStoreError`` if an audit log is here without keystore.json: a store was here (its
+    keystore.json was deleted or lost), and creating a new one would replace its secret."""
+    try:
+        size = os.lstat(directory / "audit.jsonl").st_size
+    except FileNotFoundError:
+        return
+    if size > 0:
+        raise KeyStoreError(
+            f"{directory} holds an audit log but no keystore.json: a key store was here. "
+            "Restore its keystore.json from a backup, or move the folder aside to start anew"
+        )
 
 
 def _create(request: OpenRequest, lock: FileLock) -> StoreParts:
+    _refuse_a_lost_store(request.directory)
     now, store_id = request.clock(), os.urandom(16).hex()
     secrets = _secrets(request, store_id)
     secret = secrets.create_store_secret(request.config.signature)  # before the metadata
@@ -100,9 +120,24 @@ def _reopen(request: OpenRequest, lock: FileLock) -> StoreParts:
     secrets = _secrets(request, unverified.store_id)
     secret = secrets.store_secret(unverified.audit_key)
     ledger = _ledger(request, lock, secret)
-    meta = ledger.recover(ledger.authenticate(raw))  # IntegrityError: nothing written
-    secrets.finish_destroys(meta)
+    create = {"key_id": secret.audit_key.key_id.hex(), "detail": request.backend}
+    ledger.recover(ledger.authenticate(raw), **create)  # IntegrityError: nothing written
+    finish_destroys(ledger, secrets)  # a delete that fails is recorded, never blocks the open
     return StoreParts(request.directory, request.config, ledger, secrets, secret)
+
+
+def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> AuditReport:
+    """The audit report of the store of ``request``, without opening it for use: the secret is
+    unlocked only to check keystore.json's MAC and the line MACs; nothing is recovered,
+    upgraded, deleted or appended, so a damaged log is reported, never refused."""
+    raw = M.read_bytes(request.directory / METADATA_NAME)
+    unverified = M.from_json(raw, None)
+    if unverified.backend != request.backend:
+        raise KeyStoreError(f"this store keeps its secrets in the {unverified.backend} backend")
+    secret = _secrets(request, unverified.store_id).store_secret(unverified.audit_key)
+    ledger = _ledger(request, store_lock(request.directory), secret)
+    ledger.audit.require_macs_from(ledger.authenticate(raw).audit_mac_from)
+    return ledger.audit.verify(trusted_key)
 
 
 def open_parts(request: OpenRequest) -> StoreParts:

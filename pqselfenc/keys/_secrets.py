@@ -1,8 +1,9 @@
 """The secrets of a key store: its backend, addressed by ``(name, version)``, and the key pairs
 decoded from it, cached while the store is open.
 
-A pair is decoded only for a version that is not destroyed, and only if it matches the key id
-the (authenticated) metadata holds for that version: a backend cannot substitute a key. The
+A pair is decoded only for a usable version (not destroyed or destroy-pending), and only if it
+matches the key id the (authenticated) metadata holds for that version: a backend cannot
+substitute a key. The
 store's own secret is kept in the same backend under ``STORE_SECRET``.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 from pqselfenc.error import IntegrityError, KeyDestroyedError
 from pqselfenc.kem import VerifyingKey
 from pqselfenc.keys._material import KeyPair, StoreSecret, decode_pair, encode_pair
-from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, Metadata
+from pqselfenc.keys._metadata import Identity, KeyVersion
 from pqselfenc.keys.backends import SecretBackend
 
 __all__ = ["STORE_SECRET", "Secrets"]
@@ -70,7 +71,7 @@ class Secrets:
         """The private keys of ``version`` of ``ident``: ``KeyDestroyedError`` if it was
         destroyed (the backend is not asked), ``IntegrityError`` if the backend's secret is not
         the one the metadata names."""
-        if version.state is KeyState.DESTROYED:
+        if not version.usable:
             raise KeyDestroyedError(f"{ident.name} v{version.version} was destroyed")
         cached = self._pairs.get((ident.name, version.version))
         if cached is not None:
@@ -90,10 +91,3 @@ class Secrets:
         """Forget, then delete the secret of ``name`` v``version``; False if it was absent."""
         self.forget(name, version)
         return self.backend.delete(name, version)
-
-    def finish_destroys(self, meta: Metadata) -> None:
-        """Delete the secret of every destroyed version (finishing deletes a crash cut short)."""
-        for ident in meta.identities.values():
-            for version in ident.versions:
-                if version.state is KeyState.DESTROYED:
-                    self.delete(ident.name, version.version)

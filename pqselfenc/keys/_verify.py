@@ -1,28 +1,38 @@
-"""Verification of the audit log: links, hashes, sequence, checkpoint signatures, truncation."""
+"""Verification of the audit log: fields, sequence, links, hashes, MACs, time and generation
+order, checkpoint signatures, truncation, and the binding of keystore.json to the log."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
-from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
-from pqselfenc.error import AuditError, InvalidDataError, SignatureError
+from pqselfenc.error import IntegrityError, InvalidDataError, SignatureError
 from pqselfenc.keys._audit_format import (
-    CHECKPOINT_KEYS,
-    EVENT_KEYS,
     GENERATION,
+    MAC,
+    META_MAC,
+    CommitRecord,
     Verifier,
+    body_of,
     chain_hash,
+    check_line,
     checkpoint_message,
-    valid_generation,
+    mac_matches,
+    settle,
 )
 from pqselfenc.keys._json import loads
+from pqselfenc.keys._metadata import parse_time
 
-__all__ = ["AuditReport", "verify_log"]
+if TYPE_CHECKING:
+    from pqselfenc.keys._metadata import Metadata
+
+__all__ = ["AuditReport", "Snapshot", "verify_log"]
+
+_STEP_BACK = timedelta(seconds=P.AUDIT_CLOCK_STEP_BACK)
 
 
 @dataclass(frozen=True)
@@ -44,6 +54,19 @@ class AuditReport:
         return f"audit log broken ({self.kind}) at line {self.line}, seq {self.seq}: {self.detail}"
 
 
+@dataclass(frozen=True)
+class Snapshot:
+    """One consistent moment of a store, read under its lock: the log's bytes up to the length
+    it had, ``audit.checkpoint`` (None if absent), keystore.json and its staged copy (None when
+    not checked), the first seq that must carry a MAC, and why the metadata could not be read."""
+
+    log: bytes
+    checkpoint: bytes | None
+    committed: tuple[Metadata, Metadata | None] | None
+    mac_from: int | None
+    problem: str | None = None
+
+
 class _Broken(Exception):
     def __init__(self, kind: str, detail: str) -> None:
         super().__init__(detail)
@@ -53,43 +76,57 @@ class _Broken(Exception):
 @dataclass
 class _Walk:
     verifier: Verifier
+    mac_key: bytes | None
+    mac_from: int | None
     prev: bytes = P.AUDIT_GENESIS
     seq: int = 0
-    checkpoints: dict[int, str] = field(default_factory=dict)
+    time: datetime | None = None
+    commit: CommitRecord | None = None
+    checkpoints: dict[int, bytes] = field(default_factory=dict)
 
-    def line(self, raw: bytes) -> None:
+    def line(self, raw: bytes, offset: int) -> None:
         obj = _parse(raw)
         if obj["seq"] != self.seq + 1:
             raise _Broken("sequence", f"expected seq {self.seq + 1}, found {obj['seq']}")
         if obj["prev"] != self.prev.hex():
             raise _Broken("broken-link", "prev does not match the previous line's hash")
-        body = {k: v for k, v in obj.items() if k not in ("prev", "hash")}
-        digest = chain_hash(self.prev, body)
+        digest = chain_hash(self.prev, body_of(obj))
         if obj["hash"] != digest.hex():
             raise _Broken("bad-hash", "the line's content does not match its hash")
+        self._mac(obj, offset)
+        self._order(obj)
         if obj["action"] == "checkpoint":
             check_signature(obj, self.verifier)
-            self.checkpoints[obj["seq"]] = obj["hash"]
+            self.checkpoints[obj["seq"]] = raw
         self.prev, self.seq = digest, obj["seq"]
+
+    def _mac(self, obj: dict[str, Any], offset: int) -> None:
+        if self.mac_key is None:
+            return  # a third party without the store's secret checks links and signatures only
+        required = self.mac_from is not None and obj["seq"] >= self.mac_from
+        if (MAC in obj or required) and not mac_matches(self.mac_key, obj, offset):
+            raise _Broken("bad-mac", "the line's MAC does not verify: not written by this store")
+        if required and GENERATION in obj and META_MAC not in obj:
+            raise _Broken("malformed", "a commit event without its meta_mac")
+
+    def _order(self, obj: dict[str, Any]) -> None:
+        when = parse_time(obj["time"])
+        if self.time is not None and when < self.time - _STEP_BACK:
+            raise _Broken("time-order", f"time goes back from {self.time:%Y-%m-%dT%H:%M:%S}Z")
+        self.time = max(when, self.time or when)
+        if GENERATION not in obj:
+            return
+        if self.commit is not None and obj[GENERATION] != self.commit.generation + 1:
+            detail = f"generation {obj[GENERATION]} follows {self.commit.generation}"
+            raise _Broken("generation", detail + " (generations grow by one per commit)")
+        self.commit = CommitRecord(obj["seq"], obj[GENERATION], obj.get(META_MAC))
 
 
 def _parse(raw: bytes) -> dict[str, Any]:
     try:
-        obj = loads(raw, InvalidDataError, "the line")
+        return check_line(loads(raw, InvalidDataError, "the line"))
     except InvalidDataError as exc:
         raise _Broken("malformed", str(exc)) from exc
-    if not isinstance(obj, dict):
-        raise _Broken("malformed", "the line is not a JSON object")
-    keys = CHECKPOINT_KEYS if obj.get("action") == "checkpoint" else EVENT_KEYS
-    if GENERATION in obj and keys is EVENT_KEYS:
-        if not valid_generation(obj[GENERATION]):
-            raise _Broken("malformed", "the line's generation is not an integer of at least 1")
-        keys = keys | {GENERATION}
-    if set(obj) != keys or type(obj["seq"]) is not int:
-        raise _Broken("malformed", "the line's fields are not those of an audit event")
-    if not all(isinstance(obj[k], str) for k in ("prev", "hash", "time", "action")):
-        raise _Broken("malformed", "the line's fields have the wrong types")
-    return obj
 
 
 def check_signature(obj: dict[str, Any], verifier: Verifier) -> None:
@@ -106,11 +143,13 @@ def check_signature(obj: dict[str, Any], verifier: Verifier) -> None:
 def _walk_lines(data: bytes, walk: _Walk) -> AuditReport | None:
     lines = data.split(b"\n")
     torn = lines.pop()  # b"" when the file ends with a newline
+    offset = 0
     for number, raw in enumerate(lines, 1):
         try:
-            walk.line(raw)
+            walk.line(raw, offset)
         except _Broken as exc:
             return _bad(walk, exc.kind, walk.seq + 1, number, exc.detail)
+        offset += len(raw) + 1
     if torn:
         offset = len(data) - len(torn)
         detail = f"{len(torn)} bytes without a newline at offset {offset} (crash mid-append?)"
@@ -123,48 +162,55 @@ def _bad(walk: _Walk, kind: str, seq: int, line: int, detail: str) -> AuditRepor
     return AuditReport(False, walk.seq, walk.seq, cp, kind, seq, line, detail)
 
 
-def _read(path: Path, limit: int) -> bytes | None:
-    """A log file's bytes (None if absent): a regular file, never through a link, bounded."""
-    try:
-        return _durable.read_file(path, limit=limit)
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise AuditError(f"cannot read {_durable.describe(exc)}") from exc
-
-
-def _check_checkpoint_file(checkpoint_path: Path, walk: _Walk) -> AuditReport | None:
-    raw = _read(checkpoint_path, P.MAX_AUDIT_LINE_SIZE + 1)
+def _check_checkpoint_file(raw: bytes | None, walk: _Walk) -> AuditReport | None:
     if raw is None:
         if walk.checkpoints:
             return _bad(walk, "truncated", walk.seq, walk.seq, "audit.checkpoint is missing")
         return None
+    line = raw.rstrip(b"\n")
     try:
-        obj = _parse(raw.rstrip(b"\n"))
+        obj = _parse(line)
         if obj["action"] != "checkpoint":
             raise _Broken("malformed", "audit.checkpoint does not hold a checkpoint")
         check_signature(obj, walk.verifier)
-        body = {k: v for k, v in obj.items() if k not in ("prev", "hash")}
-        if chain_hash(bytes.fromhex(obj["prev"]), body).hex() != obj["hash"]:
+        if chain_hash(bytes.fromhex(obj["prev"]), body_of(obj)).hex() != obj["hash"]:
             raise _Broken("bad-hash", "audit.checkpoint does not match its hash")
-    except (_Broken, ValueError) as exc:
-        kind = exc.kind if isinstance(exc, _Broken) else "malformed"
-        return _bad(walk, kind, walk.seq, walk.seq, f"audit.checkpoint: {exc}")
+    except _Broken as exc:
+        return _bad(walk, exc.kind, walk.seq, walk.seq, f"audit.checkpoint: {exc}")
     if obj["seq"] > walk.seq:
         detail = f"log ends at seq {walk.seq} but the last checkpoint covers seq {obj['seq']}"
         return _bad(walk, "truncated", walk.seq + 1, walk.seq + 1, detail)
-    if walk.checkpoints.get(obj["seq"]) != obj["hash"]:
+    if walk.checkpoints.get(obj["seq"]) != line:
         detail = f"the log's line at seq {obj['seq']} is not the saved checkpoint"
         return _bad(walk, "checkpoint-mismatch", obj["seq"], obj["seq"], detail)
     return None
 
 
-def verify_log(path: Path, checkpoint_path: Path, verifier: Verifier) -> AuditReport:
-    """The first problem in the log at ``path`` (``AuditReport.ok`` False), or an ok report;
-    ``checkpoint_path`` holds its last signed checkpoint."""
-    data = _read(path, P.MAX_AUDIT_LOG_SIZE) or b""
-    walk = _Walk(verifier)
-    problem = _walk_lines(data, walk) or _check_checkpoint_file(checkpoint_path, walk)
+def _check_metadata(snapshot: Snapshot, walk: _Walk) -> AuditReport | None:
+    if snapshot.problem is not None:
+        return _bad(walk, "metadata-mismatch", walk.seq, walk.seq, snapshot.problem)
+    if snapshot.committed is None:
+        return None
+    meta, staged = snapshot.committed
+    try:
+        settle(walk.commit, meta, staged)
+    except IntegrityError as exc:
+        return _bad(walk, "metadata-mismatch", walk.seq, walk.seq, str(exc))
+    if meta.audit_mac_from is not None and walk.seq + 1 < meta.audit_mac_from:
+        detail = f"keystore.json says MACs start at seq {meta.audit_mac_from}: log truncated"
+        return _bad(walk, "truncated", walk.seq + 1, walk.seq + 1, detail)
+    return None
+
+
+def verify_log(snapshot: Snapshot, verifier: Verifier, mac_key: bytes | None) -> AuditReport:
+    """The first problem in ``snapshot`` (``AuditReport.ok`` False), or an ok report. Without
+    ``mac_key`` (a third party holding only the public audit key) MACs are not checked."""
+    walk = _Walk(verifier, mac_key, snapshot.mac_from)
+    problem = (
+        _walk_lines(snapshot.log, walk)
+        or _check_checkpoint_file(snapshot.checkpoint, walk)
+        or _check_metadata(snapshot, walk)
+    )
     if problem is not None:
         return problem
     return AuditReport(True, walk.seq, walk.seq, max(walk.checkpoints, default=0))

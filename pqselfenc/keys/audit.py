@@ -1,47 +1,65 @@
-"""Append-only, hash-chained audit log (JSON Lines) with ML-DSA-signed checkpoints.
+"""Append-only, hash-chained, keyed audit log (JSON Lines) with ML-DSA-signed checkpoints.
 
 Each line is one event; ``hash = SHA3-256(AUDIT_CHAIN_LABEL || prev || canonical JSON of the
-event without prev/hash)``, ``prev`` is the previous line's hash (all zeros for the first).
-Every ``checkpoint_every`` events a checkpoint line is appended, signed with the store's ML-DSA
-key over (seq, time, prev), and the latest checkpoint is also kept in ``audit.checkpoint`` so a
-truncated log is caught. Events carry ids and fingerprints, never key material.
+event without prev/hash/mac)``, ``prev`` is the previous line's hash (all zeros for the first),
+and ``mac = HMAC-SHA3-256(audit MAC key, hash || u64 offset of the line)`` with a key derived
+from the store's root secret, so only the store can extend the chain, and a genuine line copied
+to another place (a replay) is caught. Every ``checkpoint_every`` events a checkpoint line is
+appended, signed with the store's ML-DSA key over (seq, time, prev), and the latest checkpoint is
+also kept in ``audit.checkpoint``. Events carry ids and fingerprints, never key material.
 
-Fail closed: if an event cannot be appended, ``AuditError`` is raised and the operation fails.
-A crash in the middle of an append leaves a torn last line; ``verify`` reports it precisely,
-and ``recover_torn_tail`` (run by the store when it opens) moves those bytes to
-``audit.jsonl.torn`` and records an ``audit-recover`` event. Every file here is read, appended to
-or truncated only as a regular file, never through a link (``core/_durable.py``).
+Fail closed: nothing is appended after a last line whose MAC does not verify (a forged or edited
+line is never extended, nor signed by the next checkpoint), and if an event cannot be appended,
+``AuditError`` is raised and the operation fails. A crash in the middle of an append leaves a
+torn last line; ``verify`` reports it precisely, and ``recover_torn_tail`` (run by the store when
+it opens) moves those bytes to ``audit.jsonl.torn`` and records an ``audit-recover`` event. Every
+file here is read, appended to or truncated only as a regular file, never through a link
+(``core/_durable.py``).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import os
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
 
 from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
 from pqselfenc.keys._audit_format import (
     GENERATION,
+    MAC,
+    META_MAC,
+    CommitRecord,
     Verifier,
     chain_hash,
+    check_line,
     checkpoint_message,
-    valid_generation,
+    line_mac,
+    mac_matches,
 )
 from pqselfenc.keys._json import canonical, loads
 from pqselfenc.keys._metadata import fmt_time
-from pqselfenc.keys._verify import AuditReport, verify_log
+from pqselfenc.keys._verify import AuditReport, Snapshot, verify_log
 
-__all__ = ["AuditLog", "AuditReport"]
+if TYPE_CHECKING:
+    from pqselfenc.keys._metadata import Metadata
 
-_TAIL_READ = 64 * 1024
+__all__ = ["AuditLog", "AuditReport", "read_events"]
+
+_TAIL_READ = 64 * 1024  # block size when reading backwards
 _MAX_LINE = P.MAX_AUDIT_LINE_SIZE
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
+_EVENT_FIELDS = frozenset(
+    {"name", "key_id", "version", "fingerprint", "envelope_id", "detail", GENERATION, META_MAC}
+)
+Committed = Callable[[], "tuple[Metadata, Metadata | None]"]
 
 
 class Signer(Protocol):
@@ -61,8 +79,23 @@ def parse_line(raw: bytes, message: str) -> dict[str, Any]:
     return obj
 
 
+def _checked(raw: bytes, message: str) -> dict[str, Any]:
+    """``parse_line`` plus every field's type and range (``check_line``)."""
+    try:
+        return check_line(parse_line(raw, message))
+    except InvalidDataError as exc:
+        raise AuditError(message) from exc
+
+
 class AuditLog:
-    """The store's audit log; every append happens under the store's lock (``lock``)."""
+    """The store's audit log; every append happens under the store's lock (``lock``).
+
+    ``mac_key``: the key of the line MACs (``P.audit_mac_key`` of the store's root secret).
+    ``mac_from``: the first seq whose line must carry a valid MAC (1 for a store created by
+    this release; None for a store of the release before, until it is upgraded at open).
+    ``lock`` and ``committed`` (keystore.json and its staged copy, MAC-checked) let ``verify``
+    read a consistent snapshot and check the metadata against the log; the store passes both.
+    """
 
     def __init__(
         self,
@@ -73,23 +106,41 @@ class AuditLog:
         verifier: Verifier,
         checkpoint_every: int,
         actor: str,
+        mac_key: bytes,
+        mac_from: int | None = 1,
+        lock: AbstractContextManager[Any] | None = None,
+        committed: Committed | None = None,
     ) -> None:
         self.path = Path(directory) / "audit.jsonl"
         self.checkpoint_path = Path(directory) / "audit.checkpoint"
         self._clock, self._signer, self._verifier = clock, signer, verifier
         self._every, self._actor = checkpoint_every, actor
+        if not isinstance(mac_key, bytes) or len(mac_key) != P.AUDIT_MAC_SIZE:
+            raise ValueError(f"mac_key must be {P.AUDIT_MAC_SIZE} bytes")
+        self._mac_key, self._mac_from = mac_key, mac_from
+        self._lock, self._committed = lock, committed
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.path)!r})"
 
+    @property
+    def mac_from(self) -> int | None:
+        """The first seq whose line must carry a valid MAC (None: a store not yet upgraded)."""
+        return self._mac_from
+
+    def require_macs_from(self, seq: int | None) -> None:
+        """Set ``mac_from`` (what the authenticated metadata says; the ledger calls this)."""
+        self._mac_from = seq
+
     # -- writing ---------------------------------------------------------------------------
 
     def record(self, action: str, *, outcome: str = "success", **fields: Any) -> int:
-        """Append one event (and a checkpoint when one is due); its seq. ``AuditError`` if not."""
+        """Append one event (and a checkpoint when one is due); its seq. ``AuditError`` if not,
+        including when the last line's MAC does not verify (nothing is chained onto it)."""
         try:
-            seq, prev = self._head()
+            seq, prev, end = self._tail()
             body = self._body(seq + 1, action, outcome, fields)
-            self._append(body, prev)
+            self._append(body, prev, end)
             if (seq + 1) % self._every == 0:
                 self.checkpoint()
         except AuditError:
@@ -100,13 +151,13 @@ class AuditLog:
 
     def checkpoint(self) -> int:
         """Append a signed checkpoint over the current head and save it to audit.checkpoint."""
-        seq, prev = self._head()
+        seq, prev, end = self._tail()
         body = self._body(seq + 1, "checkpoint", "success", {})
         body["signer"] = self._verifier.key_id.hex()
         message = checkpoint_message(body, prev.hex())
         sig = self._signer.sign(message, P.AUDIT_SIGNATURE_CONTEXT)
         body["signature"] = base64.b64encode(sig).decode("ascii")
-        line = self._append(body, prev)
+        line = self._append(body, prev, end)
         try:
             _durable.replace_file(self.checkpoint_path, line)
         except OSError as exc:
@@ -116,20 +167,12 @@ class AuditLog:
     def checkpoint_if_needed(self) -> int | None:
         """A checkpoint unless the last line already is one (or the log is empty)."""
         last = self._last_event()
-        if last is None or last["action"] == "checkpoint":
+        if last is None or last[0]["action"] == "checkpoint":
             return None
         return self.checkpoint()
 
     def _body(self, seq: int, action: str, outcome: str, fields: dict[str, Any]) -> dict[str, Any]:
-        unknown = set(fields) - {
-            "name",
-            "key_id",
-            "version",
-            "fingerprint",
-            "envelope_id",
-            "detail",
-            GENERATION,
-        }
+        unknown = set(fields) - _EVENT_FIELDS
         if unknown:
             raise ValueError(f"unknown audit fields {sorted(unknown)}")
         body: dict[str, Any] = dict.fromkeys(("name", "key_id", "version", "fingerprint"))
@@ -138,8 +181,11 @@ class AuditLog:
         body |= {"action": action, "outcome": outcome}
         return body
 
-    def _append(self, body: dict[str, Any], prev: bytes) -> bytes:
-        line = dict(body, prev=prev.hex(), hash=chain_hash(prev, body).hex())
+    def _append(self, body: dict[str, Any], prev: bytes, offset: int) -> bytes:
+        """Append the line of ``body`` at byte ``offset`` (the log's end, read under the lock)."""
+        digest = chain_hash(prev, body)
+        mac = line_mac(self._mac_key, digest, offset)
+        line = dict(body, prev=prev.hex(), hash=digest.hex(), mac=mac)
         data = canonical(line) + b"\n"
         try:
             _durable.append_file(self.path, data)
@@ -147,30 +193,83 @@ class AuditLog:
             raise AuditError(f"cannot append to the audit log: {_durable.describe(exc)}") from exc
         return data
 
-    def _head(self) -> tuple[int, bytes]:
-        """(seq, hash) of the last line, or (0, genesis); a broken tail refuses appends."""
+    # -- the head: what the next line chains onto (and what a rollback anchor records) --------
+
+    def head(self) -> tuple[int, bytes]:
+        """(seq, hash) of the last line, authenticated, or (0, genesis) for an empty log.
+
+        ``AuditError`` if the last line is malformed, torn, or does not carry a valid MAC for
+        its place in the log (once ``mac_from`` is set), or if the log ends before ``mac_from``
+        (cut below the upgrade).
+        """
+        seq, digest, _ = self._tail()
+        return seq, digest
+
+    def _tail(self) -> tuple[int, bytes, int]:
+        """``head()`` and the log's length in bytes (where the next line will start)."""
         last = self._last_event()
         if last is None:
-            return 0, P.AUDIT_GENESIS
-        try:
-            digest = bytes.fromhex(last["hash"])
-        except ValueError as exc:
-            raise AuditError(_MALFORMED_LAST) from exc
-        if len(digest) != len(P.AUDIT_GENESIS):
-            raise AuditError(_MALFORMED_LAST)
-        return last["seq"], digest
+            if self._mac_from is not None and self._mac_from > 1:
+                raise AuditError("the audit log is empty, but keystore.json says it was not")
+            return 0, P.AUDIT_GENESIS, 0
+        line, offset, end = last
+        self._authenticate(line, offset)
+        if self._mac_from is not None and line["seq"] < self._mac_from:
+            raise AuditError(f"the audit log ends at seq {line['seq']}, before its first MAC")
+        return line["seq"], bytes.fromhex(line["hash"]), end
 
-    def _last_event(self) -> dict[str, Any] | None:
-        """The last line parsed, or None for an empty log; ``AuditError`` if it is malformed."""
+    def hash_at(self, seq: int) -> bytes:
+        """The authenticated hash of line ``seq`` (``AuditError`` if the log has no such line,
+        or it is malformed or unauthentic): what a rollback anchor compares with."""
+        for offset, line in self._lines_backwards():
+            if line["seq"] == seq:
+                self._authenticate(line, offset)
+                return bytes.fromhex(line["hash"])
+            if line["seq"] < seq:
+                break
+        raise AuditError(f"the audit log has no line {seq}")
+
+    def last_commit(self) -> CommitRecord | None:
+        """The last event that committed a keystore.json generation (authenticated), or None.
+
+        Read backwards from the end: generations only grow along the log (every metadata write
+        appends its event under the store lock). A malformed line, or an unauthentic one, is
+        ``AuditError``.
+        """
+        for offset, line in self._lines_backwards(needle=GENERATION.encode()):
+            if GENERATION in line:
+                self._authenticate(line, offset)
+                return CommitRecord(line["seq"], line[GENERATION], line.get(META_MAC))
+        return None
+
+    def _authenticate(self, line: dict[str, Any], offset: int) -> None:
+        """A line with a ``mac`` must hash to its ``hash`` and carry the MAC of that hash at
+        ``offset``, where it was found; from ``mac_from`` on, every line must. ``AuditError``
+        otherwise: nothing is built on it."""
+        required = self._mac_from is not None and line["seq"] >= self._mac_from
+        if (MAC in line or required) and not mac_matches(self._mac_key, line, offset):
+            raise AuditError(
+                f"audit line {line['seq']} has no valid MAC: it was not written by this store "
+                "(forged or altered); run audit.verify()"
+            )
+
+    def _last_event(self) -> tuple[dict[str, Any], int, int] | None:
+        """(the last line parsed and checked, its offset, the log's length), or None for an
+        empty log; ``AuditError`` if it is malformed."""
         last = self._last_line()
         if last is None:
             return None
-        obj = parse_line(last, _MALFORMED_LAST)
-        if type(obj.get("seq")) is not int or not all(
-            isinstance(obj.get(k), str) for k in ("hash", "action")
-        ):
-            raise AuditError(_MALFORMED_LAST)
-        return obj
+        raw, offset, end = last
+        return _checked(raw, _MALFORMED_LAST), offset, end
+
+    def _lines_backwards(self, needle: bytes = b"") -> Iterator[tuple[int, dict[str, Any]]]:
+        fh = self._open()
+        if fh is None:
+            return
+        with fh:
+            for offset, raw in _reversed_lines(fh):
+                if needle in raw:  # cheap: skip lines that cannot be what we look for
+                    yield offset, _checked(raw, "an audit line is malformed; run audit.verify()")
 
     def _open(self) -> BinaryIO | None:
         """audit.jsonl for reading, None if absent; only a regular file, never through a link."""
@@ -181,7 +280,9 @@ class AuditLog:
         except OSError as exc:
             raise AuditError(f"cannot read the audit log: {_durable.describe(exc)}") from exc
 
-    def _last_line(self) -> bytes | None:
+    def _last_line(self) -> tuple[bytes, int, int] | None:
+        """(the last line, the offset it starts at, the log's length), None if empty. Read
+        backwards in blocks, up to one line's bound (a seal to many recipients is long)."""
         fh = self._open()
         if fh is None:
             return None
@@ -189,15 +290,15 @@ class AuditLog:
             end = fh.seek(0, os.SEEK_END)
             if end == 0:
                 return None
-            start = max(0, end - _TAIL_READ)
-            fh.seek(start)
-            tail = fh.read()
-        if not tail.endswith(b"\n"):
-            raise AuditError("the audit log ends in a torn line; reopen the store to recover")
-        lines = tail[:-1].rsplit(b"\n", 1)
-        if len(lines) == 1 and start > 0:
-            raise AuditError("the last audit line is longer than 64 KiB")
-        return lines[-1]
+            fh.seek(end - 1)
+            if fh.read(1) != b"\n":
+                raise AuditError("the audit log ends in a torn line; reopen the store to recover")
+            offset, line = next(_reversed_lines(fh), (0, b""))
+        if offset + len(line) + 1 != end:  # an empty last line
+            raise AuditError(_MALFORMED_LAST)
+        return line, offset, end
+
+    # -- torn tail -------------------------------------------------------------------------
 
     def recover_torn_tail(self) -> int:
         """Move a torn last line (crash mid-append) to audit.jsonl.torn; bytes moved (0 if none).
@@ -237,47 +338,81 @@ class AuditLog:
 
     # -- reading ---------------------------------------------------------------------------
 
-    def last_generation(self) -> int | None:
-        """The metadata generation recorded by the last event that carries one (None if none).
-
-        Read backwards from the end, stopping at the first such event: generations only grow
-        along the log (every metadata write appends its event under the store lock). A line
-        that does not parse, or a ``generation`` that is not an int >= 1, is ``AuditError``.
-        """
-        fh = self._open()
-        if fh is None:
-            return None
-        with fh:
-            for raw in _reversed_lines(fh):
-                if GENERATION.encode() not in raw:
-                    continue  # cheap: no event of a metadata write
-                obj = parse_line(raw, "an audit line does not parse; run audit.verify()")
-                if GENERATION not in obj:
-                    continue
-                value = obj[GENERATION]
-                if not valid_generation(value) or obj.get("action") == "checkpoint":
-                    raise AuditError("an audit line has an invalid generation; run audit.verify()")
-                return int(value)
-        return None
-
     def events(self) -> Iterator[dict[str, Any]]:
         """Every line parsed, oldest first, without verification (``verify`` checks them).
 
         ``AuditError`` for a line that is not a strict JSON object (or longer than 1 MiB):
         reading stops there, and ``verify`` says exactly what is wrong.
         """
-        fh = self._open()
-        if fh is None:
-            return
-        with fh:
-            for number, raw in enumerate(iter(lambda: fh.readline(_MAX_LINE + 1), b""), 1):
-                if len(raw) > _MAX_LINE:
-                    raise AuditError(f"audit line {number} is longer than 1 MiB")
-                yield parse_line(raw, f"audit line {number} does not parse")
+        return read_events(self.path.parent)
 
     def verify(self, trusted_key: Verifier | None = None) -> AuditReport:
-        """Check every link, every checkpoint signature, and truncation against the last one."""
-        return verify_log(self.path, self.checkpoint_path, trusted_key or self._verifier)
+        """Check every line (fields, sequence, link, hash, MAC, time and generation order), every
+        checkpoint signature, truncation against the saved checkpoint, and keystore.json against
+        the last event that committed it.
+
+        Reads a consistent snapshot: the store lock is held only to read audit.checkpoint,
+        keystore.json and the log's length; the log is append-only, so the prefix up to that
+        length is then verified without the lock while other processes keep appending.
+        """
+        snapshot = self._snapshot()
+        return verify_log(snapshot, trusted_key or self._verifier, self._mac_key)
+
+    def _snapshot(self) -> Snapshot:
+        with self._lock if self._lock is not None else contextlib.nullcontext():
+            checkpoint = _read_optional(self.checkpoint_path, P.MAX_AUDIT_LINE_SIZE + 1)
+            committed: tuple[Metadata, Metadata | None] | None = None
+            problem = None
+            if self._committed is not None:
+                try:
+                    committed = self._committed()
+                except (Error, OSError) as exc:
+                    problem = f"keystore.json cannot be checked: {exc}"
+            length = self._length()
+        mac_from = self._mac_from if committed is None else committed[0].audit_mac_from
+        return Snapshot(self._read_prefix(length), checkpoint, committed, mac_from, problem)
+
+    def _length(self) -> int:
+        fh = self._open()
+        if fh is None:
+            return 0
+        with fh:
+            return fh.seek(0, os.SEEK_END)
+
+    def _read_prefix(self, length: int) -> bytes:
+        if length > P.MAX_AUDIT_LOG_SIZE:
+            raise AuditError("the audit log is larger than 1 GiB")
+        fh = self._open()
+        if fh is None:
+            return b""
+        with fh:
+            return fh.read(length)
+
+
+def read_events(directory: Path) -> Iterator[dict[str, Any]]:
+    """The lines of ``directory``'s audit.jsonl parsed, oldest first, unverified and without any
+    key (the log is not secret): ``AuditLog.events`` of a store that need not be opened."""
+    try:
+        fh = _durable.open_file(Path(directory) / "audit.jsonl")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise AuditError(f"cannot read the audit log: {_durable.describe(exc)}") from exc
+    with fh:
+        for number, raw in enumerate(iter(lambda: fh.readline(_MAX_LINE + 1), b""), 1):
+            if len(raw) > _MAX_LINE:
+                raise AuditError(f"audit line {number} is longer than 1 MiB")
+            yield parse_line(raw, f"audit line {number} does not parse")
+
+
+def _read_optional(path: Path, limit: int) -> bytes | None:
+    """A small file's bytes (None if absent): a regular file, never through a link, bounded."""
+    try:
+        return _durable.read_file(path, limit=limit)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AuditError(f"cannot read {_durable.describe(exc)}") from exc
 
 
 def _torn_start(fh: BinaryIO) -> tuple[int, int]:
@@ -295,8 +430,9 @@ def _torn_start(fh: BinaryIO) -> tuple[int, int]:
     return 0, end
 
 
-def _reversed_lines(fh: BinaryIO) -> Iterator[bytes]:
-    """The complete lines of ``fh``, last first (a torn tail without a newline included)."""
+def _reversed_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for the lines of ``fh``, last first (a torn tail without a newline
+    included)."""
     end = fh.seek(0, os.SEEK_END)
     rest = b""
     while end > 0:
@@ -305,7 +441,15 @@ def _reversed_lines(fh: BinaryIO) -> Iterator[bytes]:
         block = fh.read(end - start) + rest
         end = start
         lines = block.split(b"\n")
-        rest = lines.pop(0) if start > 0 else b""
+        first = start
+        if start > 0:
+            rest = lines.pop(0)
+            first += len(rest) + 1
+        offsets, pos = [], first
+        for line in lines:
+            offsets.append(pos)
+            pos += len(line) + 1
         if len(rest) > _MAX_LINE:
             raise AuditError("an audit line is longer than 1 MiB")
-        yield from (line for line in reversed(lines) if line)
+        yield from ((o, line) for o, line in zip(reversed(offsets), reversed(lines), strict=True)
+                    if line)  # fmt: skip

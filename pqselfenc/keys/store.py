@@ -14,9 +14,10 @@ in ``keystore.json.staged`` (generation n+1, MACed), then its audit event record
 ``generation`` n+1, then the staged file is renamed over keystore.json (a crash before the event
 leaves a stale staged file that ``open`` deletes; a crash after it leaves one that ``open``
 renames into place, so an event's change is never lost and never present without its event);
-destroy marks the version destroyed before it deletes the secret, and every later ``open`` of
-the store finishes an interrupted delete. ``open`` refuses keystore.json whose generation is
-below the last one the audit log records (a rollback to an older copy).
+destroy marks the version destroy-pending (audited intent) before it deletes the secret, then
+records the outcome; every later ``open`` of the store retries a delete that failed or was
+interrupted. ``open`` refuses keystore.json that is not exactly what the last commit event of the
+(MACed) audit log recorded (a rollback to an older copy, a forged event, a truncated log).
 """
 
 from __future__ import annotations
@@ -29,20 +30,23 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from pqselfenc.core.config import EncryptionConfig
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import KeyNotFound, KeyStoreError
 from pqselfenc.kem import SigningKey, VerifyingKey
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._destroy import destroy
 from pqselfenc.keys._envelopes import Envelopes
-from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger
+from pqselfenc.keys._ledger import Clock, Ledger
 from pqselfenc.keys._material import KeyPair, StoreSecret, generate_pair
 from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, Metadata
-from pqselfenc.keys._opening import OpenRequest, StoreParts, open_parts
+from pqselfenc.keys._opening import OpenRequest, StoreParts, open_parts, verify_audit
 from pqselfenc.keys._secrets import Secrets
 from pqselfenc.keys._transfer import export_identity, import_identity
-from pqselfenc.keys.audit import AuditLog
+from pqselfenc.keys.audit import AuditLog, AuditReport
 from pqselfenc.keys.backends import change_passphrase
 from pqselfenc.keys.config import KeyConfig, check_name
+from pqselfenc.keys.defaults import default_key_store, existing_backend
 from pqselfenc.keys.recipients import RecipientDirectory
 
 __all__ = ["KeyStore", "RotationDue"]
@@ -70,11 +74,26 @@ def _default_actor() -> str:
     return f"{user}/pid{os.getpid()}"
 
 
+def _policy(config: EncryptionConfig | KeyConfig | None) -> KeyConfig:
+    """The ``KeyConfig`` in ``config``: itself, an ``EncryptionConfig``'s ``keys``, or the
+    default."""
+    if isinstance(config, EncryptionConfig):
+        config = config.keys
+    if config is None:
+        return KeyConfig()
+    if not isinstance(config, KeyConfig):
+        raise TypeError("config must be an EncryptionConfig, a KeyConfig or None")
+    return config
+
+
 class KeyStore:
     """A directory of local identities (versioned KEM + ML-DSA keys) and named recipients.
 
-    Open with ``KeyStore.open``. Every method re-reads the metadata under the store lock, so
-    several processes may share one store.
+    ``KeyStore(config)`` opens (creating it if needed) the default store, ``HOME/keys``, as the
+    ``pqselfenc`` command does (``pqselfenc.keys.defaults`` says where and with which backend),
+    with the policy of ``config`` (an ``EncryptionConfig``'s ``keys``, a ``KeyConfig``, or the
+    default). ``KeyStore.open(path, ...)`` opens any other. Every method re-reads the
+    metadata under the store lock, so several processes may share one store.
     """
 
     directory: Path
@@ -86,12 +105,16 @@ class KeyStore:
     _secret: StoreSecret
     _envelopes: Envelopes
 
-    def __init__(self) -> None:
-        raise TypeError("open a key store with KeyStore.open(path, ...)")
+    def __init__(self, config: EncryptionConfig | KeyConfig | None = None) -> None:
+        policy = _policy(config)
+        where = default_key_store()
+        request = OpenRequest(where.path, policy, where.backend, where.passphrase, _utc_now,
+                              _default_actor(), where.keyring)  # fmt: skip
+        self._attach(open_parts(request))
 
     @classmethod
     def _compose(cls, parts: StoreParts) -> KeyStore:
-        """A store made of ``parts`` (what ``open`` calls; ``__init__`` is kept for later)."""
+        """A store made of ``parts`` (what ``open`` calls; ``__init__`` opens the default)."""
         store = cls.__new__(cls)
         store._attach(parts)
         return store
@@ -139,6 +162,22 @@ class KeyStore:
         return cls._compose(open_parts(request))
 
     @staticmethod
+    def verify_audit(
+        path: str | os.PathLike[str],
+        *,
+        backend: str = "file",
+        passphrase: str | None = None,
+        keyring: Any = None,
+    ) -> AuditReport:
+        """Verify the audit log of the store at ``path`` without opening it for use (what
+        ``pqselfenc audit verify`` runs): MACs, links, signatures, truncation and keystore.json
+        against the log, on a consistent snapshot. Nothing is written, recovered or upgraded, so
+        a damaged store is reported (``AuditReport``) rather than refused as ``open`` does."""
+        request = OpenRequest(Path(path), KeyConfig(), backend, passphrase, _utc_now,
+                              "verify", keyring)  # fmt: skip
+        return verify_audit(request)
+
+    @staticmethod
     def backend_of(path: str | os.PathLike[str]) -> str:
         """``"file"`` or ``"keyring"``: the backend the store at ``path`` was created with.
 
@@ -147,10 +186,10 @@ class KeyStore:
         does not parse. Open the store with this backend: it never changes. The answer is not
         authenticated (the MAC needs the secret it helps to unlock): ``open`` checks it.
         """
-        try:
-            return M.read_metadata(Path(path) / METADATA_NAME, None).backend
-        except FileNotFoundError:
-            raise KeyNotFound(f"no key store in {Path(path)}") from None
+        backend = existing_backend(path)
+        if backend is None:
+            raise KeyNotFound(f"no key store in {Path(path)}")
+        return backend
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -179,9 +218,12 @@ class KeyStore:
             return self._add_version(meta, ident, pair, "generate")
 
     def rotate(self, name: str) -> KeyVersion:
-        """Version n+1 becomes active; the previous active version becomes decrypt-only."""
+        """Version n+1 becomes active; the previous active version becomes decrypt-only.
+        ``ValueError`` if the identity's algorithms are below this store's policy."""
         with self._ledger.locked() as meta:
             ident = meta.identity(name)
+            self.config.check_suite(ident.suite)
+            self.config.check_signature(ident.signature)
             pair = generate_pair(ident.suite, ident.signature)
             return self._add_version(meta, ident, pair, "rotate")
 
@@ -222,25 +264,14 @@ class KeyStore:
     # -- destroy ---------------------------------------------------------------------------
 
     def destroy(self, name: str, version: int) -> KeyVersion:
-        """Crypto-shred one version: mark it destroyed, then delete its secret from the backend.
+        """Crypto-shred one version: mark it destroy-pending (audited intent: nothing uses it
+        again), delete its secret from the backend, record the outcome (destroyed, or the
+        backend's error, which is raised: the version stays destroy-pending).
 
-        Idempotent: destroying a destroyed version retries the delete (finishing one that a
-        crash interrupted). threat-model/keys.md says what this does and does not guarantee.
+        Idempotent: destroying a pending version retries the delete (so does every ``open``).
+        threat-model/keys.md says what this does and does not guarantee.
         """
-        with self._ledger.locked() as meta:
-            ident = meta.identity(name)
-            old = ident.version(version)
-            self._secrets.forget(name, version)
-            if old.state is KeyState.DESTROYED:
-                if self._secrets.delete(name, version):
-                    self._ledger.record("destroy", name, old,
-                                        detail="finished an interrupted delete")  # fmt: skip
-                return old
-            now = self._ledger.clock()
-            new = replace(old, state=KeyState.DESTROYED, destroyed=now, retired=old.retired or now)
-            self._ledger.commit(meta.with_identity(ident.with_version(new)), "destroy", name, new)
-            self._secrets.delete(name, version)
-            return new
+        return destroy(self._ledger, self._secrets, name, version)
 
     # -- keys ------------------------------------------------------------------------------
 
@@ -297,12 +328,18 @@ class KeyStore:
         """
         return self._envelopes.open(sealed, signer)
 
-    def rewrap(self, sealed: bytes, *, sign_as: str | None = None) -> bytes:
+    def rewrap(
+        self, sealed: bytes, *, sign_as: str | None = None, drop_signature: bool = False
+    ) -> bytes:
         """Re-seal to the current versions of the same recipients: fresh DMK, chunks untouched.
 
-        ``sign_as`` defaults to the original signer when that is a local identity.
+        A signed envelope's signature must verify under a key this store still trusts (a usable
+        version of a local identity, or a recipient's verifying key), else ``SignatureError``
+        (audited). The new envelope is signed by ``sign_as``, by default by the original signer
+        when that is a local identity; an unsigned one stays unsigned. One signed by a recipient
+        needs ``sign_as`` or ``drop_signature=True`` (``KeyStoreError`` otherwise).
         """
-        return self._envelopes.rewrap(sealed, sign_as)
+        return self._envelopes.rewrap(sealed, sign_as, drop_signature)
 
     def close(self) -> None:
         """Append a signed audit checkpoint if events were written since the last one."""

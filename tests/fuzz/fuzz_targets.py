@@ -231,6 +231,9 @@ def available() -> dict[str, Target]:
     targets = list(CORE_TARGETS)
     if os.environ.get(SELFTEST_ENV) == "1":
         targets += SELFTEST_TARGETS
+    from fuzz_structured import structured_targets  # type: ignore[import-not-found]
+
+    targets += structured_targets(with_kem=_module_present("fuzz_kem"))
     if _module_present("fuzz_kem"):
         from fuzz_kem import kem_targets  # type: ignore[import-not-found]
 

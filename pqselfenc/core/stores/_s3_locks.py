@@ -39,6 +39,7 @@ from pqselfenc.core._lockspace import (
     parse_lock_name,
 )
 from pqselfenc.core._store import ChunkInfo
+from pqselfenc.core.stores._s3io import BodyTooLarge, read_body
 from pqselfenc.error import ChunkStoreError, StoreLockedError
 
 if TYPE_CHECKING:
@@ -56,14 +57,17 @@ class S3Hooks:
     its retry-and-translate loop; ``expected(exc)``, which names the errors that are answers
     (``missing``: 404, ``precondition``: 412); ``checksum(info)``, the upload checksum of a
     chunk; ``info_of(key)``, a chunk's info from its key; ``put(info, body)``, an unconditional
-    upload of a chunk."""
+    upload of a chunk; ``time_left(deadline)``, the seconds a request has left. Every request
+    the lock space hands to ``call`` takes the call's deadline as its last argument, as the
+    store's own requests do, and reads bodies within it (``_s3io.read_body``)."""
 
     client: Any
-    call: Callable[[str, ChunkInfo | None, Callable[[], Any]], Any]
+    call: Callable[[str, ChunkInfo | None, Callable[[float], Any]], Any]
     expected: Callable[[Exception], str | None]
     checksum: Callable[[ChunkInfo], str]
     info_of: Callable[[str], ChunkInfo | None]
-    put: Callable[[ChunkInfo, bytes], None]
+    put: Callable[[ChunkInfo, bytes, float], None]
+    time_left: Callable[[float], float]
 
 
 def _stamp(head: dict[str, Any]) -> float:
@@ -96,7 +100,9 @@ class S3LockSpace(LockSpace):
         """As many deletes at once as the store allows requests."""
         return self.store.max_concurrency
 
-    def _call(self, action: str, request: Callable[[], T], info: ChunkInfo | None = None) -> T:
+    def _call(
+        self, action: str, request: Callable[[float], T], info: ChunkInfo | None = None
+    ) -> T:
         result: T = self.hooks.call(action, info, request)
         return result
 
@@ -106,7 +112,7 @@ class S3LockSpace(LockSpace):
         if self._expected(exc) not in accepted:
             raise exc
 
-    def _put(self, key: str, body: bytes, **conditions: str) -> str | None:
+    def _put(self, key: str, body: bytes, deadline: float, **conditions: str) -> str | None:
         """The new ETag, or None when a condition failed (412) or the key is gone (404)."""
         try:
             response = self._client.put_object(
@@ -118,7 +124,7 @@ class S3LockSpace(LockSpace):
             return None
         return str(response.get("ETag", ""))
 
-    def _head(self, key: str, checksum: bool = False) -> dict[str, Any] | None:
+    def _head(self, key: str, deadline: float, *, checksum: bool = False) -> dict[str, Any] | None:
         mode = {"ChecksumMode": "ENABLED"} if checksum else {}
         try:
             head: dict[str, Any] = self._client.head_object(
@@ -129,26 +135,27 @@ class S3LockSpace(LockSpace):
             return None
         return head
 
-    def _get(self, key: str, limit: int = LOCK_BODY_LIMIT) -> bytes | None:
-        """At most ``limit + 1`` bytes of the object (enough to see it is longer), or None."""
+    def _get(self, key: str, deadline: float, *, limit: int = LOCK_BODY_LIMIT) -> bytes | None:
+        """The object's bytes if it holds at most ``limit`` (read within ``deadline``), ``b""``
+        if it holds more (nothing this store wrote), None if it is absent."""
         try:
             response = self._client.get_object(Bucket=self.store.bucket, Key=key)
         except Exception as exc:
             self._answer(exc, "missing")
             return None
-        stream = response["Body"]
         try:
-            return bytes(stream.read(limit + 1))
-        finally:
-            stream.close()
+            return read_body(response["Body"], response.get("ContentLength"), limit,
+                             lambda: self.hooks.time_left(deadline))  # fmt: skip
+        except BodyTooLarge:
+            return b""
 
-    def _delete(self, key: str) -> None:
+    def _delete(self, key: str, deadline: float) -> None:
         try:
             self._client.delete_object(Bucket=self.store.bucket, Key=key)
         except Exception as exc:
             self._answer(exc, "missing")
 
-    def _list_page(self, prefix: str, token: str | None) -> dict[str, Any]:
+    def _list_page(self, prefix: str, token: str | None, deadline: float) -> dict[str, Any]:
         extra = {"ContinuationToken": token} if token else {}
         page: dict[str, Any] = self._client.list_objects_v2(
             Bucket=self.store.bucket, Prefix=prefix, Delimiter="/",
@@ -166,7 +173,7 @@ class S3LockSpace(LockSpace):
             if not page.get("IsTruncated") or not token:
                 return
 
-    def _server_date(self) -> float:
+    def _server_date(self, deadline: float) -> float:
         response = self._client.head_bucket(Bucket=self.store.bucket)
         date = response["ResponseMetadata"]["HTTPHeaders"]["date"]
         return parsedate_to_datetime(date).timestamp()
@@ -176,8 +183,9 @@ class S3LockSpace(LockSpace):
     def create(self, name: str, body: Callable[[float | None], bytes]) -> float | None:
         """One put (only if absent); the start is the ``LastModified`` the listing after it
         shows (``started``), written into the body at the first refresh."""
-        absent = {"IfNoneMatch": "*"} if self.store.conditional_put else {}
-        put = functools.partial(self._put, self.base + name, body(None), **absent)
+        put = functools.partial(self._put, self.base + name, body(None))
+        if self.store.conditional_put:
+            put = functools.partial(put, IfNoneMatch="*")
         etag = self._call("create lock", put)
         if etag is None:
             raise StoreLockedError(f"lock {name} could not be created: the name is taken")
@@ -207,8 +215,8 @@ class S3LockSpace(LockSpace):
         return found
 
     def read(self, name: str) -> bytes | None:
-        raw = self._call("read lock", functools.partial(self._get, self.base + name))
-        return b"" if raw is not None and len(raw) > LOCK_BODY_LIMIT else raw
+        raw: bytes | None = self._call("read lock", functools.partial(self._get, self.base + name))
+        return raw
 
     def refresh(self, name: str) -> bool:
         with self._mutex:
@@ -260,7 +268,7 @@ class S3LockSpace(LockSpace):
 
     def delete_if_older(self, info: ChunkInfo, cutoff: float) -> int | None:
         key = self.store.key_of(info)
-        head = self._call("delete", functools.partial(self._head, key, True), info)
+        head = self._call("delete", functools.partial(self._head, key, checksum=True), info)
         if head is None or _stamp(head) > cutoff:
             return None
         self._call("delete", functools.partial(self._delete, key), info)
@@ -271,7 +279,7 @@ class S3LockSpace(LockSpace):
         ``body``, giving it a new stamp if it has none since ``since`` (None: always); else
         upload ``body`` over it (module docstring)."""
         key = self.store.key_of(info)
-        head = self._call("store", functools.partial(self._head, key, True), info)
+        head = self._call("store", functools.partial(self._head, key, checksum=True), info)
         if head is None or not self._holds(info, body, head):
             self._call("store", functools.partial(self.hooks.put, info, body), info)
         elif since is None or _stamp(head) < since:
@@ -284,9 +292,10 @@ class S3LockSpace(LockSpace):
         if checksum and "-" not in checksum:  # a full-object SHA-256, not a multipart one
             return bool(checksum == self.hooks.checksum(info))
         key = self.store.key_of(info)
-        return self._call("store", functools.partial(self._get, key, len(body)), info) == body
+        held = functools.partial(self._get, key, limit=len(body))
+        return bool(self._call("store", held, info) == body)
 
-    def _touch(self, info: ChunkInfo, body: bytes) -> None:
+    def _touch(self, info: ChunkInfo, body: bytes, deadline: float) -> None:
         """A new ``LastModified``: the object copied onto itself (re-uploaded if gone)."""
         key = self.store.key_of(info)
         try:
@@ -298,4 +307,4 @@ class S3LockSpace(LockSpace):
             )  # fmt: skip
         except Exception as exc:
             self._answer(exc, "missing")
-            self.hooks.put(info, body)
+            self.hooks.put(info, body, deadline)

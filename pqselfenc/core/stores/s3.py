@@ -22,6 +22,11 @@ partitions by key itself; listing stays one ``ListObjectsV2`` walk with ``Delimi
   exponential backoff and jitter (``RetryPolicy``; ``sleep`` and ``rng`` are injected). Anything
   else (auth, missing bucket, bad request) fails at once with a one-line ``ChunkStoreError``.
   Botocore's own retries are off so there is exactly one retry loop.
+- Every call (all its attempts) ends within ``timeout`` seconds, whatever the server does, and
+  a chunk body is read only up to ``max_body_size`` (the largest chunk a writer stores),
+  refused on its ``Content-Length`` first (``_s3io.py``).
+- Bucket, prefix and endpoint obey one grammar, the URL's (``_s3url.py``): no credentials in
+  an endpoint, no empty, ``.`` or ``..`` prefix part, nothing that would need escaping.
 
 boto3 is imported on first use, so ``import pqselfenc`` works without the ``s3`` extra.
 Every botocore exception is translated here; messages carry short names, never full hashes
@@ -32,22 +37,36 @@ from __future__ import annotations
 
 import base64
 import functools
-import os
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, urlsplit
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._locks import LockPolicy, StoreLocks
 from pqselfenc.core._lockspace import StoredChunk
 from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk, short_name, verify_chunk
 from pqselfenc.core.stores._s3_locks import S3Hooks, S3LockSpace
-from pqselfenc.error import ChunkNotFound, ChunkStoreError
+from pqselfenc.core.stores._s3io import (
+    BodyCutShort,
+    BodyTooLarge,
+    Requests,
+    RequestTimeout,
+    read_body,
+)
+from pqselfenc.core.stores._s3url import (
+    check_bucket,
+    check_endpoint,
+    check_prefix,
+    check_region,
+    check_timeout,
+    endpoint_from_env,
+    host_of,
+    parse_s3_url,
+)
+from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
 
 __all__ = ["RetryPolicy", "S3ChunkStore"]
 
@@ -58,31 +77,20 @@ INSTALL_HINT = "S3 chunk stores need boto3: pip install 'pqselfenc[s3]'"
 # Environment variables that name the endpoint of an S3-compatible server, first wins.
 ENDPOINT_ENV = ("PQSELFENC_S3_ENDPOINT", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
-_AUTH_CODES = frozenset(
-    {
-        "AccessDenied",
-        "AllAccessDisabled",
-        "ExpiredToken",
-        "InvalidAccessKeyId",
-        "InvalidToken",
-        "SignatureDoesNotMatch",
-    }
-)
+# Seconds one store call (every attempt and backoff of one retrieve, store, has, delete or
+# listing page) may take in all: ample for a 1 MiB chunk on a slow link, and a server that
+# trickles bytes cannot hold a command for ever. Per store: timeout=, or ?timeout= in a URL.
+DEFAULT_TIMEOUT = 120.0
+_CONNECT_TIMEOUT = 10.0
+_READ_TIMEOUT = 60.0  # one silent socket read; the deadline bounds the whole call
+
+_AUTH_CODES = frozenset({"AccessDenied", "AllAccessDisabled", "ExpiredToken", "InvalidToken",
+                         "InvalidAccessKeyId", "SignatureDoesNotMatch"})  # fmt: skip
 # Answers worth another attempt: throttling, server trouble, a concurrent conditional write
 # (AWS asks clients to retry 409 ConditionalRequestConflict).
-_TRANSIENT_CODES = frozenset(
-    {
-        "ConditionalRequestConflict",
-        "InternalError",
-        "OperationAborted",
-        "RequestTimeout",
-        "RequestTimeTooSkewed",
-        "ServiceUnavailable",
-        "SlowDown",
-        "Throttling",
-        "ThrottlingException",
-    }
-)
+_TRANSIENT_CODES = frozenset({"ConditionalRequestConflict", "InternalError", "OperationAborted",
+                              "RequestTimeout", "RequestTimeTooSkewed", "ServiceUnavailable",
+                              "SlowDown", "Throttling", "ThrottlingException"})  # fmt: skip
 # The server hashed what it received and it did not match the checksum we sent: the bytes
 # changed on the wire (we hash what we send), so another attempt is worth it.
 _DIGEST_CODES = frozenset({"BadDigest", "XAmzContentSHA256Mismatch"})
@@ -184,8 +192,12 @@ def _transient_types(errors: ModuleType) -> tuple[type[Exception], ...]:
     return (errors.ConnectionError, errors.HTTPClientError, errors.IncompleteReadError)
 
 
-def _failure(exc: Exception, bucket: str) -> _Failure | None:
-    """What a botocore exception means; ``None`` for anything that is not botocore's."""
+def _failure(exc: Exception, bucket: str, timeout: float) -> _Failure | None:
+    """What a botocore or request exception means; ``None`` for anything else."""
+    if isinstance(exc, RequestTimeout):
+        return _Failure(f"no answer within the {timeout:g} s deadline ({exc})", True)
+    if isinstance(exc, BodyCutShort):
+        return _Failure(f"connection failed (the body was cut short: {exc})", True)
     errors = _boto()[2]
     if isinstance(exc, errors.ClientError):
         return _client_failure(exc, bucket)
@@ -205,27 +217,15 @@ def _checksum(info: ChunkInfo) -> str:
     return base64.b64encode(info.name).decode("ascii")
 
 
-def _normal_prefix(prefix: str) -> str:
-    if not isinstance(prefix, str):
-        raise TypeError("prefix must be a str")
-    prefix = prefix.strip("/")
-    return f"{prefix}/" if prefix else ""
-
-
-def _check_bucket(bucket: object) -> str:
-    if not isinstance(bucket, str):
-        raise TypeError("bucket must be a str")
-    if not 3 <= len(bucket) <= 63 or "/" in bucket or not bucket.isascii():
-        raise ValueError("a bucket name is 3 to 63 ASCII characters without '/'")
-    return bucket
-
-
-def _host_of(endpoint: str | None) -> str:
-    """The endpoint without any user:password part, for repr."""
-    if endpoint is None:
-        return "aws"
-    netloc = urlsplit(endpoint).netloc
-    return netloc.rpartition("@")[2] or endpoint
+def _check_settings(concurrency: object, retry: object, conditional_put: object) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int):
+        raise TypeError("max_concurrency must be an int")
+    if not 1 <= concurrency <= 1024:
+        raise ValueError("max_concurrency must be between 1 and 1024")
+    if retry is not None and not isinstance(retry, RetryPolicy):
+        raise TypeError("retry must be a RetryPolicy")
+    if not isinstance(conditional_put, bool):  # bool("false") would be True
+        raise TypeError("conditional_put must be a bool")
 
 
 class S3ChunkStore(ChunkStore):
@@ -237,6 +237,7 @@ class S3ChunkStore(ChunkStore):
 
     verifies_on_retrieve = True
     list_page_size = 1000  # keys per ListObjectsV2 page (the S3 maximum)
+    max_body_size = P.MAX_STORED_CHUNK_SIZE  # a larger object is no chunk a writer made
 
     def __init__(
         self,
@@ -252,24 +253,24 @@ class S3ChunkStore(ChunkStore):
         max_concurrency: int = 16,
         retry: RetryPolicy | None = None,
         conditional_put: bool = True,
+        timeout: float = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         locks: LockPolicy | None = None,
     ) -> None:
-        self.bucket = _check_bucket(bucket)
-        self.prefix = _normal_prefix(prefix)
-        if isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int):
-            raise TypeError("max_concurrency must be an int")
-        if not 1 <= max_concurrency <= 1024:
-            raise ValueError("max_concurrency must be between 1 and 1024")
+        self.bucket = check_bucket(bucket)
+        self.prefix = check_prefix(prefix)
+        self.timeout = check_timeout(timeout)
+        _check_settings(max_concurrency, retry, conditional_put)
         if (access_key_id is None) != (secret_access_key is None):
             raise ValueError("give both access_key_id and secret_access_key, or neither")
-        self.endpoint_url = endpoint_url
+        self.endpoint_url = None if endpoint_url is None else check_endpoint(endpoint_url)
+        region = None if region is None else check_region(region)
         self.retry = retry if retry is not None else RetryPolicy()
-        self.conditional_put = bool(conditional_put)
+        self.conditional_put = conditional_put
         self._sleep = sleep
         self._rng = rng if rng is not None else random.Random()
-        self._slots = threading.BoundedSemaphore(max_concurrency)
+        self._requests = Requests(max_concurrency)
         self._bucket_seen = False
         self._owns_client = client is None
         if client is None:
@@ -279,7 +280,8 @@ class S3ChunkStore(ChunkStore):
             raise ValueError("with client=, configure endpoint, region and credentials on it")
         self._client = client
         self.max_concurrency = max_concurrency
-        hooks = S3Hooks(client, self._call, _expected, _checksum, self._info_of, self._put)
+        hooks = S3Hooks(client, self._call, _expected, _checksum, self._info_of, self._put,
+                        self._requests.left)  # fmt: skip
         self._space = S3LockSpace(self, hooks)
         self._locks = StoreLocks(self._space, locks)
 
@@ -289,8 +291,8 @@ class S3ChunkStore(ChunkStore):
         settings = config.Config(
             max_pool_connections=pool,
             retries={"total_max_attempts": 1},  # our loop retries, with injectable sleep
-            connect_timeout=10,
-            read_timeout=60,
+            connect_timeout=min(_CONNECT_TIMEOUT, self.timeout),
+            read_timeout=min(_READ_TIMEOUT, self.timeout),
             request_checksum_calculation="when_required",  # we send SHA-256 ourselves
             response_checksum_validation="when_required",  # we hash every body ourselves
             s3={"addressing_style": addressing},
@@ -311,33 +313,24 @@ class S3ChunkStore(ChunkStore):
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> S3ChunkStore:
-        """A store for ``s3://BUCKET/PREFIX[?endpoint=URL&region=NAME]``.
+        """A store for ``s3://BUCKET/PREFIX[?endpoint=URL&region=NAME&timeout=SECONDS]``,
+        read strictly (``_s3url.parse_s3_url``: what it does not understand is refused).
 
         Without ``endpoint`` the first of ``PQSELFENC_S3_ENDPOINT``, ``AWS_ENDPOINT_URL_S3``,
-        ``AWS_ENDPOINT_URL`` is used (none: AWS itself). Credentials never go in the URL;
-        boto3 reads them from the environment. ``options`` go to the constructor.
+        ``AWS_ENDPOINT_URL`` is used (none: AWS itself), checked by the same rules.
+        Credentials never go in a URL; boto3 reads them from the environment. ``options`` go
+        to the constructor.
         """
-        if not isinstance(url, str):
-            raise TypeError("url must be a str")
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.netloc:
-            raise ValueError("an S3 store URL looks like s3://BUCKET/PREFIX")
-        if "@" in parts.netloc:
-            raise ValueError(
-                "credentials do not belong in the store URL: "
-                "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
-            )
-        query = _query(parts.query)
-        endpoint = query.get("endpoint") or next(
-            (os.environ[n] for n in ENDPOINT_ENV if os.environ.get(n)), None
-        )
-        return cls(
-            parts.netloc, parts.path, endpoint_url=endpoint, region=query.get("region"), **options
-        )
+        where = parse_s3_url(url)
+        endpoint = where.endpoint or endpoint_from_env(ENDPOINT_ENV)
+        if where.timeout is not None:
+            options.setdefault("timeout", where.timeout)
+        return cls(where.bucket, where.prefix, endpoint_url=endpoint, region=where.region,
+                   **options)  # fmt: skip
 
     def __repr__(self) -> str:
         where = f"s3://{self.bucket}/{self.prefix}"
-        return f"S3ChunkStore({where!r}, endpoint={_host_of(self.endpoint_url)!r})"
+        return f"S3ChunkStore({where!r}, endpoint={host_of(self.endpoint_url)!r})"
 
     def close(self) -> None:
         """Close the connection pool (of a client this store made itself)."""
@@ -391,15 +384,20 @@ class S3ChunkStore(ChunkStore):
 
     def __iter__(self) -> Iterator[ChunkInfo]:
         token: str | None = None
+        seen: set[str] = set()
         while True:
             page = self._call("list", None, functools.partial(self._list_page, token))
             for entry in page.get("Contents", ()):
-                info = self._info_of(entry["Key"])
+                info = self._info_of(entry.get("Key"))
                 if info is not None:
                     yield info
             token = page.get("NextContinuationToken")
             if not page.get("IsTruncated") or not token:
                 return
+            if token in seen:  # a server that loops would make verify and gc run for ever
+                raise ChunkStoreError(f"S3 list in s3://{self.bucket}/{self.prefix}: the "
+                                      "server repeated a continuation token")  # fmt: skip
+            seen.add(token)
 
     def check(self) -> None:
         """Raise ``ChunkStoreError`` unless the bucket exists and the credentials work."""
@@ -408,7 +406,7 @@ class S3ChunkStore(ChunkStore):
 
     # -- one request each (run inside _call) ---------------------------------------------------
 
-    def _put(self, info: ChunkInfo, body: bytes, **extra: str) -> None:
+    def _put(self, info: ChunkInfo, body: bytes, deadline: float, **extra: str) -> None:
         self._client.put_object(
             Bucket=self.bucket,
             Key=self.key_of(info),
@@ -418,17 +416,17 @@ class S3ChunkStore(ChunkStore):
             **extra,
         )
 
-    def _put_if_absent(self, info: ChunkInfo, body: bytes) -> bool:
+    def _put_if_absent(self, info: ChunkInfo, body: bytes, deadline: float) -> bool:
         """True if the object was created; False on 412 (the name is taken: ``_reuse``)."""
         try:
-            self._put(info, body, IfNoneMatch="*")
+            self._put(info, body, deadline, IfNoneMatch="*")
         except _boto()[2].ClientError as exc:
             if _code_status(exc) != ("PreconditionFailed", 412):
                 raise
             return False
         return True
 
-    def _head(self, info: ChunkInfo) -> bool:
+    def _head(self, info: ChunkInfo, deadline: float) -> bool:
         try:
             self._client.head_object(Bucket=self.bucket, Key=self.key_of(info))
         except _boto()[2].ClientError as exc:
@@ -437,27 +435,33 @@ class S3ChunkStore(ChunkStore):
             raise
         return True
 
-    def _get(self, info: ChunkInfo) -> bytes | None:
+    def _get(self, info: ChunkInfo, deadline: float) -> bytes | None:
+        """The object's bytes, read only up to the largest chunk a writer stores (checked on
+        ``Content-Length`` first) and only until ``deadline``."""
         try:
             response = self._client.get_object(Bucket=self.bucket, Key=self.key_of(info))
         except _boto()[2].ClientError as exc:
             if _is_missing(exc):
                 return None
             raise
-        body = response["Body"]
+        length = response.get("ContentLength")
         try:
-            return bytes(body.read())
-        finally:
-            body.close()
+            return read_body(response["Body"], length, self.max_body_size,
+                             lambda: self._requests.left(deadline))  # fmt: skip
+        except BodyTooLarge as exc:
+            raise IntegrityError(
+                f"chunk {short_name(info.name)} in s3://{self.bucket}/{self.prefix} is {exc}, "
+                f"more than any chunk a writer stores ({exc.limit} bytes): not read"
+            ) from None
 
-    def _delete(self, info: ChunkInfo) -> None:
+    def _delete(self, info: ChunkInfo, deadline: float) -> None:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=self.key_of(info))
         except _boto()[2].ClientError as exc:
             if not _is_missing(exc):
                 raise
 
-    def _list_page(self, token: str | None) -> dict[str, Any]:
+    def _list_page(self, token: str | None, deadline: float) -> dict[str, Any]:
         extra = {"ContinuationToken": token} if token else {}
         page: dict[str, Any] = self._client.list_objects_v2(
             Bucket=self.bucket,
@@ -468,7 +472,7 @@ class S3ChunkStore(ChunkStore):
         )
         return page
 
-    def _head_bucket(self) -> None:
+    def _head_bucket(self, deadline: float) -> None:
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except _boto()[2].ClientError as exc:
@@ -476,7 +480,9 @@ class S3ChunkStore(ChunkStore):
                 raise ChunkStoreError(f"S3 bucket {self.bucket!r} does not exist") from exc
             raise
 
-    def _info_of(self, key: str) -> ChunkInfo | None:
+    def _info_of(self, key: object) -> ChunkInfo | None:
+        if not isinstance(key, str) or not key.startswith(self.prefix):
+            return None
         name = key[len(self.prefix) :]
         if len(name) != 2 * P.NAME_SIZE or name != name.lower():
             return None
@@ -507,20 +513,22 @@ class S3ChunkStore(ChunkStore):
 
     # -- retries and translation ---------------------------------------------------------------
 
-    def _call(self, action: str, info: ChunkInfo | None, request: Callable[[], T]) -> T:
-        """Run ``request`` with a concurrency slot; retry transient failures, translate all."""
+    def _call(self, action: str, info: ChunkInfo | None, request: Callable[[float], T]) -> T:
+        """Run ``request(deadline)`` with a concurrency slot, within ``timeout`` seconds in all;
+        retry transient failures while time is left, translate every failure."""
+        deadline = time.monotonic() + self.timeout
         attempts = self.retry.attempts
         for attempt in range(attempts):
             try:
-                with self._slots:
-                    return request()
+                return self._requests.run(functools.partial(request, deadline), deadline)
             except Exception as exc:
-                failure = _failure(exc, self.bucket)
+                failure = _failure(exc, self.bucket, self.timeout)
                 if failure is None:
                     raise
-                if not failure.transient or attempt + 1 == attempts:
+                left = self._requests.left(deadline)
+                if not failure.transient or attempt + 1 == attempts or left <= 0:
                     raise ChunkStoreError(self._message(action, info, failure, attempt)) from exc
-            self._sleep(self.retry.delay(attempt, self._rng))
+            self._sleep(min(self.retry.delay(attempt, self._rng), left))
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     def _message(self, action: str, info: ChunkInfo | None, failure: _Failure, tried: int) -> str:
@@ -537,17 +545,3 @@ def _expected(exc: Exception) -> str | None:
     if _is_missing(exc):
         return "missing"
     return "precondition" if _code_status(exc)[1] == 412 else None
-
-
-def _query(text: str) -> dict[str, str]:
-    """The ``endpoint`` and ``region`` options of an S3 URL; anything else is refused."""
-    try:
-        fields = parse_qs(text, keep_blank_values=False, strict_parsing=bool(text))
-    except ValueError as exc:
-        raise ValueError("the S3 store URL has a malformed query") from exc
-    unknown = sorted(set(fields) - {"endpoint", "region"})
-    if unknown:
-        raise ValueError(f"unknown S3 store URL option {unknown[0]!r} (known: endpoint, region)")
-    if any(len(v) != 1 for v in fields.values()):
-        raise ValueError("each S3 store URL option may appear once")
-    return {k: v[0] for k, v in fields.items()}
