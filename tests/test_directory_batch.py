@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pqselfenc import DirectoryChunkStore, EncryptionConfig, ParallelConfig, SelfEncryptor
+from pqselfenc.core import _durable, _syncfs
 from pqselfenc.core import _primitives as P
 from pqselfenc.core.stores import directory
 from pqselfenc.error import ChunkStoreError
@@ -27,12 +28,24 @@ CFG = EncryptionConfig(chunk_size=CHUNK, min_chunks=3, parallel=ParallelConfig(m
 
 
 class Recorder:
-    """Logs fsync (by path) and replace calls, from every thread, in the order they happen."""
+    """Logs fsync (by path), syncfs, temp files written and replace calls, from every thread,
+    in the order they happen."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.events: list[tuple[str, ...]] = []
         self.lock = threading.Lock()
         real_fsync, real_replace = os.fsync, os.replace
+        real_syncfs, real_closed = _syncfs._syncfs, _durable.write_closed
+
+        def syncfs(fd: int) -> None:
+            self.add("syncfs-start")
+            real_syncfs(fd)
+            self.add("syncfs")
+
+        def write_closed(dir_fd: int, data: bytes, **kwargs: object) -> str:
+            name = real_closed(dir_fd, data, **kwargs)  # type: ignore[arg-type]
+            self.add("written", at(name, dir_fd))
+            return name
 
         def fsync(fd: int) -> None:
             real_fsync(fd)
@@ -46,6 +59,8 @@ class Recorder:
 
         monkeypatch.setattr(directory.os, "fsync", fsync)
         monkeypatch.setattr(directory.os, "replace", replace)
+        monkeypatch.setattr(_syncfs, "_syncfs", syncfs)
+        monkeypatch.setattr(_durable, "write_closed", write_closed)
 
     def add(self, *event: str) -> None:
         with self.lock:
@@ -56,6 +71,27 @@ class Recorder:
 
     def fsynced_at(self, path: str) -> list[int]:
         return [i for i, e in enumerate(self.events) if e[0] == "fsync" and e[1] == path]
+
+    def durable_between(self, path: str, after: int, before: int) -> bool:
+        """Whether ``path`` was fsynced, or its filesystem synced by a ``syncfs`` that began
+        after ``after``, before event ``before``."""
+        synced = [i for i, e in enumerate(self.events) if e[0] == "syncfs"]
+        begun = [i for i, e in enumerate(self.events) if e[0] == "syncfs-start"]
+        by_syncfs = any(after < s < e < before for s, e in zip(begun, synced, strict=True))
+        return by_syncfs or any(i < before for i in self.fsynced_at(path))
+
+    def written_at(self, path: str) -> int:
+        return next((i for i, e in enumerate(self.events) if e == ("written", path)), -1)
+
+
+@pytest.fixture(params=["syncfs", "fsync"])
+def durability(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Both ways a wave is made durable: syncfs (trusted here) and an fsync of each file."""
+    if request.param == "fsync":
+        monkeypatch.setattr(_syncfs, "trusted", lambda fd, dev=None: False)
+    elif not _syncfs.trusted(os.open(".", os.O_RDONLY)):
+        pytest.skip("syncfs is not trusted on this filesystem")
+    return str(request.param)
 
 
 def at(name: str, dir_fd: int | None) -> str:
@@ -74,7 +110,7 @@ def write(tmp_path: Path, data: bytes) -> Path:
 
 
 def test_content_is_durable_before_its_name_and_names_before_the_map(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: str
 ) -> None:
     data = os.urandom(40 * CHUNK + 7)
     rec = Recorder(monkeypatch)
@@ -84,12 +120,17 @@ def test_content_is_durable_before_its_name_and_names_before_the_map(
     replaced = rec.replaced()
     assert len(replaced) == len(list(store)) == 41
     for at, src, _dst in replaced:  # the temp file was fsynced before it got its name
-        assert any(i < at for i in rec.fsynced_at(src)), src
+        assert rec.durable_between(src, rec.written_at(src), at), src
+    end = len(rec.events)
     for folder in {os.path.dirname(dst) for _, _, dst in replaced}:
         last = max(at for at, _, dst in replaced if os.path.dirname(dst) == folder)
-        assert any(i > last for i in rec.fsynced_at(folder)), folder  # the name is durable
+        assert rec.durable_between(folder, last, end), folder
+        if durability == "fsync":
+            assert any(i > last for i in rec.fsynced_at(folder)), folder  # the name is durable
     last_rename = replaced[-1][0]
     assert any(i > last_rename for i in rec.fsynced_at(str(store.root)))  # new folders too
+    if durability == "syncfs":
+        assert [e for e in rec.events if e[0] == "syncfs"] == [("syncfs",)] * 2  # one wave
     assert rec.events[-1][0] == "returned"  # nothing ran on after the map was returned
     expected, chunks = SelfEncryptor(data, CFG).encrypt()
     assert data_map.to_bytes() == expected.to_bytes()
@@ -99,7 +140,7 @@ def test_content_is_durable_before_its_name_and_names_before_the_map(
 
 
 def test_duplicates_in_one_batch_are_written_once_and_present_names_never(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: str
 ) -> None:
     data = b"\x5a" * (30 * CHUNK)  # equal content and equal neighbours: 30 equal chunks
     rec = Recorder(monkeypatch)
@@ -113,33 +154,37 @@ def test_duplicates_in_one_batch_are_written_once_and_present_names_never(
     assert encrypt_file(write(tmp_path, data), store, CFG) == data_map
     assert rec.replaced() == []  # already stored: not rewritten
     assert path.stat().st_ino == before.st_ino
-    assert rec.fsynced_at(str(path.parent))  # but its folder is made durable for our map
+    # but its folder is made durable for our map
+    assert rec.durable_between(str(path.parent), -1, len(rec.events))
     assert list(tmp_path.glob("store/*/.tmp-*")) == []
 
 
-@pytest.mark.parametrize("step", ["fsync", "write"])
+@pytest.mark.parametrize(("step", "nth"), [("fsync", 9), ("write", 9), ("_syncfs", 1)])
 def test_a_failure_mid_batch_is_a_store_error_and_leaves_only_whole_chunks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, nth: int
 ) -> None:
-    real = getattr(os, step)
+    where = _syncfs if step == "_syncfs" else directory.os
+    if step == "fsync":  # every file fsynced: the failure hits a chunk's own fsync
+        monkeypatch.setattr(_syncfs, "trusted", lambda fd, dev=None: False)
+    real = getattr(where, step)
     calls: list[int] = []
     lock = threading.Lock()
 
     def failing(*args: object) -> object:
         with lock:
             calls.append(1)
-            fail = len(calls) == 9
+            fail = len(calls) == nth
         if fail:
             raise OSError(5, "Input/output error")
         return real(*args)
 
-    monkeypatch.setattr(directory.os, step, failing)
+    monkeypatch.setattr(where, step, failing)
     store = DirectoryChunkStore(tmp_path / "store")
     with pytest.raises(ChunkStoreError, match="Input/output error"):
         encrypt_file(write(tmp_path, os.urandom(60 * CHUNK)), store, CFG)
     monkeypatch.undo()
     stored = list(store)
-    assert 0 < len(stored) < 60
+    assert len(stored) < 60  # (small chunks settle in one wave: a failure names none)
     for info in stored:  # every visible chunk is whole: it hashes to its name
         assert P.chunk_name(store.path_of(info).read_bytes()) == info.name
     assert list(tmp_path.glob("store/*/.tmp-*")) == []
@@ -170,7 +215,8 @@ from pqselfenc import EncryptionConfig, ParallelConfig
 from pqselfenc.core.stores import DirectoryChunkStore, directory
 from pqselfenc.streaming import encrypt_file
 
-point, n, source, root, map_path = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+from pqselfenc.core import _syncfs
+mode, point, n, source, root, map_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), *sys.argv[4:]
 real_fsync, real_replace, count, lock = os.fsync, os.replace, [0], threading.Lock()
 
 def hit(kind):
@@ -188,7 +234,15 @@ def replace(src, dst, **dir_fds):
     hit("replace")
     real_replace(src, dst, **dir_fds)
 
-directory.os.fsync, directory.os.replace = fsync, replace
+real_syncfs = _syncfs._syncfs
+
+def syncfs(fd):
+    hit("syncfs")
+    real_syncfs(fd)
+
+directory.os.fsync, directory.os.replace, _syncfs._syncfs = fsync, replace, syncfs
+if mode == "fsync":
+    _syncfs.trusted = lambda fd, dev=None: False
 cfg = EncryptionConfig(chunk_size=128, min_chunks=3, parallel=ParallelConfig(max_threads=2))
 data_map = encrypt_file(source, DirectoryChunkStore(root), cfg)
 Path(map_path).write_bytes(data_map.to_bytes())
@@ -196,24 +250,28 @@ Path(map_path).write_bytes(data_map.to_bytes())
 
 
 KILL_POINTS = [
-    ("file-fsync", 1),  # first temp file written, nothing named yet
-    ("file-fsync", 23),  # some chunks named, more temp files in flight
-    ("replace", 1),
-    ("replace", 31),
-    ("dir-fsync", 1),  # every chunk named, folders not yet durable
-    ("dir-fsync", 5),
+    ("fsync", "file-fsync", 1),  # first temp file written, nothing named yet
+    ("fsync", "file-fsync", 23),  # some chunks fsynced, none named (one wave)
+    ("fsync", "replace", 1),
+    ("fsync", "replace", 31),
+    ("fsync", "dir-fsync", 1),  # every chunk named, folders not yet durable
+    ("fsync", "dir-fsync", 5),
+    ("syncfs", "syncfs", 1),  # every temp file written, none named
+    ("syncfs", "replace", 17),  # the wave durable, half of it named
+    ("syncfs", "syncfs", 2),  # every chunk named, folders not yet durable
+    ("syncfs", "dir-fsync", 1),  # the store's root, after new shard folders
 ]
 
 
-@pytest.mark.parametrize(("point", "n"), KILL_POINTS)
+@pytest.mark.parametrize(("mode", "point", "n"), KILL_POINTS)
 def test_sigkill_at_any_step_leaves_only_whole_chunks_and_no_map(
-    tmp_path: Path, point: str, n: int
+    tmp_path: Path, mode: str, point: str, n: int
 ) -> None:
     data = os.urandom(40 * CHUNK)
     source, root, map_path = write(tmp_path, data), tmp_path / "store", tmp_path / "map"
     proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(CHILD), point, str(n), str(source), str(root),
-         str(map_path)],
+        [sys.executable, "-c", textwrap.dedent(CHILD), mode, point, str(n), str(source),
+         str(root), str(map_path)],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
@@ -227,3 +285,21 @@ def test_sigkill_at_any_step_leaves_only_whole_chunks_and_no_map(
     data_map = encrypt_file(source, store, CFG)  # a rerun completes and decrypts
     decrypt_file(data_map, store, tmp_path / "out.bin", CFG)
     assert (tmp_path / "out.bin").read_bytes() == data
+
+
+def test_full_waves_settle_while_the_batch_runs_and_each_keeps_the_order(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: str
+) -> None:
+    monkeypatch.setattr(directory, "_WAVE_FILES", 8)
+    data = os.urandom(40 * CHUNK + 7)
+    rec = Recorder(monkeypatch)
+    store = DirectoryChunkStore(tmp_path / "store")
+    data_map = encrypt_file(write(tmp_path, data), store, CFG)
+    replaced = rec.replaced()
+    assert len(replaced) == len(list(store)) == 41
+    for at, src, _dst in replaced:
+        assert rec.durable_between(src, rec.written_at(src), at), src
+    if durability == "syncfs":  # 6 waves (5 full, 1 at the end), then the folders
+        assert [e for e in rec.events if e[0] == "syncfs"] == [("syncfs",)] * 7
+    assert SelfEncryptor(data, CFG).encrypt()[0] == data_map
+    assert list(tmp_path.glob("store/*/.tmp-*")) == []

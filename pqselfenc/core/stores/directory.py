@@ -59,6 +59,11 @@ _TEMP_PREFIX = ".tmp-"
 # and renamed are bounded, so open descriptors and dirty pages stay bounded too.
 _FSYNC_THREADS = 8
 _FSYNC_IN_FLIGHT = 32
+# Chunks smaller than this are made durable in waves (one syncfs for many: _Batch), as their
+# own fsync would cost more than their bytes; a wave holds at most this many files and bytes.
+_SMALL_CHUNK = 256 << 10
+_WAVE_FILES = 4096
+_WAVE_BYTES = 32 << 20
 
 
 class DirectoryChunkStore(ChunkStore):
@@ -133,6 +138,7 @@ class DirectoryChunkStore(ChunkStore):
         fresh = _make_folder(path.parent)
         with _durable.folder(path.parent, follow=False) as shard:
             temp = _place(shard, path.name, chunk, self._locks.session_start)
+            assert not isinstance(temp, str)  # (only a closed placement names a temp)
             if isinstance(temp, _Touched):
                 temp.finish(fsync=self.fsync)  # deduplicated: verified, and refreshed
                 return
@@ -270,15 +276,18 @@ class _Touched:
             self.handle.close()
 
 
-def _place(shard: int, name: str, chunk: bytes, since: float | None) -> TempFile | _Touched | None:
+def _place(
+    shard: int, name: str, chunk: bytes, since: float | None, *, closed: bool = False
+) -> TempFile | str | _Touched | None:
     """How ``chunk`` gets under ``name`` in the shard folder ``shard``: a temp file holding it
-    (open, not yet fsynced) to rename over the name when nothing verified is there; a
-    ``_Touched`` file when the chunk is there but stamped before ``since`` (None: always
-    refresh); None when it is there and fresh. Anything else under the name (a link, a FIFO,
-    other bytes) is not this chunk: the rename replaces it."""
+    (open, not yet fsynced; with ``closed``, written and closed: its name) to rename over the
+    name when nothing verified is there; a ``_Touched`` file when the chunk is there but
+    stamped before ``since`` (None: always refresh); None when it is there and fresh. Anything
+    else under the name (a link, a FIFO, other bytes) is not this chunk: the rename replaces
+    it."""
     found = _verified(shard, name, chunk)
     if found is None:
-        return _durable.write_temp(shard, chunk, prefix=_TEMP_PREFIX)
+        return _new_temp(shard, chunk, closed)
     try:
         if since is not None and _stamp(os.fstat(found.fileno())) >= since:
             found.close()
@@ -286,11 +295,17 @@ def _place(shard: int, name: str, chunk: bytes, since: float | None) -> TempFile
         os.utime(found.fileno())  # futimens: the very file just verified, never a link
     except PermissionError:
         found.close()  # not ours to touch (another user's 0600 file): write it again
-        return _durable.write_temp(shard, chunk, prefix=_TEMP_PREFIX)
+        return _new_temp(shard, chunk, closed)
     except BaseException:
         found.close()
         raise
     return _Touched(found)
+
+
+def _new_temp(shard: int, chunk: bytes, closed: bool) -> TempFile | str:
+    if closed:
+        return _durable.write_closed(shard, chunk, prefix=_TEMP_PREFIX)
+    return _durable.write_temp(shard, chunk, prefix=_TEMP_PREFIX)
 
 
 def _verified(shard: int, name: str, chunk: bytes) -> BinaryIO | None:
@@ -339,49 +354,75 @@ def _clean_shard(folder: Path, older_than: float | None = None) -> int:
     return removed
 
 
-def _sync_shard(folder: Path) -> None:
-    _durable.sync_dir(folder, follow=False)
-
-
 class _Batch:
-    """The chunks of one engine run (see the module docstring). ``put`` runs on the workers:
-    it writes the temp file and queues its fsync and rename on the I/O threads. ``close``
-    waits for them, then fsyncs every folder the run wrote to or deduplicated into (so a name
-    another writer renamed but did not yet fsync is durable too) and, after new folders, the
-    root. The first failure is raised by the next ``put`` and by ``close``."""
+    """The chunks of one engine run (see the module docstring). ``put`` runs on the workers.
+    A small chunk (below ``_SMALL_CHUNK``) is written to a closed temp file and joins the
+    current *wave*: when the wave is full (``_WAVE_FILES``, ``_WAVE_BYTES``) or the batch
+    closes, its content is made durable at once (``_durable.settle_wave``: one ``syncfs``
+    where trusted) and then every file of it renamed. A larger chunk, and a dedup hit whose
+    stamp was refreshed, is fsynced and renamed at once on the I/O threads, overlapping the
+    encryption. ``close`` waits for all of it, then makes every folder the run wrote to or
+    deduplicated into durable once (so a name another writer renamed but did not yet fsync is
+    durable too), and the root after new folders. Each shard folder is created (if missing)
+    and opened once per batch. The first failure is raised by the next ``put`` and by
+    ``close``."""
 
     def __init__(self, store: DirectoryChunkStore) -> None:
         self.store = store
         self.since = store.locks().session_start
         self.names: set[bytes] = set()
-        self.folders: set[Path] = set()
+        self.shards: dict[str, int] = {}  # shard folder name -> its descriptor (no link)
         self.fresh = False
         self.lock = threading.Lock()
         self.room = threading.BoundedSemaphore(_FSYNC_IN_FLIGHT)
-        self.pool = ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="pqselfenc-fsync")
+        self.wave: list[tuple[int, str, str]] = []
+        self.wave_bytes = 0
         self.pending: list[Future[None]] = []
         self.failure: ChunkStoreError | None = None
 
     def put(self, chunk: EncryptedChunk) -> None:
-        path = self.store.path_of(chunk.info)
-        with self.lock:
-            self._check()
-            if chunk.name in self.names:
-                return  # deduplicated within the batch
-            self.names.add(chunk.name)
-            self.folders.add(path.parent)
+        final = chunk.info.hex_name
         try:
-            fresh = _make_folder(path.parent)
-            with _durable.folder(path.parent, follow=False) as shard:
-                temp = _place(shard, path.name, chunk.content, self.since)
+            with self.lock:
+                self._check()
+                if chunk.name in self.names:
+                    return  # deduplicated within the batch
+                self.names.add(chunk.name)
+                shard = self._shard(final[:2])
+            temp = _place(shard, final, chunk.content, self.since, closed=_is_small(chunk))
         except OSError as exc:
             raise self._fail(chunk.name, exc) from exc
         if temp is None:
             return  # deduplicated: verified, and stamped within this session
+        if isinstance(temp, str):
+            self._join_wave((shard, temp, final), len(chunk.content))
+            return
         self.room.acquire()
         with self.lock:
-            self.fresh |= fresh
-            self.pending.append(self.pool.submit(self._settle, chunk.name, temp, path.name))
+            self.pending.append(_io_pool().submit(self._settle, chunk.name, temp, final))
+
+    def _shard(self, name: str) -> int:
+        """The descriptor of shard folder ``name``, created and opened on first use (lock held)."""
+        fd = self.shards.get(name)
+        if fd is None:
+            self.fresh |= _make_folder(self.store.root / name)
+            fd = self.shards[name] = _durable.open_dir(self.store.root / name, follow=False)
+        return fd
+
+    def _join_wave(self, item: tuple[int, str, str], size: int) -> None:
+        with self.lock:
+            self.wave.append(item)
+            self.wave_bytes += size
+            if len(self.wave) < _WAVE_FILES and self.wave_bytes < _WAVE_BYTES:
+                return
+            wave, self.wave, self.wave_bytes = self.wave, [], 0
+            self.pending.append(_io_pool().submit(self._settle_wave, wave))
+
+    def _settle_wave(self, wave: list[tuple[int, str, str]]) -> None:
+        try:
+            _durable.settle_wave(wave)
+        except OSError as exc:
+            raise self._fail(bytes.fromhex(wave[0][2]), exc) from exc
 
     def _settle(self, name: bytes, temp: TempFile | _Touched, final: str) -> None:
         try:
@@ -406,28 +447,59 @@ class _Batch:
             raise self.failure
 
     def close(self, *, commit: bool) -> None:
-        """Wait for every queued chunk; with ``commit``, make the names durable or raise."""
-        try:
-            # wait; an OSError is recorded in self.failure, anything else is raised as it is
-            errors = [e for e in (f.exception() for f in self.pending) if e is not None]
+        """Wait for every queued chunk; with ``commit``, make the names durable or raise.
+        Without it (or after a failure) the last wave's temp files are removed, not renamed."""
+        wave, self.wave = self.wave, []
+        if wave and commit and self.failure is None:
+            self.pending.append(_io_pool().submit(self._settle_wave, wave))
+        else:
+            _remove_wave(wave)
+        # wait; an OSError is recorded in self.failure, anything else is raised as it is
+        errors = [e for e in (f.exception() for f in self.pending) if e is not None]
+        try:  # (an interrupt while waiting leaves the folders open: a task may still use them)
             if commit:
                 self._check()
                 if errors:
                     raise errors[0]
-                self._fsync_folders()
+                self._sync_folders()
         finally:
-            self.pool.shutdown(wait=True)
+            for fd in self.shards.values():
+                os.close(fd)
+            self.shards = {}
 
-    def _fsync_folders(self) -> None:
-        folders = sorted(self.folders)
+    def _sync_folders(self) -> None:
         try:
-            list(self.pool.map(_sync_shard, folders))
+            _durable.sync_dirs(self.shards.values())
             if self.fresh:
                 _durable.sync_dir(self.store.root)
         except OSError as exc:
             raise ChunkStoreError(
                 f"cannot make the chunks in {self.store.root} durable: {exc.strerror}"
             ) from exc
+
+
+def _is_small(chunk: EncryptedChunk) -> bool:
+    return len(chunk.content) < _SMALL_CHUNK
+
+
+def _remove_wave(wave: list[tuple[int, str, str]]) -> None:
+    for dir_fd, temp, _ in wave:
+        with contextlib.suppress(OSError):
+            os.unlink(temp, dir_fd=dir_fd)
+
+
+_pool_lock = threading.Lock()
+_pools: list[ThreadPoolExecutor] = []
+
+
+def _io_pool() -> ThreadPoolExecutor:
+    """The process's ``_FSYNC_THREADS`` I/O threads for batches (created on first use), shared
+    by every batch: no batch starts threads of its own. Its tasks (a chunk's fsync and rename,
+    a wave) wait only for ``core/_syncfs.py``'s own pool, never for tasks of this one."""
+    with _pool_lock:
+        if not _pools:
+            _pools.append(ThreadPoolExecutor(_FSYNC_THREADS, thread_name_prefix="pqselfenc-io"))
+        return _pools[0]
 
 
 def _info_of(file_name: str, folder: str) -> ChunkInfo | None:
