@@ -4,6 +4,8 @@ a half-written chunk or output file that looks valid."""
 from __future__ import annotations
 
 import os
+import tracemalloc
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,8 @@ from pqselfenc import (
     SelfEncryptor,
 )
 from pqselfenc.core import _primitives as P
+from pqselfenc.core import files
+from pqselfenc.core._stream import StreamEncryption
 from pqselfenc.core.stores import directory
 from pqselfenc.error import ChunkStoreError, EncryptionError, IntegrityError
 from pqselfenc.memory import MemoryConfig
@@ -116,3 +120,98 @@ def test_unreadable_input_and_unwritable_output(tmp_path: Path) -> None:
         encrypt_file(write(tmp_path, b"x"), {}, CFG)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         decrypt_file(b"map", store, tmp_path / "o", CFG)  # type: ignore[arg-type]
+
+
+# -- the small-input fast path (read once, encrypt in memory) ----------------------------------
+
+AROUND = [0, 1, 2 * CHUNK, 3 * CHUNK - 2, 3 * CHUNK - 1, 3 * CHUNK, 3 * CHUNK + 1, 4 * CHUNK]
+
+
+@pytest.mark.parametrize("min_chunks", [1, 3, 5])
+@pytest.mark.parametrize("size", AROUND)
+def test_read_once_path_is_byte_identical_to_the_stream_and_the_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, size: int, min_chunks: int
+) -> None:
+    """Below ``min_chunks * chunk_size`` the file is read once and encrypted in memory; at and
+    above it is streamed. Forcing the stream for every size gives the same map and chunks."""
+    cfg = EncryptionConfig(chunk_size=CHUNK, min_chunks=min_chunks,
+                           parallel=ParallelConfig(max_threads=2))  # fmt: skip
+    data = os.urandom(size)
+    path = write(tmp_path, data)
+    fast, streamed = MemoryChunkStore(), MemoryChunkStore()
+    fast_map = encrypt_file(path, fast, cfg)
+    real_fstat = files.os.fstat
+    monkeypatch.setattr(files.os, "fstat", lambda fd: _sized(real_fstat(fd), 1 << 40))
+    monkeypatch.setattr(files, "_check_size", lambda size, config: None)
+    streamed_map = encrypt_file(path, streamed, cfg)  # "too big": the stream path
+    expected, chunks = SelfEncryptor(data, cfg).encrypt()
+    assert fast_map.to_bytes() == streamed_map.to_bytes() == expected.to_bytes()
+    assert _contents(fast) == _contents(streamed) == {c.name: c.content for c in chunks}
+
+
+def _contents(store: MemoryChunkStore) -> dict[bytes, bytes]:
+    return {info.name: store.retrieve(info) for info in store}
+
+
+def test_a_file_that_grows_past_the_small_bound_while_read_is_streamed_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = os.urandom(7 * CHUNK + 3)
+    path = write(tmp_path, data)
+    real_fstat = files.os.fstat
+    monkeypatch.setattr(files.os, "fstat", lambda fd: _sized(real_fstat(fd), 10))  # "10 bytes"
+    data_map = encrypt_file(path, MemoryChunkStore(), CFG)
+    assert data_map.to_bytes() == SelfEncryptor(data, CFG).encrypt()[0].to_bytes()
+
+
+def _sized(st: os.stat_result, size: int) -> os.stat_result:
+    fields = list(st)
+    fields[6] = size  # st_size
+    return os.stat_result(fields)
+
+
+def test_a_small_file_with_a_huge_chunk_size_takes_memory_for_its_bytes_only(
+    tmp_path: Path,
+) -> None:
+    """``--chunk-size 1G`` on a 5 KB file: neither the file path nor a stream allocates a
+    chunk-sized buffer up front (the first piece's buffer grows with the input)."""
+    cfg = EncryptionConfig(chunk_size=1 << 30, parallel=ParallelConfig(max_threads=1))
+    data = os.urandom(5000)
+    path = write(tmp_path, data)
+    tracemalloc.start()
+    try:
+        data_map = encrypt_file(path, MemoryChunkStore(), cfg)
+        memory = MemoryConfig().fit_encrypt(cfg.chunk_size, cfg.min_chunks)  # as the CLI does
+        stream = StreamEncryption(cfg, lambda chunk: None, memory)
+        for _ in range(50):
+            stream.write(data[:100])
+        stream_map = stream.finish()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 4 << 20, peak
+    expected = SelfEncryptor(data, cfg).encrypt()[0]
+    assert data_map.to_bytes() == expected.to_bytes()
+    assert stream_map.to_bytes() == SelfEncryptor(data[:100] * 50, cfg).encrypt()[0].to_bytes()
+
+
+def test_the_first_piece_grows_to_a_whole_chunk_and_the_output_is_unchanged() -> None:
+    cfg = EncryptionConfig(chunk_size=200 << 10, min_chunks=3,
+                           parallel=ParallelConfig(max_threads=2))  # fmt: skip
+    data = os.urandom(3 * (200 << 10) + 12345)
+    out: dict[bytes, bytes] = {}
+    stream = StreamEncryption(cfg, lambda chunk: out.setdefault(chunk.name, chunk.content))
+    assert len(stream._fill) == 64 << 10  # starts small
+    view = memoryview(data)
+    while view:
+        n = stream.write_from(partial(_copy, view=view))
+        view = view[n:]
+    expected, chunks = SelfEncryptor(data, cfg).encrypt()
+    assert stream.finish().to_bytes() == expected.to_bytes()
+    assert out == {c.name: c.content for c in chunks}
+
+
+def _copy(buf: memoryview, *, view: memoryview) -> int:
+    n = min(len(buf), len(view), 50_000)  # reads of odd sizes, across the growth points
+    buf[:n] = view[:n]
+    return n

@@ -28,6 +28,10 @@ from pqselfenc.error import EncryptionError, IntegrityError, InvalidDataError
 # Map levels are cut into pieces of at least this size, so every level is at least ~960 times
 # smaller than the one below it (an entry is 68 bytes) whatever the content chunk size.
 MAP_MIN_CHUNK_SIZE = 64 << 10
+# A job whose whole input is at most this runs on the calling thread: handing a few small chunks
+# to a pool (and waiting for them) costs more than hashing and encrypting them here. Output is
+# the same either way (_pipeline: results come back in index order).
+INLINE_MAX = 256 << 10
 
 
 def keys_for_config(config: EncryptionConfig) -> ChunkKeys:
@@ -105,6 +109,7 @@ def encrypt_view(
     layout = Layout.of(len(data), chunking)
     check_count(layout.count, chunking.chunk_size)
     window = window_of(config) if window is None else window
+    executor = None if len(data) <= INLINE_MAX else executor
     job = ChunkEncryption(keys_for_config(config), sink, executor, window)
     try:
         for i in range(layout.count):

@@ -31,18 +31,22 @@ from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import EncryptionError
 
 Reader = Callable[[memoryview], int]
+_FIRST_FILL = 64 << 10  # the first piece's buffer starts here and doubles up to chunk_size
 
 
 class _Pool:
-    """The executor of one stream: the caller's, or a thread pool it owns and shuts down."""
+    """The executor of one stream: the caller's, or a thread pool it owns (made on first use,
+    so an input small enough to run inline starts no thread) and shuts down."""
 
     def __init__(self, config: EncryptionConfig, given: Executor | None) -> None:
+        self.given, self.threads = given, config.parallel.max_threads
         self.owned: ThreadPoolExecutor | None = None
-        if given is None and config.parallel.max_threads > 1:
-            self.owned = ThreadPoolExecutor(
-                config.parallel.max_threads, thread_name_prefix="pqselfenc-stream"
-            )
-        self.executor: Executor | None = given if given is not None else self.owned
+
+    @property
+    def executor(self) -> Executor | None:
+        if self.given is None and self.owned is None and self.threads > 1:
+            self.owned = ThreadPoolExecutor(self.threads, thread_name_prefix="pqselfenc-stream")
+        return self.given if self.given is not None else self.owned
 
     def close(self) -> None:
         if self.owned is not None:  # on an interrupt, workers blocked in I/O are left behind
@@ -64,13 +68,12 @@ class StreamEncryption:
         self.memory = memory if memory is not None else config.memory
         self.window = self.memory.encrypt_window(config, E.window_of(config))
         self._pool = _Pool(config, executor)
-        self._job = ChunkEncryption(
-            E.keys_for_config(config), sink, self._pool.executor, self.window
-        )
+        self._job_made: ChunkEncryption | None = None
         self._size = config.chunk_size
         self._limit = P.MAX_PARSE_ENTRIES * self._size  # the most bytes a DataMap can hold
         self._pending: list[bytearray] = []  # full pieces held until the layout is known
-        self._fill, self._pos = bytearray(self._size), 0
+        # the first piece grows as the input does (a 5 KB input with 1 GiB chunks takes 5 KB)
+        self._fill, self._pos = bytearray(min(self._size, _FIRST_FILL)), 0
         self.total = 0
         self._fixed = False  # the layout is known to be fixed-size pieces
         self.state = "open"
@@ -81,7 +84,7 @@ class StreamEncryption:
         self.check_open()
         with self._failing():
             while view:
-                n = min(len(view), self._size - self._pos)
+                n = min(len(view), len(self._fill) - self._pos)
                 self._fill[self._pos : self._pos + n] = view[:n]
                 self._advance(n)
                 view = view[n:]
@@ -92,7 +95,7 @@ class StreamEncryption:
         self.check_open()
         with self._failing():
             n = readinto(memoryview(self._fill)[self._pos :])
-            if not isinstance(n, int) or not 0 <= n <= self._size - self._pos:
+            if not isinstance(n, int) or not 0 <= n <= len(self._fill) - self._pos:
                 raise EncryptionError("the reader returned no valid byte count")
             self._advance(n)
             return n
@@ -112,7 +115,8 @@ class StreamEncryption:
         """Cancel the tasks in flight and drop the buffers; the stream cannot be used again."""
         if self.state == "open":
             self.state = "failed"
-        self._job.abort()
+        if self._job_made is not None:
+            self._job_made.abort()
         self._pool.close()
         self._pending, self._fill = [], bytearray()
 
@@ -126,16 +130,24 @@ class StreamEncryption:
         """Plaintext bytes held by buffers (not counting tasks in flight)."""
         return self._pos + sum(len(p) for p in self._pending)
 
+    @property
+    def _job(self) -> ChunkEncryption:
+        """The chunk pipeline, made when the first fixed-size piece is handed on."""
+        if self._job_made is None:
+            keys = E.keys_for_config(self.config)
+            self._job_made = ChunkEncryption(keys, self.sink, self._pool.executor, self.window)
+        return self._job_made
+
     def _finish(self) -> DataMap:
-        executor = self._pool.executor
-        if not self._fixed:
+        if not self._fixed:  # a small input: encrypt_bytes runs it inline if it is tiny
             data = self._small_input()
+            executor = None if len(data) <= E.INLINE_MAX else self._pool.executor
             return E.encrypt_bytes(memoryview(data), self.config, self.sink, executor)
         if self._pos:
             self._job.add(memoryview(self._fill)[: self._pos])
         entries = self._job.finish()
         data_map = E.make_map(self.config, self.total, entries)
-        return E.shrink(data_map, self.config, self.sink, executor)
+        return E.shrink(data_map, self.config, self.sink, self._pool.executor)
 
     def _small_input(self) -> bytearray:
         """The whole input (< ``min_chunks * chunk_size`` bytes), freeing pieces as it goes."""
@@ -152,6 +164,8 @@ class StreamEncryption:
         self.total += n
         if self.total > self._limit:  # one byte more needs a chunk no DataMap can name
             E.check_count(P.MAX_PARSE_ENTRIES + 1, self._size)
+        if self._pos == len(self._fill) < self._size:
+            self._fill.extend(bytes(min(len(self._fill), self._size - len(self._fill))))
         if self._pos < self._size:
             return
         piece, self._fill, self._pos = self._fill, bytearray(self._size), 0

@@ -22,6 +22,7 @@ from pqselfenc.core import _durable
 from pqselfenc.core import _engine as E
 from pqselfenc.core._chunking import Layout
 from pqselfenc.core._memory import MemoryConfig
+from pqselfenc.core._pipeline import Sink
 from pqselfenc.core._store import ChunkStore
 from pqselfenc.core._stream import StreamDecryption, StreamEncryption
 from pqselfenc.core.config import EncryptionConfig
@@ -29,7 +30,7 @@ from pqselfenc.core.datamap import DataMap
 from pqselfenc.core.encryptor import ConvergenceSecretSource, resolve_config
 from pqselfenc.error import EncryptionError
 
-__all__ = ["decrypt_file", "encrypt_file"]
+__all__ = ["decrypt_file", "encrypt_file", "encrypt_into"]
 
 PathLike = str | os.PathLike[str]
 _TEMP_PREFIX = ".pqselfenc-"
@@ -57,24 +58,61 @@ def encrypt_file(
     store = _check_store(chunk_store)
     config = resolve_config(config, key_store)
     with store.batch() as sink:  # exits only when every chunk is durable: then the map
-        stream = StreamEncryption(config, sink, memory, executor)
-        try:
-            with open(path, "rb") as f:
-                _check_size(os.fstat(f.fileno()).st_size, config)
-                _feed(stream, f)
-        except BaseException as exc:
-            stream.abort()  # its threads stop, and no map is made from a part of the file
-            if isinstance(exc, OSError):
-                raise EncryptionError(f"cannot read {os.fspath(path)}: {exc.strerror}") from exc
-            raise
-        data_map = stream.finish()
+        data_map = encrypt_into(path, sink, config, memory=memory, executor=executor)
     return data_map
+
+
+def encrypt_into(
+    path: PathLike,
+    sink: Sink,
+    config: EncryptionConfig,
+    *,
+    memory: MemoryConfig | None = None,
+    executor: Executor | None = None,
+) -> DataMap:
+    """Self-encrypt the file at ``path``, handing its chunks to ``sink`` (the ``put`` of a
+    store's ``batch()``), and return its DataMap: a map that may be written only once that
+    batch has exited without error. One batch may take many files (``pqselfenc encrypt``).
+
+    A file smaller than ``min_chunks * chunk_size`` is read whole, once, and encrypted in
+    memory (inline when tiny); a larger one is streamed. The output is the same either way.
+    """
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            _check_size(size, config)
+            return _encrypt_open(f, size, sink, config, memory, executor)
+    except OSError as exc:
+        raise EncryptionError(f"cannot read {os.fspath(path)}: {exc.strerror}") from exc
 
 
 def _check_size(size: int, config: EncryptionConfig) -> None:
     """Refuse, before any chunk is written, a file with more chunks than a DataMap names (a
     file that grows while it is read is stopped by the stream at the same bound)."""
     E.check_count(Layout.of(size, config.chunking).count, config.chunk_size)
+
+
+def _encrypt_open(
+    f: io.BufferedReader,
+    size: int,
+    sink: Sink,
+    config: EncryptionConfig,
+    memory: MemoryConfig | None,
+    executor: Executor | None,
+) -> DataMap:
+    head = b""
+    if size < config.min_chunks * config.chunk_size:
+        head = f.read(size + 1)  # (read(n) allocates n bytes first: never the bound itself)
+        if len(head) <= size:  # all of it (a file that grew meanwhile is streamed)
+            return E.encrypt_bytes(memoryview(head), config, sink, executor)
+    stream = StreamEncryption(config, sink, memory, executor)
+    try:
+        stream.write(head)
+        _feed(stream, f)
+        return stream.finish()
+    except BaseException:
+        stream.abort()  # its threads stop, and no map is made from a part of the file
+        raise
 
 
 def _feed(stream: StreamEncryption, f: io.BufferedReader) -> None:
