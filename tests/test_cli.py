@@ -349,7 +349,7 @@ def test_bug_is_internal_error_without_traceback(
     def broken(*args: object, **kwargs: object) -> object:
         raise RuntimeError("secret-looking detail")
 
-    monkeypatch.setattr(_encrypt, "encrypt_file", broken)
+    monkeypatch.setattr(_encrypt, "encrypt_into", broken)
     write(tmp_path / "in.bin", 10)
     result = encrypt(capsys, "in.bin")
     assert result.code == 70
@@ -363,7 +363,7 @@ def test_interrupt_exits_130(
     def interrupted(*args: object, **kwargs: object) -> object:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(_encrypt, "encrypt_file", interrupted)
+    monkeypatch.setattr(_encrypt, "encrypt_into", interrupted)
     write(tmp_path / "in.bin", 10)
     result = encrypt(capsys, "in.bin")
     assert result.code == 130 and "interrupted" in result.error_line()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -14,6 +16,7 @@ from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     PROG,
     CliError,
+    Progress,
     atomic_file,
     check_writable,
     default_file_mode,
@@ -22,15 +25,17 @@ from pqselfenc.cli._session import Session
 from pqselfenc.cli._stores import CountingStore
 from pqselfenc.cli._values import count_arg, path_arg
 from pqselfenc.core import _primitives as P
+from pqselfenc.core._engine import executor_for
 from pqselfenc.core._memory import MemoryConfig
-from pqselfenc.core._store import ChunkStore
+from pqselfenc.core._store import ChunkStore, EncryptedChunk
 from pqselfenc.core.config import CompressionConfig, EncryptionConfig, ParallelConfig
 from pqselfenc.core.datamap import DataMap
-from pqselfenc.core.files import encrypt_file
+from pqselfenc.core.files import encrypt_into
 
 __all__ = ["add_parsers"]
 
 T = TypeVar("T")
+Put = Callable[[EncryptedChunk], None]
 
 MAP_SUFFIX = ".map"
 
@@ -267,34 +272,121 @@ def encrypt(session: Session) -> int:
         _check_one_suite(session, args.to)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
-    with store.writing():  # one writer lock for every file and its map: gc waits for the maps
-        done = [
-            _encrypt_one(session, f, m, store, config)
-            for f, m in zip(args.files, maps, strict=True)
-        ]
+    done: list[dict[str, Any]] = []
+    try:  # one writer lock and one thread pool for every file and its map: gc waits for maps
+        with store.writing(), executor_for(config) as pool:
+            for group in _groups(list(zip(args.files, maps, strict=True))):
+                done += _encrypt_group(session, group, store, config, pool)
+    finally:
+        _warn_unsealed(session, [d["map"] for d in done if not d["sealed"]])
     session.console.result({"encrypted": done, "store": session.store_label()}, _lines(done))
     return 0
 
 
+# Files are encrypted in groups that share one store batch: when a group ends its chunks are
+# made durable together (a directory store settles small chunks in one wave), and only then
+# are its maps written, together too. A group holds at most this many files, or bytes.
+GROUP_FILES = 1024
+GROUP_BYTES = 64 << 20
+
+Group = list[tuple[Path, Path, int]]  # (input, map, size)
+
+
+def _groups(pairs: list[tuple[Path, Path]]) -> Iterator[Group]:
+    group: Group = []
+    total = 0
+    for path, target in pairs:
+        size = path.stat().st_size
+        group.append((path, target, size))
+        total += size
+        if len(group) >= GROUP_FILES or total >= GROUP_BYTES:
+            yield group
+            group, total = [], 0
+    if group:
+        yield group
+
+
+def _encrypt_group(
+    session: Session,
+    group: Group,
+    store: ChunkStore,
+    config: EncryptionConfig,
+    pool: Executor | None,
+) -> list[dict[str, Any]]:
+    """Encrypt a group of files in one store batch; write their maps once it is durable."""
+    memory = MemoryConfig().fit_encrypt(config.chunk_size, config.min_chunks)
+    with store.batch() as put:  # exits only when every chunk of the group is durable
+        made = [
+            (target, _encrypt_one(session, path, size, put, config, memory, pool))
+            for path, target, size in group
+        ]
+    _maps.write_maps(session, made, session.args.to, session.args.force)
+    return [_result(session, path, target, data_map)
+            for (path, target, _), (_, data_map) in zip(group, made, strict=True)]  # fmt: skip
+
+
 def _encrypt_one(
-    session: Session, path: Path, target: Path, store: ChunkStore, config: EncryptionConfig
-) -> dict[str, Any]:
-    size = path.stat().st_size
+    session: Session,
+    path: Path,
+    size: int,
+    put: Put,
+    config: EncryptionConfig,
+    memory: MemoryConfig,
+    pool: Executor | None,
+) -> DataMap:
+    """One file's chunks into the group's batch (its map is valid once the batch exits)."""
     with session.console.progress(size, f"encrypt {path.name}") as bar:
-        counting = CountingStore(store, bar, size)
-        memory = MemoryConfig().fit_encrypt(config.chunk_size, config.min_chunks)
-        data_map = encrypt_file(path, counting, config, memory=memory)
-        counting.finish()
-    sealed = _maps.write_map(session, target, data_map, session.args.to, session.args.force)
+        counter = _Counter(bar, size)
+        data_map = encrypt_into(path, counter.wrap(put), config, memory=memory, executor=pool)
+        counter.finish()
+    return data_map
+
+
+def _result(session: Session, path: Path, target: Path, data_map: DataMap) -> dict[str, Any]:
     return {
         "input": str(path),
         "map": str(target),
-        "sealed": sealed,
+        "sealed": bool(session.args.to),
         "recipients": list(session.args.to),
         "size": data_map.total_size,
         "chunks": len(data_map.chunks),
         "levels": data_map.child + 1,
     }
+
+
+def _warn_unsealed(session: Session, written: list[str]) -> None:
+    """One warning line for the unsealed maps written, however many (even after a failure)."""
+    if len(written) == 1:
+        session.console.warn(_maps.UNSEALED_WARNING.format(path=written[0]))
+    elif written:
+        session.console.warn(_maps.UNSEALED_MANY_WARNING.format(count=len(written)))
+
+
+class _Counter:
+    """Counts one file's stored bytes into its progress bar, clamped to the file's size
+    (ciphertext carries a few bytes more than the plaintext the bar measures)."""
+
+    def __init__(self, bar: Progress, total: int) -> None:
+        self.bar, self.left = bar, total
+        self.lock = threading.Lock()
+
+    def wrap(self, put: Put) -> Put:
+        def counted(chunk: EncryptedChunk) -> None:
+            put(chunk)
+            with self.lock:
+                step = min(len(chunk.content), self.left)
+                self.left -= step
+            if step:
+                self.bar.update(step)
+
+        return counted
+
+    def finish(self) -> None:
+        """Fill the bar: the file is done even if the byte estimate was high."""
+        with self.lock:
+            step, self.left = self.left, 0
+        if step:
+            self.bar.update(step)
 
 
 def _lines(done: list[dict[str, Any]]) -> list[str]:

@@ -9,6 +9,9 @@ gives the DataMap. The policy is enforced on every kind of map file, so a stated
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
+import stat
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -17,6 +20,7 @@ from pqselfenc.cli._keyring import name_arg
 from pqselfenc.cli._output import CliError, default_file_mode, read_input, write_file
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._trust import why_not_private
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError
@@ -32,12 +36,18 @@ __all__ = [
     "parse_map",
     "read_map_file",
     "write_map",
+    "write_maps",
 ]
 
 SECRET_MODE = 0o600
+MAP_TEMP_PREFIX = ".pqselfenc-tmp-"  # what atomic_file names its temp files, for the same sweep
 UNSEALED_WARNING = (
     "{path} is an unsealed DataMap: anyone who can read it can decrypt the content "
     "(written with mode 0600; use --to NAME to seal it)"
+)
+UNSEALED_MANY_WARNING = (
+    "{count} unsealed DataMaps written: anyone who can read one can decrypt its content "
+    "(written with mode 0600; use --to NAME to seal them)"
 )
 _JSON_WHITESPACE = b" \t\n\r"  # RFC 8259 whitespace, all that may precede the opening '{'
 
@@ -210,3 +220,73 @@ def write_map(
     write_file(path, data_map.to_bytes(), mode=SECRET_MODE, force=force)
     session.console.warn(UNSEALED_WARNING.format(path=path))
     return False
+
+
+def write_maps(
+    session: Session, maps: list[tuple[Path, DataMap]], recipients: list[str], force: bool
+) -> None:
+    """``write_map`` for many maps at once, and as safely: each becomes a temp file next to its
+    target, their content is made durable in one wave, then each is renamed (``--force``) or
+    linked (never over anything) into place and each folder made durable once
+    (``core/_durable.py``: ``settle_wave``). A FIFO, device, socket or folder at a target is
+    never replaced. No warning here: the caller says once how many maps are unsealed."""
+    if recipients:
+        from pqselfenc.cli._keyring import seal_map
+
+        blobs = [(p, seal_map(session, m, recipients), default_file_mode()) for p, m in maps]
+    else:
+        blobs = [(p, m.to_bytes(), SECRET_MODE) for p, m in maps]
+    folders: dict[Path, int] = {}
+    try:
+        wave = _temps_for(folders, blobs, force)
+        _durable.settle_wave(wave, exclusive=not force, keep_special=True)
+        _durable.sync_dirs(folders.values())
+    except OSError as exc:
+        raise _map_write_error(exc, [p for p, _ in maps]) from exc
+    finally:
+        for fd in folders.values():
+            os.close(fd)
+
+
+def _temps_for(
+    folders: dict[Path, int], blobs: list[tuple[Path, bytes, int]], force: bool
+) -> list[tuple[int, str, str]]:
+    """The temp files of ``blobs``; on a failure none is left behind."""
+    wave: list[tuple[int, str, str]] = []
+    try:
+        for path, data, mode in blobs:
+            wave.append(_temp_for(folders, path, data, mode, force))
+    except BaseException:
+        for dir_fd, temp, _ in wave:
+            with contextlib.suppress(OSError):
+                os.unlink(temp, dir_fd=dir_fd)
+        raise
+    return wave
+
+
+def _temp_for(
+    folders: dict[Path, int], path: Path, data: bytes, mode: int, force: bool
+) -> tuple[int, str, str]:
+    """A closed temp file holding ``data`` next to ``path`` (its folder opened once), with
+    ``mode``, or the stricter of it and the permission bits of the file it will replace."""
+    parent = path.parent
+    if parent not in folders:
+        folders[parent] = _durable.open_dir(parent)
+    dir_fd = folders[parent]
+    old = _durable.check_replaceable(path.name, dir_fd=dir_fd)
+    if force and old is not None and stat.S_ISREG(old.st_mode):
+        mode &= stat.S_IMODE(old.st_mode)
+    temp = _durable.write_closed(dir_fd, data, prefix=MAP_TEMP_PREFIX, mode=mode)
+    return dir_fd, temp, path.name
+
+
+def _map_write_error(exc: OSError, paths: list[Path]) -> CliError:
+    """The error for a failed batch of map writes, naming the map when it is known."""
+    name = os.fsdecode(exc.filename) if exc.filename else None
+    path = next((p for p in paths if p.name == name), None)
+    if isinstance(exc, FileExistsError) and path is not None:
+        return CliError(f"{path} already exists", hint="use --force to overwrite it")
+    if isinstance(exc, _durable.UnsafeFileError) and path is not None:
+        return CliError(f"{path} {exc.strerror}", hint="pqselfenc replaces only regular files")
+    where = path if path is not None else (paths[0].parent if paths else Path("."))
+    return CliError(f"cannot write the maps in {where}: {exc.strerror}")
