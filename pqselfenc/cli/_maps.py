@@ -282,8 +282,8 @@ def _temp_for(
 
 def _map_write_error(exc: OSError, paths: list[Path]) -> CliError:
     """The error for a failed batch of map writes, naming the map when it is known."""
-    name = os.fsdecode(exc.filename) if exc.filename else None
-    path = next((p for p in paths if p.name == name), None)
+    names = {os.fsdecode(n) for n in (exc.filename, exc.filename2) if n}  # link: (temp, name)
+    path = next((p for p in paths if p.name in names), None)
     if isinstance(exc, FileExistsError) and path is not None:
         return CliError(f"{path} already exists", hint="use --force to overwrite it")
     if isinstance(exc, _durable.UnsafeFileError) and path is not None:
