@@ -169,10 +169,17 @@ def test_duplicates_in_one_batch_are_written_once_and_present_names_never(
     assert list(tmp_path.glob("store/*/.tmp-*")) == []
 
 
-@pytest.mark.parametrize(("step", "nth"), [("fsync", 9), ("write", 9), ("_syncfs", 1)])
+@pytest.mark.parametrize(
+    ("step", "nth", "wave"),
+    [("fsync", 9, 0), ("write", 9, 0), ("_syncfs", 1, 0), ("fsync", 9, 4), ("write", 9, 4)],
+)
 def test_a_failure_mid_batch_is_a_store_error_and_leaves_only_whole_chunks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, nth: int
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, nth: int, wave: int
 ) -> None:
+    """With the default waves all 60 small chunks are one wave: a failure names none of them.
+    With waves of 4 (``wave``) the waves before the failure are named, the rest are not."""
+    if wave:
+        monkeypatch.setattr(directory, "_WAVE_FILES", wave)
     where = _syncfs if step == "_syncfs" else directory.os
     if step == "fsync":  # every file fsynced: the failure hits a chunk's own fsync
         monkeypatch.setattr(_syncfs, "trusted", lambda fd, dev=None: False)
@@ -194,7 +201,7 @@ def test_a_failure_mid_batch_is_a_store_error_and_leaves_only_whole_chunks(
         encrypt_file(write(tmp_path, os.urandom(60 * CHUNK)), store, CFG)
     monkeypatch.undo()
     stored = list(store)
-    assert len(stored) < 60  # (small chunks settle in one wave: a failure names none)
+    assert 0 < len(stored) < 60 if wave else stored == []
     for info in stored:  # every visible chunk is whole: it hashes to its name
         assert P.chunk_name(store.path_of(info).read_bytes()) == info.name
     assert list(tmp_path.glob("store/*/.tmp-*")) == []

@@ -26,7 +26,8 @@ from pqselfenc import (
 )
 from pqselfenc.cli._stores import CountingStore
 from pqselfenc.core import _primitives as P
-from pqselfenc.core.stores import WrappingStore
+from pqselfenc.core import _syncfs
+from pqselfenc.core.stores import WrappingStore, directory
 from pqselfenc.error import ChunkStoreError
 from pqselfenc.memory import CachingChunkStore
 from pqselfenc.streaming import StreamEncryptor, encrypt_file
@@ -156,11 +157,12 @@ DIRECTORY_WRAPPERS: dict[str, Callable[[DirectoryChunkStore], ChunkStore]] = {
 
 class FsyncCount:
     """Counts fsyncs of files and of folders, from every thread (the I/O threads too), except
-    those of the store's lock area (``ROOT/locks``: a fixed cost per batch, tests/test_gc.py)."""
+    those of the store's lock area (``ROOT/locks``: a fixed cost per batch, tests/test_gc.py),
+    and ``syncfs`` calls (a wave of small chunks, core/_syncfs.py)."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, root: Path) -> None:
-        self.files = self.folders = 0
-        self._lock, real = threading.Lock(), os.fsync
+        self.files = self.folders = self.syncfs = 0
+        self._lock, real, real_syncfs = threading.Lock(), os.fsync, _syncfs._syncfs
         with DirectoryChunkStore(root).writing():
             pass  # the lock area exists: making it fsyncs the root once, outside the count
         locks = str(root / "locks")
@@ -176,7 +178,31 @@ class FsyncCount:
                     self.files += 1
             real(fd)
 
+        def syncfs(fd: int) -> None:
+            with self._lock:
+                self.syncfs += 1
+            real_syncfs(fd)
+
         monkeypatch.setattr(os, "fsync", fsync)
+        monkeypatch.setattr(_syncfs, "_syncfs", syncfs)
+
+
+@pytest.fixture(params=["syncfs", "fsync"])
+def durability(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> str:
+    """Both ways a wave of small chunks is made durable: one syncfs (where trusted) or an
+    fsync of each file."""
+    if request.param == "fsync":
+        monkeypatch.setattr(_syncfs, "trusted", lambda fd, dev=None: False)
+    else:
+        fd = os.open(tmp_path, os.O_RDONLY)
+        try:
+            if not _syncfs.trusted(fd):
+                pytest.skip("syncfs is not trusted on this filesystem")
+        finally:
+            os.close(fd)
+    return str(request.param)
 
 
 def source(tmp_path: Path, chunks: int) -> Path:
@@ -191,17 +217,22 @@ def shard_folders(root: Path) -> int:
 
 @pytest.mark.parametrize("wrap", sorted(DIRECTORY_WRAPPERS))
 def test_a_batch_through_any_wrapper_fsyncs_each_folder_once(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrap: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrap: str, durability: str
 ) -> None:
-    """encrypt_file writes through ``batch``: each chunk file is fsynced, then each folder once
-    and the root once. Per chunk (what CachingChunkStore used to do) is a folder fsync per
-    chunk plus the root per new folder: 40 chunks would be 70-80 folder fsyncs, not ~38."""
+    """encrypt_file writes through ``batch``: the small chunks' content is made durable in one
+    wave (one syncfs; or, where syncfs is not trusted, an fsync of each file), then each folder
+    once (the same syncfs, or an fsync each) and the root once. Per chunk (what
+    CachingChunkStore used to do) is a file fsync and a folder fsync per chunk plus the root
+    per new folder, whatever syncfs is: 40 chunks would be 40 + 70-80 fsyncs, not 1 or ~38."""
     path, root = source(tmp_path, 40), tmp_path / "store"
     store = DIRECTORY_WRAPPERS[wrap](DirectoryChunkStore(root))
     fsyncs = FsyncCount(monkeypatch, root)
     data_map = encrypt_file(path, store, CFG)
-    assert len({c.name for c in data_map.chunks}) == fsyncs.files == 40
-    assert fsyncs.folders == shard_folders(root) + 1
+    assert len({c.name for c in data_map.chunks}) == 40
+    if durability == "fsync":
+        assert (fsyncs.files, fsyncs.folders, fsyncs.syncfs) == (40, shard_folders(root) + 1, 0)
+    else:  # one wave, then the folders; the root (new folders) by its own fsync
+        assert (fsyncs.files, fsyncs.folders, fsyncs.syncfs) == (0, 1, 2)
 
 
 def test_the_fsync_count_tells_per_chunk_writes_apart(
@@ -222,7 +253,10 @@ def test_the_fsync_count_tells_per_chunk_writes_apart(
 def test_a_write_failure_mid_batch_through_any_wrapper_leaves_only_whole_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, wrap: str
 ) -> None:
+    """Waves of 4 small chunks: the first waves are named while the batch runs, the failure
+    (the 9th chunk's write) names none of the rest and leaves no temp file."""
     real, calls, lock = os.write, [0], threading.Lock()
+    monkeypatch.setattr(directory, "_WAVE_FILES", 4)
 
     def failing(fd: int, data: bytes) -> int:
         with lock:
