@@ -4,6 +4,8 @@ a half-written chunk or output file that looks valid."""
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import tracemalloc
 from functools import partial
 from pathlib import Path
@@ -24,6 +26,7 @@ from pqselfenc.core.stores import directory
 from pqselfenc.error import ChunkStoreError, EncryptionError, IntegrityError
 from pqselfenc.memory import MemoryConfig
 from pqselfenc.streaming import decrypt_file, encrypt_file
+from tests._cli_helpers import clean_env
 from tests._stream_helpers import CountingStore
 
 CHUNK = 128
@@ -193,6 +196,31 @@ def test_a_small_file_with_a_huge_chunk_size_takes_memory_for_its_bytes_only(
     expected = SelfEncryptor(data, cfg).encrypt()[0]
     assert data_map.to_bytes() == expected.to_bytes()
     assert stream_map.to_bytes() == SelfEncryptor(data[:100] * 50, cfg).encrypt()[0].to_bytes()
+
+
+def peak_rss_mib(argv: list[str], cwd: Path, env: dict[str, str]) -> float:
+    """Run ``python -m pqselfenc.cli ARGV`` (it must succeed); its peak RSS in MiB (wait4)."""
+    cmd = [sys.executable, "-m", "pqselfenc.cli", *argv]
+    with subprocess.Popen(cmd, cwd=cwd, env=env, stderr=subprocess.PIPE) as proc:
+        assert proc.stderr is not None
+        stderr = proc.stderr.read()
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = os.waitstatus_to_exitcode(status)
+    assert proc.returncode == 0, stderr[-2000:]
+    return usage.ru_maxrss / 1024  # Linux reports KiB
+
+
+def test_the_command_with_a_huge_chunk_size_stays_small_on_a_small_file(tmp_path: Path) -> None:
+    """``pqselfenc encrypt --chunk-size 1G small_file`` took a 1 GiB buffer (peak RSS 1,054 MiB
+    measured before the fix, 31 MiB after): the buffer is sized from the file, not the chunk
+    size. The bound leaves room for the interpreter and a loaded import, not for a chunk."""
+    data = write(tmp_path, os.urandom(5000))
+    env = clean_env(tmp_path / "home")
+    encrypt = ["encrypt", data.name, "--chunk-size", "1G", "--store", "c", "--out", "m", "-q"]
+    assert peak_rss_mib(encrypt, tmp_path, env) < 200
+    decrypt = ["decrypt", "m", "--store", "c", "--out", "o", "-q"]
+    assert peak_rss_mib(decrypt, tmp_path, env) < 200
+    assert (tmp_path / "o").read_bytes() == data.read_bytes()
 
 
 def test_the_first_piece_grows_to_a_whole_chunk_and_the_output_is_unchanged() -> None:
