@@ -3,7 +3,8 @@
 Each check runs a fresh interpreter with ``-X importtime`` and reads the modules it imported.
 ``import pqselfenc`` and ``pqselfenc --version`` load none of the engine; ``decrypt`` of an
 unsealed map from a directory store loads the engine but nothing of the key layer, asyncio, the
-S3 store or the progress bar. ``benchmarks/bench_startup.py`` measures what that is worth.
+S3 store, the progress bar, ``socket``, nor ``zstandard`` unless a chunk it reads is stored
+compressed. ``benchmarks/bench_startup.py`` measures what that is worth.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ HEAVY = (
     "pkcs11", "tqdm", "zxcvbn", "pqselfenc.kem", "pqselfenc.keys", "pqselfenc.distributed",
     "pqselfenc.core.stores.s3",
 )  # fmt: skip
+# ... nor, for decrypt, what only a compressed chunk or a lock's owner record needs.
+DECRYPT_HEAVY = (*HEAVY, "zstandard", "socket")
 # ... and not even the engine for ``import pqselfenc`` and ``--version``.
 ENGINE = (
     "cryptography", "zstandard", "concurrent.futures", "hashlib", "pqselfenc.core",
@@ -69,29 +72,45 @@ def test_the_check_sees_a_heavy_import() -> None:
     assert loaded(modules, HEAVY) == ["pqselfenc.core.stores.s3"]
 
 
-@pytest.fixture
-def small_map(tmp_path: Path) -> tuple[Path, dict[str, str]]:
-    """An unsealed map of a 1 KiB file in a directory store, and the environment to run in."""
+def encrypted(tmp_path: Path, data: bytes, *options: str) -> tuple[Path, dict[str, str]]:
+    """An unsealed map of ``data`` in a directory store, and the environment to run in."""
     env = clean_env(tmp_path / "home", PQSELFENC_STORE=str(tmp_path / "store"))
-    (tmp_path / "small").write_bytes(os.urandom(1024))
-    argv = ["-m", "pqselfenc.cli", "encrypt", "small", "--out", "small.map", "-q"]
+    (tmp_path / "small").write_bytes(data)
+    argv = ["-m", "pqselfenc.cli", "encrypt", "small", "--out", "small.map", "-q", *options]
     modules = imported(*argv, env=env, cwd=tmp_path)
     assert loaded(modules, HEAVY) == [], "encrypt without --to"
+    assert ("zstandard" in modules) == bool(options), "encrypt loads zstd only to compress"
     return tmp_path / "small.map", env
 
 
-def test_decrypt_of_a_small_unsealed_map_loads_only_what_decrypt_needs(
-    small_map: tuple[Path, dict[str, str]],
-) -> None:
-    path, env = small_map
+def decrypt_imports(path: Path, env: dict[str, str]) -> set[str]:
+    """The modules ``pqselfenc decrypt`` of the map at ``path`` loads (the output must match)."""
     out = path.with_name("out")
     argv = ["-m", "pqselfenc.cli", "decrypt", str(path), "--out", str(out), "-q"]
     modules = imported(*argv, env=env, cwd=path.parent)
     assert out.read_bytes() == (path.parent / "small").read_bytes()
-    assert loaded(modules, HEAVY) == []
+    return modules
+
+
+@pytest.mark.parametrize("options", [(), ("--compress", "zstd")])
+def test_decrypt_of_a_small_unsealed_map_loads_only_what_decrypt_needs(
+    tmp_path: Path, options: tuple[str, ...]
+) -> None:
+    """1 KiB of random bytes: stored raw even by a compressing pipeline (zstd would not make it
+    smaller), so no chunk needs zstandard and decrypt does not load it."""
+    modules = decrypt_imports(*encrypted(tmp_path, os.urandom(1024), *options))
+    assert loaded(modules, DECRYPT_HEAVY) == []
     other_commands = ("pqselfenc.cli._keys", "pqselfenc.cli._store", "pqselfenc.cli._audit")
     assert loaded(modules, other_commands) == []
     assert "pqselfenc.core.stores.directory" in modules  # the check sees what it did load
+    assert "cryptography.hazmat.primitives.ciphers.aead" in modules
+
+
+def test_decrypt_loads_zstandard_when_a_chunk_is_stored_compressed(tmp_path: Path) -> None:
+    """The control: a compressible file under ``--compress zstd`` is stored compressed, and
+    decrypt loads zstandard to read it (the lazy import is not a missing one)."""
+    path, env = encrypted(tmp_path, b"pqselfenc " * 4000, "--compress", "zstd")
+    assert "zstandard" in decrypt_imports(path, env)
 
 
 def type_checking_imports() -> dict[str, str]:

@@ -12,6 +12,10 @@ stored size against ``src_size``, the GCM tag (and in version 2 the nonce agains
 the decompressed size, and SHA3-256 of the plaintext. A zstd body is decompressed as a stream
 with a hard output cap, so memory follows the bytes that really come out, never a claimed
 size; only the requested part of a chunk is kept. No unverified byte is ever returned.
+
+``zstandard`` is imported where it is used: by a pipeline that compresses, or by a chunk
+whose frame says zstd. A decrypt of chunks stored raw (uncompressed pipelines, incompressible
+data) never loads it (issue 17: start-up of a short command; tests/test_startup.py).
 """
 
 from __future__ import annotations
@@ -19,14 +23,17 @@ from __future__ import annotations
 import hmac
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._store import EncryptedChunk, short_name
 from pqselfenc.error import EncryptionError, IntegrityError
+
+if TYPE_CHECKING:
+    import zstandard
 
 
 @dataclass(frozen=True, repr=False)
@@ -87,6 +94,8 @@ def _scratch(size: int) -> memoryview:
 
 def compress(plain: bytes | memoryview, level: int) -> bytes:
     """One zstd frame of ``plain`` at ``level``, declaring its content size."""
+    import zstandard  # on first use (module docstring)
+
     try:
         return zstandard.ZstdCompressor(level=level).compress(plain)
     except zstandard.ZstdError as exc:
@@ -193,6 +202,8 @@ def _inflate(
     body: memoryview, src_size: int, h: bytes, level: int, label: str, part: tuple[int, int]
 ) -> bytes:
     """Decompress a zstd body as a stream capped at ``src_size + 1`` bytes; keep ``part``."""
+    import zstandard  # only a chunk stored compressed needs it (module docstring)
+
     window = P.zstd_max_window(level)
     try:
         params = zstandard.get_frame_parameters(body)

@@ -14,8 +14,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
-import socket
-from datetime import UTC, datetime
+import time
 from typing import Any
 
 from pqselfenc.core import _durable
@@ -63,16 +62,17 @@ def _user() -> str | None:
 
 
 def identity() -> dict[str, Any]:
-    """This process, as a lock object records it (nothing secret: what ``ps`` shows)."""
+    """This process, as a lock object records it (nothing secret: what ``ps`` shows). The host
+    is ``uname``'s node name, what ``gethostname`` returns (no ``socket`` import: start-up)."""
     pid = os.getpid()
     return {
-        "host": socket.gethostname(),
+        "host": os.uname().nodename,
         "boot": _boot_id(),
         "pidns": _pid_namespace(),
         "pid": pid,
         "pid_start": process_start(pid),
         "user": _user(),
-        "created": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
 
 
