@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import re
+import stat
 import subprocess
 import sys
 import tempfile
@@ -295,6 +296,51 @@ def test_a_retried_commit_finds_its_own_file(tmp_path: Path) -> None:
     _commit_twice(LocalPath(str(tmp_path / "s")), data_map, LocalPath(str(tmp_path / "out")))
     assert (tmp_path / "out").read_bytes() == data
     assert sorted(os.listdir(tmp_path)) == ["out", "s"]
+
+
+def test_replacing_a_private_file_keeps_it_private(client: Client, tmp_path: Path) -> None:
+    """Review 1 finding 3: with overwrite, a 0600 file came back with the new mode (0644).
+    The cluster applies one machine's rule: the stricter of the mode and the old file's."""
+    data = os.urandom(3 * C + 1)
+    data_map = cluster_matches(client, data, CFG, 2 * C, tmp_path)
+    out = tmp_path / "out.bin"
+    for old_mode, want in ((0o600, 0o600), (0o640, 0o640), (0o664, 0o644)):
+        out.write_bytes(b"old secret")
+        out.chmod(old_mode)
+        distributed.decrypt(client, data_map, tmp_path / "store", out, mode=0o644)
+        assert out.read_bytes() == data
+        assert out.stat().st_mode & 0o7777 == want, oct(old_mode)
+
+
+def _prepared(tmp_path: Path, overwrite: bool) -> tuple[Any, int, Path]:
+    """A decryption run in-process up to its commit: (target, bytes written, destination)."""
+    from pqselfenc.distributed import _decrypt
+
+    data_map, _ = SelfEncryptor(
+        os.urandom(4 * C), CFG, chunk_store=DirectoryChunkStore(tmp_path / "s")
+    ).encrypt()
+    store, out = LocalPath(str(tmp_path / "s")), tmp_path / "out"
+    target = _decrypt.prepare(LocalPath(str(out)), data_map.total_size, overwrite)
+    written = _decrypt.decrypt_range(store, data_map, None, target, 0, 4, 1)
+    return target, written, out
+
+
+def test_a_fifo_that_appears_at_the_destination_is_never_replaced(tmp_path: Path) -> None:
+    """Review 1 finding 6: the destination is checked before any work and again at publish;
+    a FIFO (or a socket, a device) that appears in between stays, even with overwrite."""
+    from pqselfenc.distributed import _decrypt
+
+    for overwrite in (True, False):
+        target, written, out = _prepared(tmp_path, overwrite)
+        os.mkfifo(out)
+        with pytest.raises(EncryptionError, match="is a FIFO, refusing to replace it"):
+            _decrypt.commit(target, written, 0o600, overwrite, written)
+        assert stat.S_ISFIFO(out.lstat().st_mode)
+        _decrypt.abort(target)
+        assert sorted(os.listdir(tmp_path)) == ["out", "s"]  # the temp file is gone
+        with pytest.raises(EncryptionError, match="is a FIFO, refusing to replace it"):
+            _decrypt.prepare(LocalPath(str(out)), 1, True)  # and before any work
+        out.unlink()
 
 
 def test_a_swapped_temp_file_is_refused(tmp_path: Path) -> None:

@@ -60,6 +60,7 @@ __all__ = [
     "output_file",
     "read_file",
     "replace_file",
+    "replacing_mode",
     "settle",
     "sync_dir",
     "wipe_file",
@@ -317,6 +318,16 @@ def check_replaceable(name: PathLike, *, dir_fd: int | None = None) -> os.stat_r
     return entry
 
 
+def replacing_mode(mode: int, old: os.stat_result | None) -> int:
+    """The mode of a file written over ``old`` (what ``check_replaceable`` found there): the
+    stricter of ``mode`` and a replaced regular file's permission bits, so a 0600 file never
+    comes back 0644. Every writer that replaces an output (here, ``pqselfenc.distributed``)
+    applies this one rule."""
+    if old is not None and stat.S_ISREG(old.st_mode):
+        return mode & stat.S_IMODE(old.st_mode)
+    return mode
+
+
 @contextlib.contextmanager
 def output_file(
     path: PathLike, *, mode: int = 0o600, replace: bool = True, prefix: str | None = None
@@ -338,9 +349,7 @@ def output_file(
             with os.fdopen(temp.fd, "wb", closefd=False) as handle:
                 yield handle
             old = check_replaceable(path.name, dir_fd=dir_fd)
-            if replace and old is not None and stat.S_ISREG(old.st_mode):
-                mode &= stat.S_IMODE(old.st_mode)
-            os.fchmod(temp.fd, mode)
+            os.fchmod(temp.fd, replacing_mode(mode, old) if replace else mode)
         except BaseException:
             discard(temp)
             raise
