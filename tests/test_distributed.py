@@ -784,8 +784,9 @@ def test_cli_errors_are_one_line(
 ) -> None:
     address = client.scheduler.address
     missing = run(capsys, "encrypt", "--scheduler", address, "nope.bin", "--store", "st")
-    assert "cannot read source" in missing.error_line() and missing.code == 1
+    assert "input file nope.bin does not exist" in missing.error_line() and missing.code == 1
     assert not Path("nope.bin.map").exists()
+    Path("x").write_bytes(b"x")
     creds = run(capsys, "encrypt", "--scheduler", address, "x", "--store", "s3://k:s@bucket/p")
     assert "credentials do not belong" in creds.error_line()
     data = os.urandom(5 * C)
@@ -802,6 +803,54 @@ def test_cli_errors_are_one_line(
     nowhere = run(capsys, "decrypt", "in.bin.map", "--scheduler", address, "--store", "nowhere",
                   "--out", "o")  # fmt: skip
     assert "no chunk store" in nowhere.error_line()
+
+
+def test_cli_encrypt_with_scheduler_makes_the_checks_of_one_machine(
+    client: Client, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 1 finding 5: --scheduler replaced an input that was another input's map path
+    (--force) and encrypted one file given twice; both are refused before any work, as on one
+    machine (the same function makes the checks)."""
+    address = client.scheduler.address
+    Path("report").write_bytes(b"report body" * 100)
+    Path("report.map").write_bytes(b"precious notes, not a map")
+    Path("sub").mkdir()
+    (Path("sub") / "link").symlink_to(cli_env)
+    refusals = {
+        ("report", "report.map", "--force"): "report.map would overwrite the input report.map",
+        ("report", "sub/link/report"): "sub/link/report is the same file as report",
+        ("report", "report"): "report is the same file as report",
+        ("nope.bin",): "input file nope.bin does not exist",
+        ("sub",): "input file sub is not a regular file",
+    }
+    for argv, refusal in refusals.items():
+        for scheduler in ((), ("--scheduler", address)):
+            done = run(capsys, "encrypt", *argv, "--store", "st", "-q", *scheduler)
+            assert done.code == 1 and refusal in done.error_line(), (argv, scheduler, done.err)
+    assert Path("report.map").read_bytes() == b"precious notes, not a map"
+    assert not Path("report.map.map").exists() and not Path("st").exists()
+
+
+def test_cli_decrypt_with_scheduler_force_keeps_a_private_file_private(
+    client: Client, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 1 finding 3 through the command line (the umask allows 0644)."""
+    address = client.scheduler.address
+    data = os.urandom(3 * C)
+    Path("in.bin").write_bytes(data)
+    done = run(capsys, "encrypt", "--scheduler", address, "in.bin", "--store", "st", "-q")
+    assert done.code == 0, done.err
+    Path("out.bin").write_bytes(b"old secret")
+    Path("out.bin").chmod(0o600)
+    old_mask = os.umask(0o022)
+    try:
+        done = run(capsys, "decrypt", "in.bin.map", "--scheduler", address, "--store", "st",
+                   "--out", "out.bin", "--force", "-q")  # fmt: skip
+    finally:
+        os.umask(old_mask)
+    assert done.code == 0, done.err
+    assert Path("out.bin").read_bytes() == data
+    assert Path("out.bin").stat().st_mode & 0o777 == 0o600
 
 
 def test_cli_unreachable_scheduler(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -87,27 +87,26 @@ def _library_errors() -> Iterator[None]:
         raise CliError(str(exc)) from exc
 
 
+Checks = Callable[[Session, list[Path | str], list[Path]], None]
+
+
 def encrypt(
-    session: Session, options: EncryptionConfig, lines: Callable[[list[dict[str, Any]]], list[str]]
+    session: Session,
+    options: EncryptionConfig,
+    lines: Callable[[list[dict[str, Any]]], list[str]],
+    check: Checks,
 ) -> int:
     """``pqselfenc encrypt --scheduler ADDRESS SOURCE...``: ``options`` is the config the
-    command line asks for, ``lines`` formats the results as ``encrypt`` does."""
+    command line asks for, ``lines`` formats the results and ``check`` makes the checks
+    ``encrypt`` makes on one machine (inputs, collisions, maps, recipients), before any work."""
     from pqselfenc import distributed
     from pqselfenc.cli import _maps
-    from pqselfenc.cli._keyring import check_recipients, secret_config
+    from pqselfenc.cli._keyring import secret_config
 
     args = session.args
     sources: list[str] = list(args.files)
     maps = [_map_path(s, args.out, len(sources) > 1) for s in sources]
-    if len(set(maps)) != len(maps):
-        raise CliError("two inputs would write the same map file", hint="encrypt them apart")
-    args.to = list(dict.fromkeys(args.to))
-    for target in maps:
-        check_writable(target, args.force)
-    if args.sign_as and not args.to:
-        raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
-    if args.to:
-        check_recipients(session, args.to)
+    check(session, [s if s.startswith(S3_SCHEME) else Path(s) for s in sources], maps)
     config = secret_config(session, options, args.private_dedup)
     store = _store(session, create=True)
     with _library_errors():

@@ -194,16 +194,23 @@ def _map_paths(files: list[Path], out: Path | None) -> list[Path]:
     return [out / (f.name + MAP_SUFFIX) for f in files]
 
 
-def _check_inputs(files: list[Path]) -> None:
+def _check_inputs(files: list[Path | str]) -> None:
+    """Every local input exists and is a regular file (an S3 URL, text, is the workers' to
+    read)."""
     for path in files:
+        if isinstance(path, str):
+            continue
         if not path.exists():
             raise CliError(f"input file {path} does not exist")
         if not path.is_file():
             raise CliError(f"input file {path} is not a regular file")
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
-    """What makes two paths one file (device, inode), following links; None if absent."""
+def _file_id(path: Path | str) -> tuple[int, int] | str | None:
+    """What makes two paths one file (device, inode), following links; None if absent. An S3
+    URL (text) is itself."""
+    if isinstance(path, str):
+        return path
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -211,16 +218,16 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _check_collisions(files: list[Path], maps: list[Path]) -> None:
-    """Before any work: no input twice (by name, link or ``..``), no two maps on one path,
-    no map over an input (``--force`` would replace it with its own map)."""
-    inputs: dict[tuple[int, int] | None, Path] = {}  # _check_inputs: every one exists
+def _check_collisions(files: list[Path | str], maps: list[Path]) -> None:
+    """Before any work: no input twice (by name, link or ``..``; an S3 URL by its text), no two
+    maps on one path, no map over an input (``--force`` would replace it with its own map)."""
+    inputs: dict[tuple[int, int] | str | None, Path | str] = {}  # _check_inputs: all exist
     for path in files:
         key = _file_id(path)
         if key in inputs:
             raise CliError(f"{path} is the same file as {inputs[key]}", hint="give it once")
         inputs[key] = path
-    targets: dict[str, Path] = {}
+    targets: dict[str, Path | str] = {}
     for path, target in zip(files, maps, strict=True):
         real = os.path.realpath(target)
         if real in targets:
@@ -249,14 +256,13 @@ def _check_one_suite(session: Session, names: list[str]) -> None:
                        "stanza)")  # fmt: skip
 
 
-def encrypt(session: Session) -> int:
+def check_encrypt(session: Session, sources: list[Path | str], maps: list[Path]) -> None:
+    """Every check ``encrypt`` makes before any work, on this machine or on a cluster
+    (``--scheduler``; its S3 sources are text): the inputs, their collisions, the map paths,
+    ``--sign-as`` and the recipients (one suite)."""
     args = session.args
-    if args.scheduler:
-        return _distributed.encrypt(session, _config(session), _lines)
-    args.files = [Path(f) for f in args.files]
-    _check_inputs(args.files)
-    maps = _map_paths(args.files, args.out)
-    _check_collisions(args.files, maps)
+    _check_inputs(sources)
+    _check_collisions(sources, maps)
     args.to = list(dict.fromkeys(args.to))  # one stanza per recipient, however often named
     for target in maps:
         check_writable(target, args.force)
@@ -265,6 +271,15 @@ def encrypt(session: Session) -> int:
     if args.to:
         check_recipients(session, args.to)  # fail before any work
         _check_one_suite(session, args.to)
+
+
+def encrypt(session: Session) -> int:
+    args = session.args
+    if args.scheduler:
+        return _distributed.encrypt(session, _config(session), _lines, check_encrypt)
+    args.files = [Path(f) for f in args.files]
+    maps = _map_paths(args.files, args.out)
+    check_encrypt(session, list(args.files), maps)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
     with store.writing():  # one writer lock for every file and its map: gc waits for the maps
