@@ -16,6 +16,7 @@ import logging
 import os
 import pickle
 import re
+import signal
 import stat
 import subprocess
 import sys
@@ -28,7 +29,8 @@ from typing import Any
 
 import cloudpickle
 import pytest
-from _cli_helpers import run
+from _cli_helpers import clean_env, run
+from _hostile_http import Hostile
 from _s3server import S3Server, s3_server, weed_binary  # noqa: F401  (s3_server is a fixture)
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -851,6 +853,58 @@ def test_cli_decrypt_with_scheduler_force_keeps_a_private_file_private(
     assert done.code == 0, done.err
     assert Path("out.bin").read_bytes() == data
     assert Path("out.bin").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize(("signum", "code", "what"),
+                         [(signal.SIGINT, 130, "interrupted"),
+                          (signal.SIGTERM, 143, "terminated (SIGTERM)")])  # fmt: skip
+def test_an_interrupted_decrypt_with_scheduler_ends_at_once(
+    client: Client, server: S3Server, tmp_path: Path, signum: int, code: int, what: str
+) -> None:
+    """Review 1 finding 8: SIGTERM while the workers wait on a stalled store took 37 s (the
+    client waited for the running tasks), exited 1 and printed a traceback. Now the command
+    ends within about a second with 130/143 and one line; the cluster removes the temp file
+    once the stalled task has given up (the store's deadline)."""
+    data_map, _ = SelfEncryptor(os.urandom(5 * C), CFG).encrypt()  # the chunks are nowhere
+    (tmp_path / "in.map").write_bytes(data_map.to_bytes())
+    (tmp_path / "in.map").chmod(0o600)
+    stalled = Hostile("silent")
+    stalled.start()
+    try:
+        store = f"s3://chunks/p?endpoint={stalled.endpoint}&timeout=6"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pqselfenc.cli", "decrypt", "in.map", "--out", "out.bin",
+             "--scheduler", client.scheduler.address, "--store", store, "-q"],
+            env=clean_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not (stalled.conns and _temp_files(tmp_path)):  # stuck in a task's fetch
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+                time.sleep(0.05)
+            sent = time.monotonic()
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=30)
+            elapsed = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == code, err
+        said = f"pqselfenc: error: {what}; nothing was written under the output name\n"
+        assert err.decode() == said  # one line: no traceback (asyncio's "never retrieved")
+        assert elapsed < 2.0, elapsed
+        deadline = time.monotonic() + 60
+        while _temp_files(tmp_path):  # the cleanup the cluster runs once the task gave up
+            assert time.monotonic() < deadline, "the temp file was never removed"
+            time.sleep(0.1)
+        assert sorted(os.listdir(tmp_path)) == ["in.map"]
+    finally:
+        stalled.stop()
+
+
+def _temp_files(folder: Path) -> list[str]:
+    return [n for n in os.listdir(folder) if n.startswith(".pqselfenc-")]
 
 
 def test_cli_unreachable_scheduler(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:
