@@ -734,6 +734,30 @@ def test_after_a_failure_the_client_waits_for_running_tasks(client: Client, tmp_
     }
 
 
+def test_error_answers_to_the_workers_s3_client_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sibling of review 1 finding 7: the workers' client for S3 sources and destinations
+    read error documents whole too; it now refuses one past ANSWER_LIMIT, unread."""
+    from pqselfenc.core.stores._s3io import ANSWER_LIMIT, BodyTooLarge, BoundedSession
+    from pqselfenc.distributed._locations import s3_client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    hostile = Hostile("error-huge")  # a 500 claiming (and sending) 3 GiB
+    hostile.start()
+    try:
+        client = s3_client(hostile.endpoint, "us-east-1")
+        assert isinstance(client._endpoint.http_session, BoundedSession)
+        with pytest.raises(BodyTooLarge) as refused:
+            client.get_object(Bucket="bucket", Key="key", Range="bytes=0-9")
+        assert refused.value.limit == ANSWER_LIMIT and refused.value.size == 3 << 30
+        time.sleep(0.5)
+        assert hostile.sent < 64 << 20  # what the socket buffers took before the close
+    finally:
+        hostile.stop()
+
+
 def test_s3_parts_are_at_least_5_mib_and_at_most_10000() -> None:
     dest = S3Location("bucket", "key")
     assert _cluster.chunks_per_task(1 << 20, 1, 100, None) == 1
