@@ -62,7 +62,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     enc.add_argument(
         "--out",
-        type=path_arg,
+        type=_map_out_arg,
         metavar="MAP",
         help="map file (one FILE) or existing folder for the maps (several)",
     )
@@ -126,6 +126,15 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=count_arg, metavar="N", help="worker threads")
+
+
+def _map_out_arg(text: str) -> Path:
+    """``--out`` of encrypt: a path; ``-`` is refused (maps go to files, never to stdout)."""
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "encrypt writes each map to a file, never to stdout (a file named '-': --out ./-)"
+        )
+    return path_arg(text)
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
