@@ -210,11 +210,32 @@ def write_file(path: Path, data: bytes, *, mode: int, force: bool) -> None:
         handle.write(data)
 
 
-def read_input(path: Path, what: str, *, limit: int = P.MAX_MAP_FILE_SIZE) -> bytes:
+def read_input(
+    path: Path, what: str, *, limit: int = P.MAX_MAP_FILE_SIZE, too_large: str | None = None
+) -> bytes:
     """A file's bytes, with a one-line error naming ``what`` it was meant to be. Only a regular
-    file of at most ``limit`` bytes is read (a FIFO or a device is refused, not waited on)."""
+    file of at most ``limit`` bytes is read (a FIFO or a device is refused, not waited on); a
+    larger one is refused unread, with the message ``too_large`` if given."""
+    with _input_errors(path, what):
+        try:
+            return _durable.read_file(path, limit=limit, follow=True)
+        except _durable.FileTooLargeError as exc:
+            if too_large is None:
+                raise
+            raise CliError(too_large) from exc
+
+
+def read_head(path: Path, what: str, size: int) -> bytes:
+    """The first ``size`` bytes of the regular file ``path`` (all of a shorter one), with the
+    errors of ``read_input``."""
+    with _input_errors(path, what), _durable.open_file(path, follow=True) as handle:
+        return handle.read(size)
+
+
+@contextlib.contextmanager
+def _input_errors(path: Path, what: str) -> Iterator[None]:
     try:
-        return _durable.read_file(path, limit=limit, follow=True)
+        yield
     except FileNotFoundError:
         raise CliError(f"{what} {path} does not exist") from None
     except (_durable.UnsafeFileError, _durable.FileTooLargeError) as exc:

@@ -130,9 +130,9 @@ def _body(kind: str, ident: dict[str, Any], start: float | None) -> bytes:
 def _parse(raw: bytes | None) -> dict[str, Any] | None:
     if not raw:
         return None
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    try:  # UTF-8, strictly: json.loads(bytes) would guess UTF-16/32 and skip a byte-order mark
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON; "[[[[..." under the body limit
         return None
     return doc if isinstance(doc, dict) and doc.get("format") == LOCK_FORMAT else None
 
