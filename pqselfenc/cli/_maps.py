@@ -16,8 +16,8 @@ from pathlib import Path
 from pqselfenc.cli._keyring import name_arg
 from pqselfenc.cli._output import CliError, default_file_mode, read_head, read_input, write_file
 from pqselfenc.cli._session import Session
-from pqselfenc.cli._trust import why_not_private
 from pqselfenc.core import _primitives as P
+from pqselfenc.core._trust import why_not_private
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError
 
@@ -73,7 +73,7 @@ class MapPolicy:
 
     ``signer``: only a map sealed and signed by that name. ``require_sealed``: only sealed
     maps. ``allow_unsealed``: unsealed maps even from a place others can write. With none of
-    them, an unsealed map is accepted only from a private place (``cli/_trust.py``).
+    them, an unsealed map is accepted only from a private place (``core/_trust.py``).
     """
 
     require_sealed: bool = False
