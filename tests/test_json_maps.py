@@ -8,13 +8,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import subprocess
-import sys
 import tracemalloc
 from pathlib import Path
 
 import pytest
-from _cli_helpers import clean_env, run
+from _cli_helpers import clean_env, run, run_with_peak_rss
 
 from pqselfenc import ChunkInfo, DataMap
 from pqselfenc.core import _primitives as P
@@ -129,31 +127,11 @@ def test_the_command_reads_little_of_a_huge_json_map(tmp_path: Path) -> None:
     with hostile.open("wb") as f:
         f.write(b'{"chunks":[' + b"[]," * ((48 << 20) // 3) + b"[]]}")
     (tmp_path / "tiny.map").write_bytes(b"not a map")
-    idle, refused = _peak_rss_and_result(["decrypt", "tiny.map", "--store", "chunks"], tmp_path)
+    env = clean_env(tmp_path / "home")
+    idle, refused = run_with_peak_rss(["decrypt", "tiny.map", "--store", "chunks"], env, tmp_path)
     assert b"is not a pqselfenc map" in refused.stderr
     argv = ["decrypt", str(hostile), "--store", "chunks", "--out", "out"]
-    rss, done = _peak_rss_and_result(argv, tmp_path)
+    rss, done = run_with_peak_rss(argv, env, tmp_path)
     assert done.returncode == 1, done.stderr
     assert b"not a pqselfenc map: larger than any JSON map" in done.stderr
     assert rss < idle + (8 << 20), (rss >> 20, idle >> 20)
-
-
-_WITH_PEAK = """import sys
-from pqselfenc.cli import main
-code = main(sys.argv[1:])
-hwm = [x for x in open("/proc/self/status") if x.startswith("VmHWM:")]
-sys.stderr.write("peak-kib " + hwm[0].split()[1] + "\\n")
-sys.exit(code)
-"""
-
-
-def _peak_rss_and_result(
-    argv: list[str], cwd: Path
-) -> tuple[int, subprocess.CompletedProcess[bytes]]:
-    """The command's peak RSS in bytes (``VmHWM`` of its own process image, as the review
-    measured it; ``ru_maxrss`` would count the pytest process it was forked from)."""
-    done = subprocess.run([sys.executable, "-c", _WITH_PEAK, *argv], env=clean_env(cwd / "home"),
-                          cwd=cwd, capture_output=True, timeout=120, check=False)  # fmt: skip
-    *lines, peak = done.stderr.splitlines()
-    done.stderr = b"\n".join(lines) + b"\n"
-    return int(peak.split()[1]) << 10, done

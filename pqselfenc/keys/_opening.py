@@ -16,11 +16,11 @@ from typing import Any
 
 from filelock import FileLock
 
-from pqselfenc.core._durable import check_private_directory
 from pqselfenc.error import KeyStoreError
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._audit_format import Verifier
 from pqselfenc.keys._destroy import finish_destroys
+from pqselfenc.keys._folder import check_store_folder, make_store_folder
 from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger, store_lock
 from pqselfenc.keys._material import StoreSecret
 from pqselfenc.keys._metadata import Metadata
@@ -130,6 +130,7 @@ def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> A
     """The audit report of the store of ``request``, without opening it for use: the secret is
     unlocked only to check keystore.json's MAC and the line MACs; nothing is recovered,
     upgraded, deleted or appended, so a damaged log is reported, never refused."""
+    check_store_folder(request.directory)  # before any file in it is read
     raw = M.read_bytes(request.directory / METADATA_NAME)
     unverified = M.from_json(raw, None)
     if unverified.backend != request.backend:
@@ -142,8 +143,7 @@ def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> A
 
 def open_parts(request: OpenRequest) -> StoreParts:
     """Open (or create) the store of ``request``, under its lock."""
-    request.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    check_private_directory(request.directory, KeyStoreError, subfolders=("secrets",))
+    make_store_folder(request.directory)  # checked before any file in it is read
     lock = store_lock(request.directory)
     with lock:
         if (request.directory / METADATA_NAME).exists():
