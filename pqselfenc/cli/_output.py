@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
@@ -26,6 +27,8 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug, not the user's fault
 EXIT_INTERRUPTED = 130
 
 _TEMP_PREFIX = ".pqselfenc-tmp-"
+# The files this command has published so far (``recording_outputs``), for an interrupt's report.
+_WRITTEN: ContextVar[list[Path] | None] = ContextVar("pqselfenc_written", default=None)
 
 
 class CliError(Exception):
@@ -197,12 +200,40 @@ def atomic_file(path: Path, *, mode: int, force: bool) -> Iterator[IO[bytes]]:
     never replaced; a FIFO, device or socket never is (checked again just before the rename).
     """
     try:
-        with _durable.output_file(path, mode=mode, replace=force, prefix=_TEMP_PREFIX) as handle:
+        with _durable.output_file(path, mode=mode, replace=force, prefix=_TEMP_PREFIX,
+                                  on_publish=lambda: _note_written(path)) as handle:  # fmt: skip
             yield handle
     except FileExistsError:
         raise _exists_error(path) from None
     except _durable.UnsafeFileError as exc:
         raise _special_error(path, exc) from exc
+
+
+@contextlib.contextmanager
+def recording_outputs() -> Iterator[list[Path]]:
+    """The files ``atomic_file`` publishes within the block, each listed as its name appears
+    (with SIGINT and SIGTERM held, so an interrupt never falls between the two)."""
+    written: list[Path] = []
+    token = _WRITTEN.set(written)
+    try:
+        yield written
+    finally:
+        _WRITTEN.reset(token)
+
+
+def _note_written(path: Path) -> None:
+    written = _WRITTEN.get()
+    if written is not None:
+        written.append(path)
+
+
+def interrupted_report(what: str, written: list[Path]) -> str:
+    """What an interrupted command says: which of its files were written, if any."""
+    if not written:
+        return f"{what}; nothing was written under the output name"
+    names = ", ".join(str(p) for p in written[:3])
+    more = f" and {len(written) - 3} more" if len(written) > 3 else ""
+    return f"{what} after writing {names}{more}; nothing else was written"
 
 
 def write_file(path: Path, data: bytes, *, mode: int, force: bool) -> None:
