@@ -201,7 +201,7 @@ def atomic_file(path: Path, *, mode: int, force: bool) -> Iterator[IO[bytes]]:
     """
     try:
         with _durable.output_file(path, mode=mode, replace=force, prefix=_TEMP_PREFIX,
-                                  on_publish=lambda: _note_written(path)) as handle:  # fmt: skip
+                                  on_publish=lambda: note_written(path)) as handle:  # fmt: skip
             yield handle
     except FileExistsError:
         raise _exists_error(path) from None
@@ -221,7 +221,10 @@ def recording_outputs() -> Iterator[list[Path]]:
         _WRITTEN.reset(token)
 
 
-def _note_written(path: Path) -> None:
+def note_written(path: Path) -> None:
+    """Record that ``path`` now holds this command's output (``recording_outputs``). Call it
+    with SIGINT and SIGTERM held over the rename (``_durable.held_signals``), as
+    ``atomic_file`` does."""
     written = _WRITTEN.get()
     if written is not None:
         written.append(path)
