@@ -187,7 +187,8 @@ def test_an_interrupt_at_the_rename_is_reported_truly(
     result = run(capsys, "encrypt", "a.bin", "b.bin", "--store", "c", "--out", ".")
     assert result.code == code, result.err
     assert result.err.splitlines() == [
-        f"pqselfenc: error: {said} after writing a.bin.map; nothing else was written"
+        f"pqselfenc: error: {said} after writing a.bin.map; "
+        "nothing else was written under an output name"
     ]
     assert (tmp_path / "a.bin.map").is_file() and not (tmp_path / "b.bin.map").exists()
     assert not list(tmp_path.glob(".pqselfenc-tmp-*"))

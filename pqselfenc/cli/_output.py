@@ -236,7 +236,7 @@ def interrupted_report(what: str, written: list[Path]) -> str:
         return f"{what}; nothing was written under the output name"
     names = ", ".join(str(p) for p in written[:3])
     more = f" and {len(written) - 3} more" if len(written) > 3 else ""
-    return f"{what} after writing {names}{more}; nothing else was written"
+    return f"{what} after writing {names}{more}; nothing else was written under an output name"
 
 
 def write_file(path: Path, data: bytes, *, mode: int, force: bool) -> None:
