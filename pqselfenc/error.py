@@ -23,6 +23,8 @@ The tree::
         ├── TokenUnavailable       the PKCS#11 module does not load, or the token is absent
         │   └── TokenPinError      the token refused the PIN (wrong, locked, expired, none)
         ├── KeyDestroyedError      the key version was crypto-shredded
+        ├── EscrowError            the escrow policy cannot be met: an escrow recipient is
+        │                          missing, its key unusable, or of another suite (no seal)
         ├── WeakSecretError        a secret or passphrase below the entropy bound, or a
         │                          generated key that failed its health or pairwise test
         └── WrongPassphrase        a passphrase did not unlock what it protects (the vault,
@@ -45,6 +47,7 @@ __all__ = [
     "DecryptionError",
     "EncryptionError",
     "Error",
+    "EscrowError",
     "IntegrityError",
     "InvalidDataError",
     "KeyDestroyedError",
@@ -117,6 +120,12 @@ class TokenPinError(TokenUnavailable):
 
 class KeyDestroyedError(KeyStoreError):
     """The key version was destroyed (crypto-shredded) and cannot be used."""
+
+
+class EscrowError(KeyStoreError):
+    """A map cannot be sealed as the escrow policy requires: an escrow recipient is not in the
+    directory, its key does not parse or is refused by the policy, or its suite is not the
+    envelope's. Nothing is sealed, and the refusal is audited."""
 
 
 class WeakSecretError(KeyStoreError):

@@ -43,6 +43,7 @@ def test_error_names_are_pinned_and_drawn_in_the_tree() -> None:
         "DecryptionError",
         "EncryptionError",
         "Error",
+        "EscrowError",
         "IntegrityError",
         "InvalidDataError",
         "KeyDestroyedError",
@@ -119,6 +120,7 @@ def test_keys_api_is_pinned() -> None:
     assert set(names) == {
         "AuditLog",
         "AuditReport",
+        "EscrowPolicy",
         "FileBackend",
         "Identity",
         "KeyConfig",

@@ -22,6 +22,11 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
         "that key version was destroyed; ask the sender to reseal for your "
         "current key ('pqselfenc keys list' shows it)",
     ),
+    (
+        err.EscrowError,
+        "every map is also sealed to each escrow recipient: 'pqselfenc recipients escrow list' "
+        "shows them; restore the missing one with 'recipients add' or change the policy",
+    ),
     (err.KeyNotFound, "'pqselfenc keys list' and 'pqselfenc recipients list' show what exists"),
     (err.WeakSecretError, "use a longer passphrase or secret (several random words)"),
     (err.KeyStoreError, "check the key store with 'pqselfenc keys list'"),

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pqselfenc.cli import _escrow
 from pqselfenc.cli._keyring import key_store, name_arg, read_secret
 from pqselfenc.cli._maps import MapPolicy, read_map_file
 from pqselfenc.cli._output import (
@@ -139,6 +140,7 @@ def _recipient_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     remove = actions.add_parser("remove", parents=[common], help="forget a recipient")
     remove.add_argument("name", metavar="NAME", type=name_arg)
     remove.set_defaults(func=remove_recipient)
+    _escrow.add_parsers(actions, common)
 
 
 # -- keys --------------------------------------------------------------------------------------

@@ -14,6 +14,8 @@ write carries the written file's ``mac`` (``meta_mac``), and the ledger binds th
 
 Format version 2 (this release) adds ``audit_mac_from``, the first audit seq whose line must carry
 a MAC; version 1 files (the release before) lack it and are upgraded when the store is opened.
+Version 3 is version 2 with a non-empty ``escrow`` (the store's escrow recipients): a release that
+does not know escrow refuses such a store rather than seal without it.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound, KeyStoreError
 from pqselfenc.keys._json import Fields, canonical, loads
-from pqselfenc.keys.config import check_name
+from pqselfenc.keys.config import as_names, check_name
 
 __all__ = [
     "BACKENDS",
@@ -56,7 +58,8 @@ __all__ = [
 FORMAT = "pqselfenc-keystore"
 BACKENDS = ("file", "keyring")
 _VERSION = 2  # what this release writes; 1 (no audit_mac_from) is still read, then upgraded
-_VERSIONS = (1, 2)
+_ESCROW_VERSION = 3  # version 2 plus a non-empty "escrow": older releases refuse it
+_VERSIONS = (1, 2, _ESCROW_VERSION)
 _MAX_BYTES = 64 << 20  # refuse absurd metadata files before parsing them
 _STORE_ID = re.compile(r"[0-9a-f]{32}")  # names a keyring service: never anything else
 
@@ -172,6 +175,7 @@ class Metadata:
     recipients: Mapping[str, RecipientEntry] = field(default_factory=dict)
     generation: int = 0  # writes so far: each write stores one more (0 = never written)
     audit_mac_from: int | None = None  # first audit seq that carries a MAC; None: format 1
+    escrow: tuple[str, ...] = ()  # recipients every sealed map also goes to (sorted)
     mac: str = field(default="", compare=False, repr=False)  # the file's own MAC (hex), if read
 
     def identity(self, name: str) -> Identity:
@@ -221,6 +225,10 @@ def _document(meta: Metadata) -> dict[str, Any]:
     head: dict[str, Any] = {"format": FORMAT, "version": 1}
     if meta.audit_mac_from is not None:
         head = {"format": FORMAT, "version": _VERSION, "audit_mac_from": meta.audit_mac_from}
+    if meta.escrow:  # never dropped: a store of the release before is upgraded at open first
+        if meta.audit_mac_from is None:
+            raise KeyStoreError("an escrow policy needs a store of this release: reopen it")
+        head |= {"version": _ESCROW_VERSION, "escrow": sorted(meta.escrow)}
     return {
         **head,
         "generation": meta.generation,
@@ -362,6 +370,22 @@ def _parse_recipient(name: str, obj: object) -> RecipientEntry:
     )
 
 
+def _escrow(r: _Reader, doc: dict[str, Any], version: int) -> tuple[str, ...]:
+    """The escrow names: a non-empty, sorted list of names exactly in a version 3 file."""
+    if version != _ESCROW_VERSION:
+        if "escrow" in doc:
+            raise InvalidDataError(f"keystore metadata: escrow in a version {version} file")
+        return ()
+    names = r.get("escrow", list)
+    try:
+        escrow = as_names(names, "escrow")
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError("keystore metadata: escrow is not a list of names") from exc
+    if not escrow or list(escrow) != sorted(names):
+        raise InvalidDataError("keystore metadata: escrow is empty, unsorted or repeats a name")
+    return escrow
+
+
 def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
     """Parse strict JSON, check the MAC under ``mac_key`` (``IntegrityError``), then the fields
     (``InvalidDataError``). ``mac_key=None`` skips the MAC: only to learn the backend."""
@@ -377,6 +401,7 @@ def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
         mac_from = r.integer("audit_mac_from", 1, P.MAX_COUNTER)
     elif "audit_mac_from" in doc:
         raise InvalidDataError("keystore metadata: audit_mac_from in a version 1 file")
+    escrow = _escrow(r, doc, version)
     generation = r.integer("generation", 1, P.MAX_COUNTER)
     created = r.time("created")
     assert created is not None
@@ -395,6 +420,7 @@ def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
         recipients={n: _parse_recipient(n, o) for n, o in r.get("recipients", dict).items()},
         generation=generation,
         audit_mac_from=mac_from,
+        escrow=escrow,
         mac=doc["mac"] if isinstance(doc.get("mac"), str) else "",
     )
 

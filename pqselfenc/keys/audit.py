@@ -33,6 +33,7 @@ from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
 from pqselfenc.keys._audit_format import (
+    ESCROW,
     GENERATION,
     MAC,
     META_MAC,
@@ -57,7 +58,8 @@ _TAIL_READ = 64 * 1024  # block size when reading backwards
 _MAX_LINE = P.MAX_AUDIT_LINE_SIZE
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
 _EVENT_FIELDS = frozenset(
-    {"name", "key_id", "version", "fingerprint", "envelope_id", "detail", GENERATION, META_MAC}
+    {"name", "key_id", "version", "fingerprint", "envelope_id", "detail", GENERATION, META_MAC,
+     ESCROW}
 )
 Committed = Callable[[], "tuple[Metadata, Metadata | None]"]
 

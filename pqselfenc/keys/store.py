@@ -47,6 +47,7 @@ from pqselfenc.keys.audit import AuditLog, AuditReport
 from pqselfenc.keys.backends import change_passphrase
 from pqselfenc.keys.config import KeyConfig, check_name
 from pqselfenc.keys.defaults import default_key_store, existing_backend
+from pqselfenc.keys.escrow import EscrowPolicy
 from pqselfenc.keys.recipients import RecipientDirectory
 
 __all__ = ["KeyStore", "RotationDue"]
@@ -100,6 +101,7 @@ class KeyStore:
     config: KeyConfig
     audit: AuditLog
     recipients: RecipientDirectory
+    escrow: EscrowPolicy
     _ledger: Ledger
     _secrets: Secrets
     _secret: StoreSecret
@@ -125,6 +127,7 @@ class KeyStore:
         self.audit = parts.ledger.audit
         self._envelopes = Envelopes(parts.ledger, parts.secrets, parts.config)
         self.recipients = RecipientDirectory(parts.ledger, parts.config)
+        self.escrow = EscrowPolicy(parts.ledger, parts.config)
 
     def __repr__(self) -> str:
         return f"KeyStore({str(self.directory)!r}, backend={self._secrets.kind!r})"
@@ -316,7 +319,9 @@ class KeyStore:
     # -- sealing ---------------------------------------------------------------------------
 
     def seal(self, data_map: DataMap, to: Sequence[str], sign_as: str | None = None) -> bytes:
-        """Seal ``data_map`` to the current keys of ``to`` (local identities or recipients)."""
+        """Seal ``data_map`` to the current keys of ``to`` (local identities or recipients) and
+        of every escrow recipient in force (``escrow``); ``EscrowError`` if one is missing or
+        unusable (audited: nothing is sealed)."""
         return self._envelopes.seal(data_map, to, sign_as)
 
     def open_envelope(self, sealed: bytes, *, signer: str | None = None) -> DataMap:
@@ -331,7 +336,9 @@ class KeyStore:
     def rewrap(
         self, sealed: bytes, *, sign_as: str | None = None, drop_signature: bool = False
     ) -> bytes:
-        """Re-seal to the current versions of the same recipients: fresh DMK, chunks untouched.
+        """Re-seal to the current versions of the same recipients and to every escrow recipient
+        in force (a map sealed before an escrow recipient was added gets it): fresh DMK, chunks
+        untouched.
 
         A signed envelope's signature must verify under a key this store still trusts (a usable
         version of a local identity, or a recipient's verifying key), else ``SignatureError``
