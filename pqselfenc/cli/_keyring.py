@@ -25,9 +25,10 @@ from pqselfenc.error import InvalidDataError, KeyNotFound
 
 if TYPE_CHECKING:  # the keys layer (KEM, argon2, zxcvbn, keyring) loads only when a command
     from pqselfenc.keys import KeyStore  # touches keys: encrypt without --to starts faster
-    from pqselfenc.keys.audit import AuditReport
+    from pqselfenc.keys.audit import AuditExport, AuditReport
 
 __all__ = [
+    "audit_export",
     "check_recipients",
     "convergence_secret",
     "key_store",
@@ -151,6 +152,18 @@ def audit_report(session: Session) -> AuditReport:
     kind = _choose_backend(session, path, existing)
     session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
     return KeyStore.verify_audit(path, **_unlock(session, path, kind, creating=False))
+
+
+def audit_export(session: Session, since: Any) -> AuditExport:
+    """The audit export of ``--home``'s key store (``KeyStore.export_audit``), unlocked as
+    ``audit_report`` unlocks it: verified line by line, never opened for use."""
+    from pqselfenc.keys import KeyStore
+
+    path, existing = existing_key_store(session)
+    kind = _choose_backend(session, path, existing)
+    session.console.note(f"key store {path} ({BACKEND_LABELS[kind]})")
+    return KeyStore.export_audit(path, since=since,
+                                 **_unlock(session, path, kind, creating=False))  # fmt: skip
 
 
 def read_secret(

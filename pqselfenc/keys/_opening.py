@@ -30,7 +30,7 @@ from pqselfenc.keys.backends import FileBackend, SecretBackend
 from pqselfenc.keys.config import KeyConfig
 from pqselfenc.keys.keyring_backend import KeyringBackend
 
-__all__ = ["OpenRequest", "StoreParts", "open_parts", "verify_audit"]
+__all__ = ["OpenRequest", "StoreParts", "open_parts", "read_only_audit", "verify_audit"]
 
 
 @dataclass(frozen=True)
@@ -130,6 +130,13 @@ def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> A
     """The audit report of the store of ``request``, without opening it for use: the secret is
     unlocked only to check keystore.json's MAC and the line MACs; nothing is recovered,
     upgraded, deleted or appended, so a damaged log is reported, never refused."""
+    return read_only_audit(request).verify(trusted_key)
+
+
+def read_only_audit(request: OpenRequest) -> AuditLog:
+    """The audit log of the store of ``request``, unlocked only to check MACs (what
+    ``verify_audit`` and the audit export read): nothing is recovered, upgraded or deleted, and
+    the caller appends nothing to it."""
     raw = M.read_bytes(request.directory / METADATA_NAME)
     unverified = M.from_json(raw, None)
     if unverified.backend != request.backend:
@@ -137,7 +144,7 @@ def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> A
     secret = _secrets(request, unverified.store_id).store_secret(unverified.audit_key)
     ledger = _ledger(request, store_lock(request.directory), secret)
     ledger.audit.require_macs_from(ledger.authenticate(raw).audit_mac_from)
-    return ledger.audit.verify(trusted_key)
+    return ledger.audit
 
 
 def open_parts(request: OpenRequest) -> StoreParts:

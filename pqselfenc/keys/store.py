@@ -40,10 +40,16 @@ from pqselfenc.keys._envelopes import Envelopes
 from pqselfenc.keys._ledger import Clock, Ledger
 from pqselfenc.keys._material import KeyPair, StoreSecret, generate_pair
 from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, Metadata
-from pqselfenc.keys._opening import OpenRequest, StoreParts, open_parts, verify_audit
+from pqselfenc.keys._opening import (
+    OpenRequest,
+    StoreParts,
+    open_parts,
+    read_only_audit,
+    verify_audit,
+)
 from pqselfenc.keys._secrets import Secrets
 from pqselfenc.keys._transfer import export_identity, import_identity
-from pqselfenc.keys.audit import AuditLog, AuditReport
+from pqselfenc.keys.audit import AuditExport, AuditLog, AuditReport, ExportState
 from pqselfenc.keys.backends import change_passphrase
 from pqselfenc.keys.config import KeyConfig, check_name
 from pqselfenc.keys.defaults import default_key_store, existing_backend
@@ -179,6 +185,22 @@ class KeyStore:
         request = OpenRequest(Path(path), KeyConfig(), backend, passphrase, _utc_now,
                               "verify", keyring)  # fmt: skip
         return verify_audit(request)
+
+    @staticmethod
+    def export_audit(
+        path: str | os.PathLike[str],
+        *,
+        since: int | datetime | ExportState | None = None,
+        backend: str = "file",
+        passphrase: str | None = None,
+        keyring: Any = None,
+    ) -> AuditExport:
+        """The audit log of the store at ``path`` for a SIEM (what ``pqselfenc audit export``
+        runs), unlocked as ``verify_audit`` does, without opening the store for use:
+        ``AuditLog.export(since)``, each line verified before it is yielded."""
+        request = OpenRequest(Path(path), KeyConfig(), backend, passphrase, _utc_now,
+                              "export", keyring)  # fmt: skip
+        return read_only_audit(request).export(since)
 
     @staticmethod
     def backend_of(path: str | os.PathLike[str]) -> str:
