@@ -7,8 +7,10 @@ The tree::
     │                              key store metadata that does not parse
     ├── IntegrityError             authenticated data failed verification (chunk name,
     │   │                          GCM tag, size, content hash, MAC, hash chain)
-    │   └── AuditError             the audit log is broken (incl. a line that does not
-    │                              parse), truncated, or cannot be written
+    │   ├── AuditError             the audit log is broken (incl. a line that does not
+    │   │                          parse), truncated, or cannot be written
+    │   └── RollbackError          the key store folder is older than its rollback anchor
+    │                              (kept in a token or the OS keyring), or the anchor is gone
     ├── EncryptionError            an operation could not be carried out (missing or wrong
     │   │                          convergence secret, compression failure, worker failure)
     │   ├── DecryptionError        a sealed envelope did not open: "not for me", wrong key and
@@ -51,6 +53,7 @@ __all__ = [
     "KeyNotFound",
     "KeyStoreError",
     "KeyringUnavailable",
+    "RollbackError",
     "SignatureError",
     "TokenPinError",
     "TokenUnavailable",
@@ -73,6 +76,12 @@ class IntegrityError(Error):
 
 class AuditError(IntegrityError):
     """The audit log's hash chain, checkpoint or signature is broken, or a write failed."""
+
+
+class RollbackError(IntegrityError):
+    """The key store folder is older than the rollback anchor kept outside it (a token data
+    object, an OS keyring entry), its audit log is not the one anchored, or the anchor of an
+    anchored store is missing; the message gives the anchor's values."""
 
 
 class EncryptionError(Error):

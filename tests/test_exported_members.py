@@ -49,6 +49,7 @@ def test_error_names_are_pinned_and_drawn_in_the_tree() -> None:
         "KeyNotFound",
         "KeyStoreError",
         "KeyringUnavailable",
+        "RollbackError",
         "SignatureError",
         "TokenPinError",
         "TokenUnavailable",

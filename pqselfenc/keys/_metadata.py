@@ -14,6 +14,8 @@ write carries the written file's ``mac`` (``meta_mac``), and the ledger binds th
 
 Format version 2 (this release) adds ``audit_mac_from``, the first audit seq whose line must carry
 a MAC; version 1 files (the release before) lack it and are upgraded when the store is opened.
+Optional, under the MAC: ``anchor`` (where the rollback anchor is: ``token``, ``keyring``) and, for
+the pkcs11 backend, ``pkcs11`` (the token and the wrapping key's label and id).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from pqselfenc.keys._json import Fields, canonical, loads
 from pqselfenc.keys.config import check_name
 
 __all__ = [
+    "ANCHORS",
     "BACKENDS",
     "FORMAT",
     "STAGED_NAME",
@@ -44,6 +47,7 @@ __all__ = [
     "KeyVersion",
     "Metadata",
     "RecipientEntry",
+    "TokenKey",
     "commit_staged",
     "fmt_time",
     "parse_time",
@@ -54,7 +58,8 @@ __all__ = [
 ]
 
 FORMAT = "pqselfenc-keystore"
-BACKENDS = ("file", "keyring")
+BACKENDS = ("file", "keyring", "pkcs11")
+ANCHORS = {"pkcs11": ("token",), "keyring": ("keyring", None), "file": (None,)}  # by backend
 _VERSION = 2  # what this release writes; 1 (no audit_mac_from) is still read, then upgraded
 _VERSIONS = (1, 2)
 _MAX_BYTES = 64 << 20  # refuse absurd metadata files before parsing them
@@ -161,6 +166,16 @@ class RecipientEntry:
 
 
 @dataclass(frozen=True)
+class TokenKey:
+    """The pkcs11 backend's wrapping key: the token's label, the key's ``CKA_LABEL`` and
+    ``CKA_ID`` (hex), recorded at creation; reopening uses exactly this key."""
+
+    token: str
+    key_label: str
+    key_id: str
+
+
+@dataclass(frozen=True)
 class Metadata:
     """Everything the store knows that is not secret."""
 
@@ -173,6 +188,8 @@ class Metadata:
     generation: int = 0  # writes so far: each write stores one more (0 = never written)
     audit_mac_from: int | None = None  # first audit seq that carries a MAC; None: format 1
     mac: str = field(default="", compare=False, repr=False)  # the file's own MAC (hex), if read
+    anchor: str | None = None  # where the rollback anchor is: "token", "keyring", None (none)
+    token_key: TokenKey | None = None  # the pkcs11 backend's wrapping key
 
     def identity(self, name: str) -> Identity:
         try:
@@ -221,6 +238,11 @@ def _document(meta: Metadata) -> dict[str, Any]:
     head: dict[str, Any] = {"format": FORMAT, "version": 1}
     if meta.audit_mac_from is not None:
         head = {"format": FORMAT, "version": _VERSION, "audit_mac_from": meta.audit_mac_from}
+    if meta.anchor is not None:
+        head["anchor"] = meta.anchor
+    if meta.token_key is not None:
+        key = meta.token_key
+        head["pkcs11"] = {"token": key.token, "key_label": key.key_label, "key_id": key.key_id}
     return {
         **head,
         "generation": meta.generation,
@@ -382,10 +404,11 @@ def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
     assert created is not None
     backend = r.get("backend", str)
     if backend not in BACKENDS:
-        raise InvalidDataError("keystore metadata: backend is neither 'file' nor 'keyring'")
+        raise InvalidDataError("keystore metadata: backend is not 'file', 'keyring' or 'pkcs11'")
     store_id = r.get("store_id", str)
     if not _STORE_ID.fullmatch(store_id):
         raise InvalidDataError("keystore metadata: store_id is not 32 lowercase hex digits")
+    anchor, token_key = _anchor(r, backend), _token_key(r, backend, store_id)
     return Metadata(
         store_id=store_id,
         backend=backend,
@@ -396,7 +419,35 @@ def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
         generation=generation,
         audit_mac_from=mac_from,
         mac=doc["mac"] if isinstance(doc.get("mac"), str) else "",
+        anchor=anchor,
+        token_key=token_key,
     )
+
+
+def _anchor(r: _Reader, backend: str) -> str | None:
+    """``anchor``: absent for the file backend, ``token`` for pkcs11, ``keyring`` or absent
+    (a store of the release before, anchored at its first open) for keyring."""
+    value: str | None = r.text("anchor", optional=True, max_length=16)
+    if value not in ANCHORS[backend]:
+        raise InvalidDataError(f"keystore metadata: anchor {value!r} for the {backend} backend")
+    return value
+
+
+_KEY_ID = re.compile(r"[0-9a-f]{32}")  # CKA_ID: P.P11_KEY_ID_SIZE bytes
+
+
+def _token_key(r: _Reader, backend: str, store_id: str) -> TokenKey | None:
+    """``pkcs11``: present exactly for the pkcs11 backend, naming this store's key."""
+    if backend != "pkcs11":
+        if "pkcs11" in r.obj:
+            raise InvalidDataError("keystore metadata: pkcs11 for another backend")
+        return None
+    k = _Reader(r.get("pkcs11", dict), "pkcs11")
+    key = TokenKey(k.text("token", max_length=32), k.text("key_label", max_length=64),
+                   k.text("key_id", max_length=32))  # fmt: skip
+    if key.key_label != P.P11_KEY_LABEL_PREFIX + store_id or not _KEY_ID.fullmatch(key.key_id):
+        raise InvalidDataError("keystore metadata: pkcs11 names no key of this store")
+    return key
 
 
 def read_bytes(path: Path) -> bytes:

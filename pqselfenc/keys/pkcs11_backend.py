@@ -5,7 +5,7 @@ The token generates one AES-256 key per store (label ``pqselfenc-<store id>``, a
 encrypt/decrypt only). Every secret is encrypted by the token with ``CKM_AES_GCM`` (fresh random
 96-bit IV, 128-bit tag, AAD binding the store id, the name and the version) and the directory holds
 only those blobs, ``secrets/NAME.vN.p11``; each ``get`` decrypts in the token again (nothing is
-cached). Deleting the token key crypto-shreds the whole store. Byte layout: docs/pkcs11.md.
+cached). Deleting the token key crypto-shreds the whole store. Byte layout: docs/format.md 4.7.
 
 The token also holds the store's rollback anchor (``read_anchor``/``write_anchor``): a private
 data object recording the newest generation and audit head, which a copy of an older directory
@@ -31,7 +31,7 @@ from pqselfenc.error import (
     TokenUnavailable,
 )
 from pqselfenc.keys import _p11anchor
-from pqselfenc.keys._p11anchor import Anchor
+from pqselfenc.keys._anchor import Anchor
 from pqselfenc.keys._p11files import (
     durable_unlink,
     durable_write,
@@ -292,6 +292,11 @@ class Pkcs11Backend:
     def anchor_label(self) -> str:
         """``CKA_LABEL`` of this store's anchor data objects."""
         return P.P11_ANCHOR_LABEL_PREFIX + self._store_id
+
+    @property
+    def anchor_location(self) -> str:
+        """Where the anchor is, for messages."""
+        return f"token {self.token_label!r} (data object {self.anchor_label!r})"
 
     def read_anchor(self) -> Anchor | None:
         """The highest anchor in the token (two exist only after a crash mid-replace); None if
