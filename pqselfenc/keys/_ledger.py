@@ -15,7 +15,8 @@ an OS keyring entry, for the pkcs11 and keyring backends): ``_settled`` writes i
 commit and every checkpoint (``head()`` is the new audit head). A write the holder cannot take
 (token away, keyring locked) leaves the commit standing: it is logged and kept in
 ``anchor_problem``, and the next commit, checkpoint or open catches up. A write that would move
-the anchor back is a rollback of the folder while it was open: ``IntegrityError``, raised.
+the anchor back, or whose log lacks the anchored line (two copies of the folder in use at once),
+is a rollback or a fork of the folder while it was open: ``IntegrityError``, raised.
 ``recover`` checks the folder against it at open (``RollbackError``, nothing written: the
 generation before anything else, the audit head and the hash at the anchored seq once the log is
 settled), refuses an anchored store whose anchor is gone, anchors a keyring store of the release
@@ -171,10 +172,16 @@ class Ledger:
         self._put_anchor(Anchor(generation, *self.audit.head()))
 
     def _put_anchor(self, anchor: Anchor) -> None:
-        """Write ``anchor``; a holder that cannot take it is reported, never fatal (the commit
-        stands, the next one catches up); one that refuses it (behind, forked) raises."""
+        """Write ``anchor`` after checking that this log still holds the anchored line (two
+        copies of one folder in use at once fork the log: the second is refused here, with
+        ``RollbackError``, as a move back is by the holder). A holder that cannot be read or
+        written is reported, never fatal: the commit stands and the next one catches up."""
         assert self._anchor is not None
         try:
+            current = self._anchor.read_anchor()
+            if current is not None:
+                _anchor.check(current, anchor.generation, anchor.audit_seq, self.audit.hash_at,
+                              self._anchor.anchor_location)  # fmt: skip
             self._anchor.write_anchor(anchor)
         except IntegrityError:
             raise

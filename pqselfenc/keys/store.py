@@ -213,6 +213,11 @@ class KeyStore:
 
     # -- what protects the store -------------------------------------------------------------
 
+    @property
+    def backend(self) -> str:
+        """Where this store's secrets are: ``"file"``, ``"keyring"`` or ``"pkcs11"``."""
+        return self._secrets.kind
+
     def rollback_protection(self) -> str:
         """One line: where this store's rollback anchor is and what it records now, or that
         it has none (the file backend)."""
