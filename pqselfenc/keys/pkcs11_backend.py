@@ -354,18 +354,23 @@ def _lookup(session: pkcs11.Session, store_id: str, key_id: bytes) -> pkcs11.Sec
 
 
 def _find_key(token: TokenSession, store_id: str, key_id: bytes | None) -> bytes:
-    """The id of this store's key (the one with ``key_id`` if given), its attributes checked."""
+    """The id of this store's key (the one with ``key_id`` if given), its attributes checked.
+    A key under the store's label with another id than ``key_id`` is ``IntegrityError`` (the
+    recorded id was altered), not "destroyed"."""
     from pkcs11 import Attribute as A
 
     def find(session: pkcs11.Session) -> bytes:
-        chosen = key_id
-        if chosen is None:
-            keys = _keys(session, store_id)
-            if len(keys) > 1:
-                raise IntegrityError(f"the token holds several keys {_label(store_id)!r}")
-            chosen = bytes(keys[0][A.ID]) if keys else b""
-        _check_key(_lookup(session, store_id, chosen))  # KeyDestroyedError if there is none
-        return chosen
+        keys = _keys(session, store_id)
+        if len(keys) > 1:
+            raise IntegrityError(f"the token holds several keys {_label(store_id)!r}")
+        found = bytes(keys[0][A.ID]) if keys else None
+        if key_id is not None and found is not None and found != key_id:
+            raise IntegrityError(
+                f"the token's key {_label(store_id)!r} is not the one this store recorded "
+                "(its key id differs): the store's metadata was altered"
+            )
+        _check_key(_lookup(session, store_id, found or b""))  # KeyDestroyedError if none
+        return found or b""
 
     return token.run(find, "finding the wrapping key")
 
