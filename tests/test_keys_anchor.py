@@ -137,16 +137,36 @@ def test_two_copies_in_use_at_once_fork_and_the_second_is_refused(
         anchored.open(tmp_path / "twin")
 
 
-def test_a_rollback_while_the_store_is_open_is_caught_at_its_next_change(
+def test_a_rollback_while_the_store_is_open_is_caught_at_its_next_use(
     anchored: Anchored, tmp_path: Path
 ) -> None:
+    """The folder put back behind an open store's back: its next read of keystore.json sees
+    the generation go back, so nothing is sealed to a rolled-back recipient key."""
     ks = made(anchored, tmp_path)
     shutil.copytree(ks.directory, tmp_path / "copy")
     ks = anchored.open(ks.directory)
-    ks.rotate("alice")
-    restore(tmp_path / "copy", ks.directory)  # behind the open store's back
-    with pytest.raises(RollbackError):
-        ks.generate("mallory")  # the commit lands in the old folder, its anchor write refuses
+    ks.recipients.add("bob", recipient_text(), replace_existing=True)  # bob's new key
+    restore(tmp_path / "copy", ks.directory)  # bob's old key is back in the folder
+    with pytest.raises(RollbackError, match="went back from generation"):
+        ks.seal(small_map(), to=["bob"])
+    with pytest.raises(RollbackError, match="older than its rollback anchor"):
+        anchored.open(ks.directory)
+
+
+def test_a_change_on_a_folder_put_back_is_refused_by_the_anchor(
+    anchored: Anchored, tmp_path: Path
+) -> None:
+    """A store opened before another process changed the folder has not seen the newer
+    generation; if the folder is put back, its change lands there, and its anchor write is
+    refused: the log lacks the anchored line."""
+    ks = made(anchored, tmp_path)
+    shutil.copytree(ks.directory, tmp_path / "copy")
+    early = anchored.open(ks.directory)
+    other = anchored.open(ks.directory)
+    other.rotate("alice")
+    restore(tmp_path / "copy", ks.directory)
+    with pytest.raises(RollbackError, match="not the one anchored|older than"):
+        early.generate("mallory")
     with pytest.raises(RollbackError):
         anchored.open(ks.directory)
 

@@ -37,7 +37,7 @@ from typing import Any
 
 from filelock import FileLock
 
-from pqselfenc.error import AuditError, Error, IntegrityError, InvalidDataError
+from pqselfenc.error import AuditError, Error, IntegrityError, InvalidDataError, RollbackError
 from pqselfenc.keys import _anchor
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._anchor import GENESIS, Anchor, AnchorHolder
@@ -80,6 +80,7 @@ class Ledger:
         self._staged = directory / M.STAGED_NAME
         self._anchor = anchor
         self.anchor_problem: str | None = None  # why the last anchor write failed, if it did
+        self._seen = 0  # the highest keystore.json generation read or written by this ledger
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.directory)!r})"
@@ -87,8 +88,18 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------
 
     def read(self) -> Metadata:
-        """The metadata, its MAC checked (``IntegrityError`` if it was changed behind our back)."""
-        return M.read_metadata(self._path, self._mac_key)
+        """The metadata, its MAC checked (``IntegrityError`` if it was changed behind our back);
+        ``RollbackError`` if its generation is below one this ledger has seen (the folder was
+        put back while the store was open: caught at the next read, with any backend)."""
+        meta = M.read_metadata(self._path, self._mac_key)
+        if meta.generation < self._seen:
+            raise RollbackError(
+                f"keystore.json went back from generation {self._seen} to {meta.generation} "
+                f"while the store was open: the folder was rolled back. To recover: "
+                f"{_anchor.RESET_HINT}"
+            )
+        self._seen = meta.generation
+        return meta
 
     def authenticate(self, raw: bytes) -> Metadata:
         """keystore.json's bytes ``raw``, read before the store was unlocked, MAC checked now."""
@@ -124,6 +135,7 @@ class Ledger:
             self._staged.unlink(missing_ok=True)
             raise
         M.commit_staged(self._staged, self._path)
+        self._seen = max(self._seen, written.generation)
         self._settled(written)
         return written
 
