@@ -484,7 +484,7 @@ def audit_mac(key: bytes, line_hash: bytes, offset: int) -> bytes:
     """HMAC-SHA3-256 over an audit line's 32-byte chain hash || its u64 offset in the log."""
     return hmac.new(key, line_hash + offset.to_bytes(8, "big"), hashlib.sha3_256).digest()
 
-# PKCS#11 backend (keys/pkcs11_backend.py, docs/pkcs11.md): one token-wrapped secret per file.
+# PKCS#11 backend (keys/pkcs11_backend.py, docs/format.md 4.7): one token-wrapped secret per file.
 # Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.
 P11_BLOB_MAGIC = b"PQSEP11\x00"
 P11_BLOB_VERSION = 1
