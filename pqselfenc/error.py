@@ -18,7 +18,9 @@ The tree::
     │   └── SignatureError         a sender signature is missing, from an untrusted signer,
     │                              or does not verify
     ├── ChunkStoreError            a chunk store failed (I/O, permissions, server errors)
-    │   └── ChunkNotFound          the store has no chunk under that name
+    │   ├── ChunkNotFound          the store has no chunk under that name
+    │   └── StoreLockedError       another process holds a conflicting store lock (a gc, a
+    │                              writer, or a stale lock left by one), or ours was lost
     └── KeyStoreError              the key store failed or was misused
         ├── KeyNotFound            no identity, recipient or version under that name
         ├── KeyringUnavailable     no secure OS keyring (and no silent plaintext fallback)
@@ -55,6 +57,7 @@ __all__ = [
     "KeyringUnavailable",
     "RollbackError",
     "SignatureError",
+    "StoreLockedError",
     "TokenPinError",
     "TokenUnavailable",
     "WeakSecretError",
@@ -102,6 +105,11 @@ class ChunkStoreError(Error):
 
 class ChunkNotFound(ChunkStoreError):
     """The store holds no chunk under the requested name."""
+
+
+class StoreLockedError(ChunkStoreError):
+    """A store lock could not be taken or kept: a gc or writers hold a conflicting lock, a stale
+    lock is in the way (reported, never broken silently), or our own lock was lost."""
 
 
 class KeyStoreError(Error):

@@ -495,7 +495,7 @@ def test_gc_reads_sealed_maps(capsys: pytest.CaptureFixture[str], tmp_path: Path
     # The maps are sealed: gc opens them with the key store to know what they reference.
     dry = json.loads(ok(capsys, "store", "gc", "keep.map", "--json").out)
     assert (dry["chunks"], dry["referenced"], dry["unreferenced"]) == (6, 3, 3)
-    ok(capsys, "store", "gc", "keep.map", "--delete")
+    ok(capsys, "store", "gc", "keep.map", "--delete", "--grace", "0")
     ok(capsys, "decrypt", "keep.map", "--out", "k")
     assert run(capsys, "decrypt", "drop.map", "--out", "d").code == 1
 

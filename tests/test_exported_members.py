@@ -51,6 +51,7 @@ def test_error_names_are_pinned_and_drawn_in_the_tree() -> None:
         "KeyringUnavailable",
         "RollbackError",
         "SignatureError",
+        "StoreLockedError",
         "TokenPinError",
         "TokenUnavailable",
         "WeakSecretError",

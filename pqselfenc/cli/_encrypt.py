@@ -267,9 +267,11 @@ def encrypt(session: Session) -> int:
         _check_one_suite(session, args.to)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
-    done = [
-        _encrypt_one(session, f, m, store, config) for f, m in zip(args.files, maps, strict=True)
-    ]
+    with store.writing():  # one writer lock for every file and its map: gc waits for the maps
+        done = [
+            _encrypt_one(session, f, m, store, config)
+            for f, m in zip(args.files, maps, strict=True)
+        ]
     session.console.result({"encrypted": done, "store": session.store_label()}, _lines(done))
     return 0
 

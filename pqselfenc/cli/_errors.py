@@ -39,6 +39,11 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
         err.ChunkNotFound,
         "is --store the store the file was encrypted into? 'pqselfenc store verify' checks it",
     ),
+    (
+        err.StoreLockedError,
+        "a gc or writers are using the store: retry later; 'pqselfenc store stats' lists the "
+        "locks, and 'pqselfenc store unlock ID' removes a stale one whose process is gone",
+    ),
     (err.ChunkStoreError, "check that the chunk store exists, is readable and is reachable"),
     (err.AuditError, "the audit log was altered or truncated; keep a copy and investigate"),
     (
