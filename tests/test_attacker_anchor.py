@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from _anchored import Anchored, anchored_fixture  # noqa: F401  (registers "anchored")
 from _keys_support import PASSPHRASE, FakeClock, small_map
-from _softhsm import SoftHsm, make_softhsm, softhsm_fixture  # noqa: F401  (registers "softhsm")
+from _softhsm import SoftHsm, make_softhsm
 
 from pqselfenc.error import IntegrityError, InvalidDataError, KeyStoreError, RollbackError
 from pqselfenc.keys import KeyStore

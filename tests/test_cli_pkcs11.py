@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from _cli_helpers import FakeTerminal, Result, clean_env, run, run_process
 from _keys_support import OwnCollection, needs_secret_service
-from _softhsm import SoftHsm, softhsm_fixture  # noqa: F401  (registers "softhsm")
+from _softhsm import SoftHsm
 
 from pqselfenc.keys import _pkcs11
 from pqselfenc.keys import pkcs11_backend as pb

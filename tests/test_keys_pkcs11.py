@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from _anchored import Anchored
 from _keys_support import FakeClock, small_map
-from _softhsm import SoftHsm, softhsm_fixture  # noqa: F401  (registers "softhsm")
+from _softhsm import SoftHsm
 
 from pqselfenc.error import (
     IntegrityError,

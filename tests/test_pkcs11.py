@@ -26,7 +26,6 @@ from _softhsm import (
     SoftHsm,
     missing,
     skip_or_fail,
-    softhsm_fixture,  # noqa: F401  (registers the fixture "softhsm")
 )
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 

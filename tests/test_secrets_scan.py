@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _softhsm import softhsm_fixture  # noqa: F401  (registers "softhsm")
 
 from pqselfenc import (
     CompressionConfig,

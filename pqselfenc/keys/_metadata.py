@@ -433,9 +433,6 @@ def _anchor(r: _Reader, backend: str) -> str | None:
     return value
 
 
-_KEY_ID = re.compile(r"[0-9a-f]{32}")  # CKA_ID: P.P11_KEY_ID_SIZE bytes
-
-
 def _token_key(r: _Reader, backend: str, store_id: str) -> TokenKey | None:
     """``pkcs11``: present exactly for the pkcs11 backend, naming this store's key."""
     if backend != "pkcs11":
@@ -445,7 +442,8 @@ def _token_key(r: _Reader, backend: str, store_id: str) -> TokenKey | None:
     k = _Reader(r.get("pkcs11", dict), "pkcs11")
     key = TokenKey(k.text("token", max_length=32), k.text("key_label", max_length=64),
                    k.text("key_id", max_length=32))  # fmt: skip
-    if key.key_label != P.P11_KEY_LABEL_PREFIX + store_id or not _KEY_ID.fullmatch(key.key_id):
+    ok_id = _STORE_ID.fullmatch(key.key_id)  # CKA_ID: P.P11_KEY_ID_SIZE bytes, 32 hex digits
+    if key.key_label != P.P11_KEY_LABEL_PREFIX + store_id or not ok_id:
         raise InvalidDataError("keystore metadata: pkcs11 names no key of this store")
     return key
 

@@ -21,7 +21,7 @@ from typing import Any
 from filelock import FileLock
 
 from pqselfenc.core._durable import check_private_directory
-from pqselfenc.error import Error, KeyStoreError, RollbackError
+from pqselfenc.error import AuditError, Error, KeyStoreError, RollbackError
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._anchor import AnchorHolder
 from pqselfenc.keys._audit_format import Verifier
@@ -211,20 +211,25 @@ def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> A
         meta = ledger.authenticate(raw)
         ledger.audit.require_macs_from(meta.audit_mac_from)
         report = ledger.audit.verify(trusted_key)
-        return report if not report.ok else _against_anchor(report, ledger, meta)
+        return report if not report.ok else _against_anchor(report, ledger)
     finally:
         with suppress(Error):
             secrets.close()
 
 
-def _against_anchor(report: AuditReport, ledger: Ledger, meta: Metadata) -> AuditReport:
+def _against_anchor(report: AuditReport, ledger: Ledger) -> AuditReport:
     """``report`` (a log that verifies), or a ``rolled-back`` report when the folder is older
-    than the anchor or the anchor of an anchored store is missing."""
+    than the anchor or the anchor of an anchored store is missing. Metadata, log head and anchor
+    are read together under the store lock (others may be writing: no false alarm); a log that
+    changed shape meanwhile (a torn tail) is left to the next verify."""
     try:
-        ledger.check_anchor(meta, report.last_seq)
+        with ledger.lock:
+            ledger.check_anchor(ledger.read(), ledger.audit.head()[0])
     except RollbackError as exc:
         return replace(report, ok=False, kind="rolled-back", seq=report.last_seq,
-                                 line=report.events, detail=str(exc))  # fmt: skip
+                       line=report.events, detail=str(exc))  # fmt: skip
+    except AuditError:
+        return report
     return report
 
 
