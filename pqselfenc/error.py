@@ -7,8 +7,10 @@ The tree::
     │                              key store metadata that does not parse
     ├── IntegrityError             authenticated data failed verification (chunk name,
     │   │                          GCM tag, size, content hash, MAC, hash chain)
-    │   └── AuditError             the audit log is broken (incl. a line that does not
-    │                              parse), truncated, or cannot be written
+    │   ├── AuditError             the audit log is broken (incl. a line that does not
+    │   │                          parse), truncated, or cannot be written
+    │   └── RollbackError          the key store folder is older than its rollback anchor
+    │                              (kept in a token or the OS keyring), or the anchor is gone
     ├── EncryptionError            an operation could not be carried out (missing or wrong
     │   │                          convergence secret, compression failure, worker failure)
     │   ├── DecryptionError        a sealed envelope did not open: "not for me", wrong key and
@@ -16,7 +18,9 @@ The tree::
     │   └── SignatureError         a sender signature is missing, from an untrusted signer,
     │                              or does not verify
     ├── ChunkStoreError            a chunk store failed (I/O, permissions, server errors)
-    │   └── ChunkNotFound          the store has no chunk under that name
+    │   ├── ChunkNotFound          the store has no chunk under that name
+    │   └── StoreLockedError       another process holds a conflicting store lock (a gc, a
+    │                              writer, or a stale lock left by one), or ours was lost
     └── KeyStoreError              the key store failed or was misused
         ├── KeyNotFound            no identity, recipient or version under that name
         ├── KeyringUnavailable     no secure OS keyring (and no silent plaintext fallback)
@@ -54,7 +58,9 @@ __all__ = [
     "KeyNotFound",
     "KeyStoreError",
     "KeyringUnavailable",
+    "RollbackError",
     "SignatureError",
+    "StoreLockedError",
     "TokenPinError",
     "TokenUnavailable",
     "WeakSecretError",
@@ -78,6 +84,12 @@ class AuditError(IntegrityError):
     """The audit log's hash chain, checkpoint or signature is broken, or a write failed."""
 
 
+class RollbackError(IntegrityError):
+    """The key store folder is older than the rollback anchor kept outside it (a token data
+    object, an OS keyring entry), its audit log is not the one anchored, or the anchor of an
+    anchored store is missing; the message gives the anchor's values."""
+
+
 class EncryptionError(Error):
     """An encryption or decryption operation could not be carried out."""
 
@@ -96,6 +108,11 @@ class ChunkStoreError(Error):
 
 class ChunkNotFound(ChunkStoreError):
     """The store holds no chunk under the requested name."""
+
+
+class StoreLockedError(ChunkStoreError):
+    """A store lock could not be taken or kept: a gc or writers hold a conflicting lock, a stale
+    lock is in the way (reported, never broken silently), or our own lock was lost."""
 
 
 class KeyStoreError(Error):

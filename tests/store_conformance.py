@@ -300,6 +300,19 @@ class StoreConformance:
                 put(chunk)
         assert all(store.retrieve(c.info) == c.content for c in chunks)
 
+    def test_a_batch_holds_the_stores_writer_lock_and_records_its_session(
+        self, store: ChunkStore
+    ) -> None:
+        """A store that can be shared with gc (``locks()``) is locked by every batch, also
+        through a wrapper (docs/stores.md, "Sharing a store and garbage collection")."""
+        locks = store.locks()
+        with store.writing(), store.batch() as put:
+            put(named(3000, seed=5))
+            if locks is not None:
+                assert [i.kind for i in locks.inspect()] == ["shared"]  # one, re-entered
+        if locks is not None:
+            assert locks.inspect() == [] and len(locks.space.ended()) == 1
+
     def test_encrypt_file_into_the_store_and_back(self, store: ChunkStore, tmp_path: Path) -> None:
         """The file path writes through ``batch``: the map comes back only when its chunks are
         stored, and decrypts from the store."""

@@ -1,4 +1,4 @@
-"""Audit export for a SIEM and ``audit verify --json`` (issue 15, item 4; docs/format.md 4.7).
+"""Audit export for a SIEM and ``audit verify --json`` (issue 15, item 4; docs/format.md 4.9).
 
 Every exported line was verified first, the export stops at the first bad line with the good
 prefix out and exit 1, consecutive exports chain (seq + 1, prev = last hash), a log rewritten or
@@ -48,7 +48,7 @@ def _spec_hash(event: dict[str, Any]) -> str:
 
 
 def _chained(records: list[dict[str, Any]], prev: str = ZERO, seq: int = 0) -> None:
-    """What a SIEM checks (docs/format.md 4.7): seq + 1, prev = the last hash, hash recomputed."""
+    """What a SIEM checks (docs/format.md 4.9): seq + 1, prev = the last hash, hash recomputed."""
     for record in records:
         assert (record["seq"], record["prev"]) == (seq + 1, prev)
         assert record["hash"] == record["event"]["hash"] == _spec_hash(record["event"])

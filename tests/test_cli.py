@@ -409,7 +409,8 @@ def test_gc_reports_then_deletes_only_unreferenced(
     dry = json.loads(run(capsys, "store", "gc", "keep.bin.map", "--store", "chunks", "--json").out)
     assert (dry["chunks"], dry["referenced"], dry["unreferenced"]) == (10, 4, 6)
     assert len(list(DirectoryChunkStore(tmp_path / "chunks"))) == 10
-    gone = run(capsys, "store", "gc", "keep.bin.map", "--store", "chunks", "--delete")
+    # --grace 0: the chunks were written a moment ago (the default keeps them for 24 h)
+    gone = run(capsys, "store", "gc", "keep.bin.map", "--store", "chunks", "--delete", "--grace=0")
     assert gone.code == 0 and "deleted 6 of 10 chunks" in gone.out
     assert len(list(DirectoryChunkStore(tmp_path / "chunks"))) == 4
     assert decrypt(capsys, "keep.bin.map", "--out", "k").code == 0

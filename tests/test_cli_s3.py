@@ -41,7 +41,8 @@ def test_encrypt_decrypt_verify_gc_on_s3(capsys: pytest.CaptureFixture[str], url
     assert part.code == 0 and Path("r").read_bytes() == data[70000:70010]
     verified = json.loads(run(capsys, "store", "verify", "--store", url, "--json").out)
     assert verified["chunks"] == 8 and verified["bad"] == []
-    gc = run(capsys, "store", "gc", "in.bin.map", "--store", url, "--delete", "--json")
+    gc = run(capsys, "store", "gc", "in.bin.map", "--store", url, "--delete", "--grace", "0",
+             "--json")  # fmt: skip
     assert json.loads(gc.out)["unreferenced"] == 3
     stats = json.loads(run(capsys, "store", "stats", "in.bin.map", "--store", url, "--json").out)
     assert (stats["chunks"], stats["referenced"], stats["missing"]) == (5, 5, 0)

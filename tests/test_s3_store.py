@@ -86,15 +86,17 @@ def test_conditional_put_answers_412_and_never_overwrites(s3_server: S3Server, r
     chunk = os.urandom(5000)
     info = store.store(chunk)
     assert store.store(chunk) == info
-    assert calls == [("PutObject", 200), ("PutObject", 412)]
-    # A damaged object under the name stays damaged: the store never writes over a name.
+    # 412: not uploaded again; the object is checked (its SHA-256 is the name) and, outside a
+    # writer session, given a new stamp for gc by a copy onto itself (tests/test_gc.py)
+    assert calls == [("PutObject", 200), ("PutObject", 412), ("HeadObject", 200),
+                     ("CopyObject", 200)]  # fmt: skip
+    # A damaged object under the name is never trusted: the next store of the chunk checks
+    # what is there, finds other bytes and uploads the chunk over it.
     raw.put_object(Bucket=store.bucket, Key=store.key_of(info), Body=b"damaged")
-    store.store(chunk)
-    assert raw.get_object(Bucket=store.bucket, Key=store.key_of(info))["Body"].read() == b"damaged"
     with pytest.raises(IntegrityError):
         store.retrieve(info)
-    store.delete(info)  # the repair: delete, then store again
     store.store(chunk)
+    assert raw.get_object(Bucket=store.bucket, Key=store.key_of(info))["Body"].read() == chunk
     assert store.retrieve(info) == chunk
 
 
@@ -107,7 +109,8 @@ def test_head_then_put_fallback_for_servers_without_conditional_writes(
     chunk = os.urandom(3000)
     info = store.store(chunk)
     store.store(chunk)
-    assert calls == [("HeadObject", 404), ("PutObject", 200), ("HeadObject", 200)]
+    assert calls == [("HeadObject", 404), ("PutObject", 200), ("HeadObject", 200),
+                     ("CopyObject", 200)]  # fmt: skip
     assert store.retrieve(info) == chunk
 
 

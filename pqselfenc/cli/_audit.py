@@ -1,7 +1,7 @@
 """``pqselfenc audit show|verify|export``: the key store's hash-chained, signed audit log.
 
 ``verify --json`` prints one result object for monitoring (its fields are listed in docs/cli.md);
-``export`` prints the log's lines for a SIEM as JSON Lines (docs/format.md 4.7), each verified
+``export`` prints the log's lines for a SIEM as JSON Lines (docs/format.md 4.9), each verified
 before it is printed: at the first bad line it stops, the lines before it printed, the error on
 stderr, exit 1. ``--state FILE`` carries the position from one export to the next.
 """
@@ -54,7 +54,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 def _export_parser(actions: Any, common: argparse.ArgumentParser) -> None:
     export = actions.add_parser(
         "export", parents=[common], help="print the verified events as JSON Lines (for a SIEM)",
-        description="Print each event of the audit log as one JSON record (docs/format.md 4.7), "
+        description="Print each event of the audit log as one JSON record (docs/format.md 4.9), "
         "after it and every line before it verified. At the first bad line the export stops: "
         "the lines before it are printed, the error goes to stderr, exit status 1.",
     )  # fmt: skip

@@ -270,10 +270,11 @@ def encrypt(session: Session) -> int:
         _escrow.escrow_note(session, escrow, args.private_dedup)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
-    done = [
-        _encrypt_one(session, f, m, store, config) | {"escrow": list(escrow)}
-        for f, m in zip(args.files, maps, strict=True)
-    ]
+    with store.writing():  # one writer lock for every file and its map: gc waits for the maps
+        done = [
+            _encrypt_one(session, f, m, store, config) | {"escrow": list(escrow)}
+            for f, m in zip(args.files, maps, strict=True)
+        ]
     session.console.result({"encrypted": done, "store": session.store_label()}, _lines(done))
     return 0
 

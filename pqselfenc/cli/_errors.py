@@ -13,6 +13,16 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
         "check $PQSELFENC_PASSPHRASE or --passphrase-file (or the export passphrase)",
     ),
     (
+        err.TokenPinError,
+        "check $PQSELFENC_PKCS11_PIN or --pin-file (the token's user PIN); a token locks "
+        "after a few wrong PINs",
+    ),
+    (
+        err.TokenUnavailable,
+        "check $PQSELFENC_PKCS11_MODULE (absolute path of the vendor's .so), "
+        "$PQSELFENC_PKCS11_TOKEN (the token's label) and that the token is present",
+    ),
+    (
         err.KeyringUnavailable,
         "unlock the OS keyring (log in to the desktop session, or unlock the login keyring) "
         "and retry; a new key store can use a passphrase-protected file: --backend file",
@@ -34,8 +44,17 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
         err.ChunkNotFound,
         "is --store the store the file was encrypted into? 'pqselfenc store verify' checks it",
     ),
+    (
+        err.StoreLockedError,
+        "a gc or writers are using the store: retry later; 'pqselfenc store stats' lists the "
+        "locks, and 'pqselfenc store unlock ID' removes a stale one whose process is gone",
+    ),
     (err.ChunkStoreError, "check that the chunk store exists, is readable and is reachable"),
     (err.AuditError, "the audit log was altered or truncated; keep a copy and investigate"),
+    (
+        err.RollbackError,
+        "'pqselfenc keys anchor' shows the anchor; compare the folder with your latest backup",
+    ),
     (
         err.IntegrityError,
         "the chunk store or the map was altered or damaged; "

@@ -1,22 +1,21 @@
-"""``pqselfenc store verify|stats|gc``: check a chunk store, and what DataMaps reference in it."""
+"""``pqselfenc store verify|stats|gc|unlock``: check a chunk store, what DataMaps reference
+in it, collect what none does (``pqselfenc.core.gc``), and remove stale locks."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+import contextlib
 from pathlib import Path
 from typing import Any
 
 from pqselfenc.cli import _maps
 from pqselfenc.cli._keyring import secret_config
-from pqselfenc.cli._output import CliError, Console
+from pqselfenc.cli._output import CliError, Progress
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._values import path_arg
+from pqselfenc.core import gc as gc_lib
 from pqselfenc.core._store import ChunkInfo, ChunkStore, short_name, verify_chunk
 from pqselfenc.core.config import EncryptionConfig
-from pqselfenc.core.datamap import DataMap
-from pqselfenc.core.encryptor import SelfEncryptor
-from pqselfenc.core.stores import DirectoryChunkStore
 from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
 
 __all__ = ["add_parsers"]
@@ -47,14 +46,20 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         "gc",
         parents=[common],
         help="find (and with --delete remove) chunks no given map references",
+        description="Collect chunks that no given map references and that are older than the "
+        "grace period, while writers keep working (docs/stores.md). Give it every live map.",
     )
     gc.add_argument("maps", nargs="+", metavar="MAP", type=path_arg)
-    gc.add_argument(
-        "--delete", action="store_true", help="really delete (default: only report what would go)"
-    )
+    _gc_options(gc)
     for reader in (stats, gc):
         _maps.add_policy_options(reader)
-    for parser in (verify, stats, gc):
+    unlock = actions.add_parser(
+        "unlock",
+        parents=[common],
+        help="remove stale store locks left by processes that are gone",
+    )
+    unlock.add_argument("lock_ids", nargs="+", metavar="ID", help="a lock id 'store stats' shows")
+    for parser in (verify, stats, gc, unlock):
         parser.add_argument(
             "--store",
             metavar="DIR|s3://BUCKET/PREFIX",
@@ -63,6 +68,49 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     verify.set_defaults(func=verify_store)
     stats.set_defaults(func=store_stats)
     gc.set_defaults(func=collect_garbage)
+    unlock.set_defaults(func=unlock_store)
+
+
+def _gc_options(gc: argparse.ArgumentParser) -> None:
+    gc.add_argument(
+        "--delete", action="store_true", help="really delete (default: only report what would go)"
+    )
+    gc.add_argument(
+        "--grace",
+        type=_duration_arg,
+        default=gc_lib.DEFAULT_GRACE,
+        metavar="DURATION",
+        help="keep whatever was written or reused more recently (default 24h; e.g. 90m, 7d, 0)",
+    )
+    gc.add_argument(
+        "--wait",
+        type=_duration_arg,
+        default=0.0,
+        metavar="DURATION",
+        help="wait this long for running writers to finish (default: fail at once)",
+    )
+    gc.add_argument(
+        "--remove-stale-lock",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="first remove this stale lock (its process must be gone; repeatable)",
+    )
+
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def _duration_arg(text: str) -> float:
+    number = text.rstrip("acdehimns")
+    unit = text[len(number) :]
+    try:
+        value = float(number)
+    except ValueError:
+        value = -1.0
+    if unit not in _UNITS or not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 30s, 90m, 24h, 7d)")
+    return value * _UNITS[unit]
 
 
 # -- verify ------------------------------------------------------------------------------------
@@ -110,117 +158,82 @@ def _check_chunk(store: ChunkStore, info: ChunkInfo) -> str | None:
     return None
 
 
-# -- what maps reference -----------------------------------------------------------------------
+# -- what maps reference, stats and gc ----------------------------------------------------------
 
 
-@dataclass
-class References:
-    """Chunk names the maps reference, and those that could not be followed."""
-
-    names: set[bytes] = field(default_factory=set)
-    missing: set[bytes] = field(default_factory=set)
-    incomplete: list[str] = field(default_factory=list)
-
-
-def _walk(
-    data_map: DataMap, store: ChunkStore, config: EncryptionConfig, refs: References, where: str
-) -> None:
-    """Record every chunk each level of ``data_map`` names; a parent level with absent chunks
-    cannot be followed, so the map is reported incomplete rather than guessed at."""
-    for level in SelfEncryptor.from_data_map(data_map, store, config).levels():
-        refs.names.update(c.name for c in level.chunks)
-        absent = {c.name for c in level.chunks if not store.has(c)}
-        refs.missing |= absent
-        if absent and level.child > 0:
-            refs.incomplete.append(where)
-            return
-
-
-def references(session: Session, maps: list[Path], store: ChunkStore) -> References:
-    refs = References()
+def _given_maps(session: Session, paths: list[Path]) -> list[gc_lib.GcMap]:
+    """The maps named on the command line, each read under the map policy (all refused before
+    any work: a swapped map would make gc delete live chunks) and opened (sealed ones with the
+    key store), with what walking it needs (a private-dedup map's convergence secret)."""
     policy = _maps.MapPolicy.from_args(session.args)
-    files = [_maps.read_map_file(path, policy) for path in maps]  # all refused before any work
-    for path, map_file in zip(maps, files, strict=True):
+    files = [_maps.read_map_file(path, policy) for path in paths]
+    given = []
+    for path, map_file in zip(paths, files, strict=True):
         data_map = map_file.open(session)
         config = secret_config(session, EncryptionConfig(), bool(data_map.secret_id))
-        try:
-            _walk(data_map, store, config, refs, str(path))
-        except ChunkNotFound:
-            refs.incomplete.append(str(path))
-    return refs
-
-
-# -- stats and gc ------------------------------------------------------------------------------
-
-
-def _sizes(store: ChunkStore, infos: list[ChunkInfo]) -> int | None:
-    if not isinstance(store, DirectoryChunkStore):
-        return None
-    return sum(store.path_of(i).stat().st_size for i in infos)
+        given.append(gc_lib.GcMap(data_map, str(path), config))
+    return given
 
 
 def store_stats(session: Session) -> int:
     store = session.chunk_store(create=False)
-    stored = list(store)
-    doc: dict[str, Any] = {
-        "store": session.store_label(),
-        "chunks": len(stored),
-        "bytes": _sizes(store, stored),
-    }
-    lines = [
-        f"{len(stored)} chunks" + (f", {doc['bytes']} bytes" if doc["bytes"] is not None else "")
-    ]
-    if session.args.maps:
-        refs = references(session, session.args.maps, store)
-        unreferenced = {i.name for i in stored} - refs.names
-        doc.update(
-            maps=len(session.args.maps),
-            referenced=len(refs.names),
-            missing=len(refs.missing),
-            unreferenced=len(unreferenced),
-            incomplete=refs.incomplete,
-        )
+    maps = _given_maps(session, session.args.maps)
+    report = gc_lib.store_report(store, maps)
+    size = "" if report.stored_bytes is None else f", {report.stored_bytes} bytes"
+    doc: dict[str, Any] = {"store": session.store_label(), "chunks": report.chunks,
+                           "bytes": report.stored_bytes}  # fmt: skip
+    lines = [f"{report.chunks} chunks{size}"]
+    if maps:
+        doc.update(maps=len(maps), referenced=report.referenced, missing=report.missing,
+                   unreferenced=report.unreferenced, incomplete=report.incomplete)  # fmt: skip
         lines.append(
-            f"{len(session.args.maps)} maps reference {len(refs.names)} chunks, "
-            f"{len(refs.missing)} of them missing; {len(unreferenced)} unreferenced"
+            f"{len(maps)} maps reference {report.referenced} chunks, "
+            f"{report.missing} of them missing; {report.unreferenced} unreferenced"
         )
-        lines += [f"{m}: cannot follow every level (chunks missing)" for m in refs.incomplete]
+        lines += [f"{m}: cannot follow every level (chunks missing)" for m in report.incomplete]
+    doc.update(locks=[i.as_dict() for i in report.locks], sessions=report.sessions)
+    lines += [i.describe() for i in report.locks]
+    lines.append(f"{report.sessions} writer sessions recorded")
     session.console.result(doc, lines)
-    return 1 if session.args.maps and (refs.missing or refs.incomplete) else 0
+    return 1 if maps and (report.missing or report.incomplete) else 0
 
 
 def collect_garbage(session: Session) -> int:
+    args = session.args
     store = session.chunk_store(create=False)
-    refs = references(session, session.args.maps, store)
-    if refs.incomplete:
-        raise CliError(
-            f"cannot follow every level of {', '.join(refs.incomplete)}: chunks are missing",
-            hint="nothing was deleted; a map whose chunks cannot all be found protects nothing",
-        )
-    stored = list(store)
-    garbage = [i for i in stored if i.name not in refs.names]
-    size = _sizes(store, garbage)
-    if session.args.delete:
-        _delete(store, garbage, session.console)
-    verb = "deleted" if session.args.delete else "would delete"
-    doc = {
-        "store": session.store_label(),
-        "chunks": len(stored),
-        "referenced": len(refs.names),
-        "unreferenced": len(garbage),
-        "bytes": size,
-        "deleted": session.args.delete,
-    }
-    line = f"{verb} {len(garbage)} of {len(stored)} chunks" + (f" ({size} bytes)" if size else "")
-    hint = [] if session.args.delete or not garbage else ["run again with --delete to remove them"]
-    session.console.result(doc, [line, *hint])
+    maps = _given_maps(session, args.maps)  # before the lock: a passphrase prompt may wait
+    with contextlib.ExitStack() as stack:
+        plan = gc_lib.collect_garbage(
+            store, maps, delete=args.delete, grace=args.grace, wait=args.wait,
+            remove_stale_locks=args.remove_stale_lock, on_step=_progress(session, stack),
+        )  # fmt: skip
+    hint = ["run again with --delete to remove them"] if plan.candidates and not args.delete else []
+    session.console.result({**plan.as_dict(), "store": session.store_label()}, plan.lines() + hint)
     return 0
 
 
-def _delete(store: ChunkStore, garbage: list[ChunkInfo], console: Console) -> None:
-    with console.progress(len(garbage), "gc") as bar:
-        for info in garbage:
-            store.delete(info)
-            bar.update(1)
-    if isinstance(store, DirectoryChunkStore):
-        store.clean_temp()
+def _progress(session: Session, stack: contextlib.ExitStack) -> gc_lib.Step:
+    """gc's ``on_step``: a bar over the deletes, opened at the first one."""
+    bar: list[Progress] = []
+
+    def step(name: str, done: int, total: int) -> None:
+        if name != "delete":
+            return
+        if not bar:
+            bar.append(stack.enter_context(session.console.progress(total, "gc")))
+        bar[0].update(1)
+
+    return step
+
+
+def unlock_store(session: Session) -> int:
+    store = session.chunk_store(create=False)
+    locks = store.locks()
+    if locks is None:
+        raise CliError(f"{session.store_label()} has no store locks")
+    removed = locks.remove_stale(session.args.lock_ids)
+    session.console.result(
+        {"store": session.store_label(), "removed": [i.as_dict() for i in removed]},
+        [f"removed {i.describe()}" for i in removed],
+    )
+    return 0

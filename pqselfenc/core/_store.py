@@ -13,10 +13,13 @@ import abc
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import TYPE_CHECKING, Any, overload
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
+
+if TYPE_CHECKING:
+    from pqselfenc.core._locks import StoreLocks
 
 
 def short_name(name: bytes) -> str:
@@ -105,6 +108,11 @@ class ChunkStore(abc.ABC):
       many chunks of one run; a store may group their durability (one wave of fsyncs). When
       the block exits without error every chunk given to ``put`` is durable; see ``batch``.
 
+    A store that several processes may share with a garbage collector returns a ``StoreLocks``
+    from ``locks()`` (the built-in stores do; the default is None: no coordination, and gc
+    refuses such a store). ``batch()`` then holds a shared lock while it writes, and
+    ``writing()`` extends it over several runs and the writing of their maps.
+
     Both default to going through ``store``, and return to that default below a write hook:
     a subclass that overrides ``store`` or ``store_chunk`` but not ``put_named`` gets the
     default ``put_named`` back, and one that overrides any of those three but not ``batch``
@@ -175,9 +183,35 @@ class ChunkStore(abc.ABC):
         written, and the engine returns a map only after its batch exited. When the block
         raises, the batch waits for its writes and promises nothing more, except that no
         name points at partial content. The default puts each chunk through ``put_named``
-        at once; a store that can group durability (the directory store) overrides it.
+        at once, under ``writing()``; a store that can group durability (the directory
+        store) overrides it, and holds ``writing()`` around it too.
         """
-        return contextlib.nullcontext(self.put_named)
+        return self._default_batch()
+
+    @contextlib.contextmanager
+    def _default_batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
+        with self.writing():
+            yield self.put_named
+
+    def locks(self) -> StoreLocks | None:
+        """This store object's locks, if the store can be shared with a garbage collector
+        (``pqselfenc.core.gc``); None (the default) if it cannot."""
+        return None
+
+    @contextlib.contextmanager
+    def writing(self) -> Iterator[None]:
+        """``with store.writing():`` holds the store's shared writer lock for the block:
+        gc cannot run meanwhile. Every ``batch()`` holds it already; wrap several runs *and
+        the writing of their maps* in one block, so a map is durable before gc may run (one
+        lock for many files). Re-entrant per store object; a no-op without ``locks()``.
+        ``StoreLockedError`` if a gc holds the store past the lock policy's wait, or, on
+        exit, if the lock was lost (then no map may name what was written under it)."""
+        locks = self.locks()
+        if locks is None:
+            yield
+            return
+        with locks.shared():
+            yield
 
 
 # (member, the members whose override in a class brings back ChunkStore's default member)
@@ -236,6 +270,10 @@ class WrappingStore(ChunkStore):
     def batch(self) -> contextlib.AbstractContextManager[Callable[[EncryptedChunk], None]]:
         """``inner.batch()``: the inner store's batching and durability."""
         return self.inner.batch()
+
+    def locks(self) -> StoreLocks | None:
+        """``inner.locks()``: a wrapper shares its inner store's locks."""
+        return self.inner.locks()
 
 
 def _declares(cls: type, name: str) -> bool:

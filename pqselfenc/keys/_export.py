@@ -1,4 +1,4 @@
-"""Audit export for a SIEM (docs/format.md 4.7): the log's lines, each verified before it is
+"""Audit export for a SIEM (docs/format.md 4.9): the log's lines, each verified before it is
 handed out, in a record naming the store and the line's place in the chain.
 
 The log is read as a stream, one line at a time (bounded memory whatever its size), and checked
@@ -102,7 +102,7 @@ class ExportRecord:
         return str(self.event["hash"])
 
     def to_json(self) -> bytes:
-        """The exported line (docs/format.md 4.7): canonical JSON, without a newline."""
+        """The exported line (docs/format.md 4.9): canonical JSON, without a newline."""
         return canonical({"format": EXPORT_FORMAT, "version": _VERSION,
                           "store_id": self.store_id, "seq": self.seq, "prev": self.prev,
                           "hash": self.hash, "event": self.event})  # fmt: skip

@@ -368,7 +368,7 @@ class AuditLog:
         before it is yielded: ``since`` None (all), a seq (the lines after it), an aware
         datetime (from the first line at or after it), or the ``ExportState`` a previous export
         ended at (``AuditExport.state``; its line must be unchanged). Iterating raises
-        ``AuditError`` at the first problem, after the good lines before it (docs/format.md 4.7).
+        ``AuditError`` at the first problem, after the good lines before it (docs/format.md 4.9).
 
         The snapshot is taken now, as ``verify`` takes it; the log is then read as a stream, in
         bounded memory, without the lock.

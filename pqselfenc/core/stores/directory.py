@@ -17,6 +17,13 @@ run at once on a few I/O threads while the workers go on encrypting (the kernel 
 concurrent fsyncs into one journal commit), and each folder touched is fsynced once at the end.
 The order per chunk is unchanged (content durable, then renamed), and the batch only returns,
 so a DataMap can only be written, once every name it made or reused is durable.
+
+Deduplication trusts nothing it has not checked: a file already under a chunk's name is reused
+only if it is a regular file of exactly the chunk's size holding exactly its bytes (one bounded
+read); anything else is replaced atomically. A reused chunk stamped before the writer's session
+began (``StoreLocks.session_start``) gets a new mtime (``futimens`` on the descriptor just
+verified, fsynced like a write), so gc's grace period protects it; a file we may not touch is
+written again instead. Locks live in ``ROOT/locks`` (``_directory_locks.py``).
 """
 
 from __future__ import annotations
@@ -28,10 +35,13 @@ import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import BinaryIO
 
 from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._durable import TempFile
+from pqselfenc.core._locks import LockPolicy, StoreLocks
+from pqselfenc.core._lockspace import StoredChunk
 from pqselfenc.core._store import (
     ChunkInfo,
     ChunkStore,
@@ -39,6 +49,7 @@ from pqselfenc.core._store import (
     short_name,
     verify_chunk,
 )
+from pqselfenc.core.stores._directory_locks import DirectoryLockSpace
 from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
 
 __all__ = ["DirectoryChunkStore"]
@@ -52,13 +63,17 @@ _FSYNC_IN_FLIGHT = 32
 
 class DirectoryChunkStore(ChunkStore):
     """Chunks as files under ``root`` (created if missing). ``fsync=False`` trades crash
-    durability for speed; atomicity (no partial chunk under a name) holds either way."""
+    durability for speed; atomicity (no partial chunk under a name) holds either way.
+    ``locks`` sets the timing of the store locks writers and gc share (``LockPolicy``)."""
 
     verifies_on_retrieve = True
 
-    def __init__(self, root: str | os.PathLike[str], *, fsync: bool = True) -> None:
+    def __init__(
+        self, root: str | os.PathLike[str], *, fsync: bool = True, locks: LockPolicy | None = None
+    ) -> None:
         self.root = Path(root)
         self.fsync = fsync
+        self._locks = StoreLocks(DirectoryLockSpace(self), locks)
         if self.root.exists() and not self.root.is_dir():
             raise ChunkStoreError(f"{self.root} is not a directory")
         try:
@@ -88,19 +103,25 @@ class DirectoryChunkStore(ChunkStore):
         """Keep a chunk the engine named without hashing it again: every read verifies it."""
         self._keep(chunk.info, chunk.content)
 
+    def locks(self) -> StoreLocks:
+        """The store's locks (``ROOT/locks``), shared by writers and gc."""
+        return self._locks
+
     @contextlib.contextmanager
     def batch(self) -> Iterator[Callable[[EncryptedChunk], None]]:
-        """The chunks of one run, fsynced together (module docstring); durable on exit."""
-        if not self.fsync:
-            yield self.put_named  # nothing to group
-            return
-        batch = _Batch(self)
-        try:
-            yield batch.put
-        except BaseException:
-            batch.close(commit=False)
-            raise
-        batch.close(commit=True)
+        """The chunks of one run, fsynced together (module docstring); durable on exit.
+        Holds the store's shared lock (``writing``) throughout."""
+        with self.writing():
+            if not self.fsync:
+                yield self.put_named  # nothing to group
+                return
+            batch = _Batch(self)
+            try:
+                yield batch.put
+            except BaseException:
+                batch.close(commit=False)
+                raise
+            batch.close(commit=True)
 
     def _keep(self, info: ChunkInfo, chunk: bytes) -> None:
         try:
@@ -111,9 +132,12 @@ class DirectoryChunkStore(ChunkStore):
     def _write(self, path: Path, chunk: bytes) -> None:
         fresh = _make_folder(path.parent)
         with _durable.folder(path.parent, follow=False) as shard:
-            temp = _new_temp(shard, path.name, chunk)
+            temp = _place(shard, path.name, chunk, self._locks.session_start)
+            if isinstance(temp, _Touched):
+                temp.finish(fsync=self.fsync)  # deduplicated: verified, and refreshed
+                return
             if temp is None:
-                return  # deduplicated: same name, same bytes
+                return  # deduplicated: verified, stamped within this session already
             _durable.settle(temp, path.name, fsync=self.fsync)
             if self.fsync:
                 _durable.sync_dir(shard)
@@ -171,14 +195,45 @@ class DirectoryChunkStore(ChunkStore):
                 if info is not None:
                     yield info
 
-    def clean_temp(self) -> int:
-        """Remove temp files left by interrupted writes; returns how many."""
+    def clean_temp(self, older_than: float | None = None) -> int:
+        """Remove temp files left by interrupted writes (only those with an mtime at or before
+        ``older_than``, seconds since the epoch, if given); returns how many."""
         removed = 0
-        for folder in self.root.iterdir():
-            if len(folder.name) == 2 and _is_folder(folder):
-                with contextlib.suppress(FileNotFoundError, _durable.UnsafeFileError):
-                    removed += _clean_shard(folder)
+        for folder in self._shards():
+            with contextlib.suppress(FileNotFoundError, _durable.UnsafeFileError):
+                removed += _clean_shard(folder, older_than)
         return removed
+
+    # -- for gc: stamps and careful deletes (pqselfenc.core.gc) ---------------------------------
+
+    def _shards(self) -> list[Path]:
+        return [f for f in sorted(self.root.iterdir()) if len(f.name) == 2 and _is_folder(f)]
+
+    def stored_chunks(self) -> Iterator[StoredChunk]:
+        """Every chunk file with its size and mtime (its stamp), shard by shard."""
+        try:
+            for folder in self._shards():
+                yield from _stamped(folder)
+        except OSError as exc:
+            raise ChunkStoreError(f"cannot list the chunks in {self.root}: {exc.strerror}") from exc
+
+    def delete_if_older(self, info: ChunkInfo, cutoff: float) -> int | None:
+        """Delete the chunk file if its mtime, read again now, is at or before ``cutoff``;
+        the bytes freed, or None if it was kept (newer, not a regular file, or gone)."""
+        path = self.path_of(info)
+        try:
+            with _durable.folder(path.parent, follow=False) as shard:
+                entry = _durable.lstat_entry(path.name, dir_fd=shard)
+                if entry is None or not stat.S_ISREG(entry.st_mode) or _stamp(entry) > cutoff:
+                    return None
+                os.unlink(path.name, dir_fd=shard)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise ChunkStoreError(
+                f"cannot delete chunk {short_name(info.name)}: {exc.strerror}"
+            ) from exc
+        return entry.st_size
 
 
 def _make_folder(folder: Path) -> bool:
@@ -196,22 +251,89 @@ def _is_folder(path: Path) -> bool:
     return entry is not None and stat.S_ISDIR(entry.st_mode)
 
 
-def _new_temp(shard: int, name: str, chunk: bytes) -> TempFile | None:
-    """A temp file holding ``chunk`` in the shard folder ``shard`` (open, not yet fsynced), or
-    None if a chunk file of that name is there (deduplicated). Anything else under the name (a
-    link, a FIFO) is not a chunk: the rename will replace it."""
-    entry = _durable.lstat_entry(name, dir_fd=shard)
-    if entry is not None and stat.S_ISREG(entry.st_mode):
+def _stamp(entry: os.stat_result) -> float:
+    return entry.st_mtime_ns / 1e9
+
+
+class _Touched:
+    """A verified chunk file whose mtime was just refreshed: fsync it (the new stamp must
+    survive a crash as the map will) and close it."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self.handle = handle
+
+    def finish(self, *, fsync: bool) -> None:
+        try:
+            if fsync:
+                os.fsync(self.handle.fileno())
+        finally:
+            self.handle.close()
+
+
+def _place(shard: int, name: str, chunk: bytes, since: float | None) -> TempFile | _Touched | None:
+    """How ``chunk`` gets under ``name`` in the shard folder ``shard``: a temp file holding it
+    (open, not yet fsynced) to rename over the name when nothing verified is there; a
+    ``_Touched`` file when the chunk is there but stamped before ``since`` (None: always
+    refresh); None when it is there and fresh. Anything else under the name (a link, a FIFO,
+    other bytes) is not this chunk: the rename replaces it."""
+    found = _verified(shard, name, chunk)
+    if found is None:
+        return _durable.write_temp(shard, chunk, prefix=_TEMP_PREFIX)
+    try:
+        if since is not None and _stamp(os.fstat(found.fileno())) >= since:
+            found.close()
+            return None
+        os.utime(found.fileno())  # futimens: the very file just verified, never a link
+    except PermissionError:
+        found.close()  # not ours to touch (another user's 0600 file): write it again
+        return _durable.write_temp(shard, chunk, prefix=_TEMP_PREFIX)
+    except BaseException:
+        found.close()
+        raise
+    return _Touched(found)
+
+
+def _verified(shard: int, name: str, chunk: bytes) -> BinaryIO | None:
+    """The regular file under ``name``, open, if it holds exactly ``chunk`` (read at most one
+    byte more than the chunk); None if nothing, or anything else, is there."""
+    try:
+        handle = _durable.open_file(name, dir_fd=shard)
+    except (FileNotFoundError, _durable.UnsafeFileError):
         return None
-    return _durable.write_temp(shard, chunk, prefix=_TEMP_PREFIX)
+    try:
+        if os.fstat(handle.fileno()).st_size == len(chunk) and handle.read(len(chunk) + 1) == chunk:
+            return handle
+    except BaseException:
+        handle.close()
+        raise
+    handle.close()
+    return None
 
 
-def _clean_shard(folder: Path) -> int:
+def _stamped(folder: Path) -> list[StoredChunk]:
+    """The chunk files in one shard folder (never a link), each with size and mtime."""
+    found = []
+    with _durable.folder(folder, follow=False) as shard, os.scandir(shard) as entries:
+        for entry in entries:
+            info = _info_of(entry.name, folder.name)
+            if info is None:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                st = entry.stat(follow_symlinks=False)
+                if stat.S_ISREG(st.st_mode):
+                    found.append(StoredChunk(info, st.st_size, _stamp(st)))
+    return found
+
+
+def _clean_shard(folder: Path, older_than: float | None = None) -> int:
     removed = 0
     with _durable.folder(folder, follow=False) as shard:
         for name in os.listdir(shard):
             if name.startswith(_TEMP_PREFIX):
                 with contextlib.suppress(FileNotFoundError):
+                    entry = _durable.lstat_entry(name, dir_fd=shard)
+                    if older_than is not None and (entry is None or _stamp(entry) > older_than):
+                        continue
                     os.unlink(name, dir_fd=shard)
                     removed += 1
     return removed
@@ -230,6 +352,7 @@ class _Batch:
 
     def __init__(self, store: DirectoryChunkStore) -> None:
         self.store = store
+        self.since = store.locks().session_start
         self.names: set[bytes] = set()
         self.folders: set[Path] = set()
         self.fresh = False
@@ -250,19 +373,22 @@ class _Batch:
         try:
             fresh = _make_folder(path.parent)
             with _durable.folder(path.parent, follow=False) as shard:
-                temp = _new_temp(shard, path.name, chunk.content)
+                temp = _place(shard, path.name, chunk.content, self.since)
         except OSError as exc:
             raise self._fail(chunk.name, exc) from exc
         if temp is None:
-            return  # deduplicated: same name, same bytes
+            return  # deduplicated: verified, and stamped within this session
         self.room.acquire()
         with self.lock:
             self.fresh |= fresh
             self.pending.append(self.pool.submit(self._settle, chunk.name, temp, path.name))
 
-    def _settle(self, name: bytes, temp: TempFile, final: str) -> None:
+    def _settle(self, name: bytes, temp: TempFile | _Touched, final: str) -> None:
         try:
-            _durable.settle(temp, final, fsync=True)
+            if isinstance(temp, _Touched):
+                temp.finish(fsync=True)  # a refreshed dedup hit: its new stamp made durable
+            else:
+                _durable.settle(temp, final, fsync=True)
         except OSError as exc:
             raise self._fail(name, exc) from exc
         finally:

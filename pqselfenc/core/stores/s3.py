@@ -10,6 +10,12 @@ partitions by key itself; listing stays one ``ListObjectsV2`` walk with ``Delimi
 - Integrity on upload: ``x-amz-checksum-sha256`` is base64(name), because a chunk's name *is*
   the SHA-256 of its bytes; the server refuses a body that arrived different (``BadDigest``).
   On download every body is hashed against its name before it is returned.
+- Deduplication is checked: a chunk that is already there (412) is reused only after
+  ``HeadObject`` with ``ChecksumMode=ENABLED`` shows its SHA-256 is the name (servers that keep
+  no checksum: a bounded ``GetObject`` compared byte for byte); anything else is overwritten
+  with an unconditional ``PutObject``. A reused chunk stamped before the writer's session
+  began gets a new ``LastModified`` (``CopyObject`` onto itself), so gc's grace period
+  protects it. Locks are objects under ``PREFIX/locks/`` (``_s3_locks.py``).
 - At most ``max_concurrency`` requests in flight (a semaphore and a connection pool of that
   size), whatever the number of worker threads calling the store.
 - Throttling, 5xx answers, checksum rejections and connection failures are retried with
@@ -39,7 +45,10 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 from pqselfenc.core import _primitives as P
+from pqselfenc.core._locks import LockPolicy, StoreLocks
+from pqselfenc.core._lockspace import StoredChunk
 from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk, short_name, verify_chunk
+from pqselfenc.core.stores._s3_locks import S3Hooks, S3LockSpace
 from pqselfenc.core.stores._s3io import (
     BodyCutShort,
     BodyTooLarge,
@@ -222,7 +231,8 @@ def _check_settings(concurrency: object, retry: object, conditional_put: object)
 class S3ChunkStore(ChunkStore):
     """Chunks in ``bucket`` under ``prefix``. Credentials come from the arguments or boto3's
     usual chain (``AWS_ACCESS_KEY_ID``/``AWS_SECRET_ACCESS_KEY``, profiles, instance roles);
-    ``client`` takes a ready boto3 S3 client instead. See the module docstring for guarantees.
+    ``client`` takes a ready boto3 S3 client instead. ``locks`` sets the timing of the store
+    locks writers and gc share. See the module docstring for guarantees.
     """
 
     verifies_on_retrieve = True
@@ -246,6 +256,7 @@ class S3ChunkStore(ChunkStore):
         timeout: float = DEFAULT_TIMEOUT,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        locks: LockPolicy | None = None,
     ) -> None:
         self.bucket = check_bucket(bucket)
         self.prefix = check_prefix(prefix)
@@ -268,6 +279,11 @@ class S3ChunkStore(ChunkStore):
         elif endpoint_url is not None or access_key_id is not None or region is not None:
             raise ValueError("with client=, configure endpoint, region and credentials on it")
         self._client = client
+        self.max_concurrency = max_concurrency
+        hooks = S3Hooks(client, self._call, _expected, _checksum, self._info_of, self._put,
+                        self._requests.left)  # fmt: skip
+        self._space = S3LockSpace(self, hooks)
+        self._locks = StoreLocks(self._space, locks)
 
     def _make_client(self, region: str | None, creds: tuple[str | None, ...], pool: int) -> Any:
         boto3, config, errors = _boto()
@@ -344,10 +360,10 @@ class S3ChunkStore(ChunkStore):
         self._keep(chunk.info, chunk.content)
 
     def _keep(self, info: ChunkInfo, body: bytes) -> None:
-        if self.conditional_put:
-            self._call("store", info, functools.partial(self._put_if_absent, info, body))
-        elif not self._call("store", info, functools.partial(self._head, info)):
-            self._call("store", info, functools.partial(self._put, info, body))
+        request = functools.partial(self._put_if_absent, info, body)
+        if self.conditional_put and self._call("store", info, request):
+            return  # a new object
+        self._reuse(info, body)
 
     def retrieve(self, info: ChunkInfo) -> bytes:
         content = self._call("retrieve", info, functools.partial(self._get, info))
@@ -400,13 +416,15 @@ class S3ChunkStore(ChunkStore):
             **extra,
         )
 
-    def _put_if_absent(self, info: ChunkInfo, body: bytes, deadline: float) -> None:
+    def _put_if_absent(self, info: ChunkInfo, body: bytes, deadline: float) -> bool:
+        """True if the object was created; False on 412 (the name is taken: ``_reuse``)."""
         try:
             self._put(info, body, deadline, IfNoneMatch="*")
         except _boto()[2].ClientError as exc:
             if _code_status(exc) != ("PreconditionFailed", 412):
                 raise
-            # 412: the name is taken, by the same bytes (the name is their hash): deduplicated
+            return False
+        return True
 
     def _head(self, info: ChunkInfo, deadline: float) -> bool:
         try:
@@ -473,6 +491,26 @@ class S3ChunkStore(ChunkStore):
         except ValueError:
             return None
 
+    # -- sharing: checked deduplication, stamps, careful deletes, locks -----------------------
+
+    def locks(self) -> StoreLocks:
+        """The store's locks (objects under ``PREFIX/locks/``), shared by writers and gc."""
+        return self._locks
+
+    def _reuse(self, info: ChunkInfo, body: bytes) -> None:
+        """The name is taken (or, without conditional puts, may be): checked and refreshed,
+        or written again (``S3LockSpace.reuse``)."""
+        self._space.reuse(info, body, self._locks.session_start)
+
+    def stored_chunks(self) -> Iterator[StoredChunk]:
+        """Every chunk with its size and ``LastModified`` (its stamp), from the listing."""
+        return self._space.chunks()
+
+    def delete_if_older(self, info: ChunkInfo, cutoff: float) -> int | None:
+        """Delete the chunk if its ``LastModified``, read again now, is at or before
+        ``cutoff``; the bytes freed, or None if it was kept (newer, or gone)."""
+        return self._space.delete_if_older(info, cutoff)
+
     # -- retries and translation ---------------------------------------------------------------
 
     def _call(self, action: str, info: ChunkInfo | None, request: Callable[[float], T]) -> T:
@@ -498,3 +536,12 @@ class S3ChunkStore(ChunkStore):
         tries = f" (gave up after {tried + 1} attempts)" if tried else ""
         return f"S3 {what} in s3://{self.bucket}/{self.prefix}: {failure.reason}{tries}"
 
+
+def _expected(exc: Exception) -> str | None:
+    """``missing`` for a 404 about a key, ``precondition`` for a 412, else None: what the lock
+    space expects from a request and turns into an answer rather than an error."""
+    if not isinstance(exc, _boto()[2].ClientError):
+        return None
+    if _is_missing(exc):
+        return "missing"
+    return "precondition" if _code_status(exc)[1] == 412 else None
