@@ -99,11 +99,13 @@ def test_the_command_names_its_backend(
     first = ok(capsys, "keys", "generate", "alice")
     label = "OS keyring" if backend == "keyring" else "passphrase-protected file"
     assert f"pqselfenc: key store {tmp_path / 'alice' / 'keys'} ({label})" in first.err
-    fallback = [x for x in first.err.splitlines() if x.startswith("pqselfenc: warning:")]
-    if backend == "file":  # the fallback is loud: one line that names the backend
-        assert len(fallback) == 1 and "passphrase-protected file backend" in fallback[0]
+    warnings = [x for x in first.err.splitlines() if x.startswith("pqselfenc: warning:")]
+    if backend == "file":  # the fallback is loud: one line that names the backend, and one
+        assert len(warnings) == 2  # that says the file backend has no rollback anchor
+        assert "passphrase-protected file backend" in warnings[0] and "rollback" in warnings[1]
     else:
-        assert fallback == []
+        assert warnings == []
+        assert "rollback anchor in the OS keyring" in first.err
     again = ok(capsys, "keys", "list", "--quiet")
     assert again.err == ""  # --quiet drops the note; the store reopens with its own backend
     other = "file" if backend == "keyring" else "keyring"
@@ -348,8 +350,11 @@ def test_a_new_key_store_says_that_nothing_outside_records_its_state(
     """DESIGN-B point 5: without an anchor outside the folder, a rollback of the whole folder
     (or a cut of the audit tail after the last commit) is not detected: said at creation."""
     created = ok(capsys, "keys", "generate", "alice")
+    assert "warning: new key store: nothing outside its folder" in created.err  # one line
     assert "a rollback of the whole folder is not detected" in created.err
-    assert "rollback" not in ok(capsys, "keys", "list").err  # said once, when it is created
+    listing = ok(capsys, "keys", "list")
+    assert "rollback" not in listing.err  # warned once, when it is created
+    assert "no rollback anchor" in listing.out  # and always part of the listing
 
 
 def test_rotate_due_uses_the_rotation_interval(

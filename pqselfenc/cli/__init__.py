@@ -71,16 +71,23 @@ def _common() -> argparse.ArgumentParser:
     )
     keys.add_argument(
         "--backend",
-        choices=("auto", "keyring", "file"),
+        choices=("auto", "keyring", "file", "pkcs11"),
         default="auto",
         help="where secret keys live (default auto: the OS keyring when a "
-        "secure one is usable, else the passphrase-protected file)",
+        "secure one is usable, else the passphrase-protected file; pkcs11: wrapped by a "
+        "key in a PKCS#11 token, $PQSELFENC_PKCS11_MODULE and $PQSELFENC_PKCS11_TOKEN)",
     )
     keys.add_argument(
         "--passphrase-file",
         metavar="FILE",
         help="read the file backend's passphrase from FILE (else "
         "$PQSELFENC_PASSPHRASE, else a prompt)",
+    )
+    keys.add_argument(
+        "--pin-file",
+        metavar="FILE",
+        help="read the PKCS#11 token's user PIN from the first line of FILE (mode 0600, "
+        "yours; else $PQSELFENC_PKCS11_PIN, else a prompt)",
     )
     return common
 

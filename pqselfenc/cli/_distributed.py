@@ -93,7 +93,7 @@ def encrypt(
     """``pqselfenc encrypt --scheduler ADDRESS SOURCE...``: ``options`` is the config the
     command line asks for, ``lines`` formats the results as ``encrypt`` does."""
     from pqselfenc import distributed
-    from pqselfenc.cli import _maps
+    from pqselfenc.cli import _escrow, _maps
     from pqselfenc.cli._keyring import check_recipients, secret_config
 
     args = session.args
@@ -106,8 +106,11 @@ def encrypt(
         check_writable(target, args.force)
     if args.sign_as and not args.to:
         raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
+    escrow: tuple[str, ...] = ()
     if args.to:
         check_recipients(session, args.to)
+        escrow = _escrow.check_seal(session, args.to)  # before the cluster does any work
+        _escrow.escrow_note(session, escrow, args.private_dedup)
     config = secret_config(session, options, args.private_dedup)
     store = _store(session, create=True)
     with _library_errors():
@@ -116,7 +119,8 @@ def encrypt(
     for source, target, data_map in zip(sources, maps, data_maps, strict=True):
         sealed = _maps.write_map(session, target, data_map, args.to, args.force)
         done.append({"input": source, "map": str(target), "sealed": sealed,
-                     "recipients": list(args.to), "size": data_map.total_size,
+                     "recipients": list(args.to), "escrow": list(escrow),
+                     "size": data_map.total_size,
                      "chunks": len(data_map.chunks), "levels": data_map.child + 1})  # fmt: skip
     session.console.result({"encrypted": done, "store": session.store_label()}, lines(done))
     return 0

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pqselfenc.cli import _distributed, _maps
+from pqselfenc.cli import _distributed, _escrow, _maps
 from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     PROG,
@@ -271,14 +271,17 @@ def encrypt(session: Session) -> int:
         check_writable(target, args.force)
     if args.sign_as and not args.to:
         raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
+    escrow: tuple[str, ...] = ()
     if args.to:
         check_recipients(session, args.to)  # fail before any work
         _check_one_suite(session, args.to)
+        escrow = _escrow.check_seal(session, args.to)
+        _escrow.escrow_note(session, escrow, args.private_dedup)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
     with store.writing():  # one writer lock for every file and its map: gc waits for the maps
         done = [
-            _encrypt_one(session, f, m, store, config)
+            _encrypt_one(session, f, m, store, config) | {"escrow": list(escrow)}
             for f, m in zip(args.files, maps, strict=True)
         ]
     session.console.result({"encrypted": done, "store": session.store_label()}, _lines(done))
@@ -307,11 +310,14 @@ def _encrypt_one(
 
 
 def _lines(done: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"{d['input']} -> {d['map']} ({d['size']} bytes, "
-        + (f"sealed for {', '.join(d['recipients'])})" if d["sealed"] else "unsealed)")
-        for d in done
-    ]
+    return [f"{d['input']} -> {d['map']} ({d['size']} bytes, {_sealing(d)})" for d in done]
+
+
+def _sealing(d: dict[str, Any]) -> str:
+    if not d["sealed"]:
+        return "unsealed"
+    escrow = f"; escrow: {', '.join(d['escrow'])}" if d.get("escrow") else ""
+    return f"sealed for {', '.join(d['recipients'])}{escrow}"
 
 
 # -- decrypt -----------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pqselfenc.cli import _escrow
 from pqselfenc.cli._keyring import key_store, name_arg, read_secret
 from pqselfenc.cli._maps import MapPolicy, read_map_file
 from pqselfenc.cli._output import (
@@ -24,7 +25,7 @@ from pqselfenc.core import _primitives as P
 from pqselfenc.error import KeyStoreError
 
 if TYPE_CHECKING:
-    from pqselfenc.keys import Identity, KeyVersion, RecipientEntry
+    from pqselfenc.keys import Identity, KeyStore, KeyVersion, RecipientEntry
 
 __all__ = ["add_parsers"]
 
@@ -118,6 +119,16 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"passphrase of the export (else ${EXPORT_PASSPHRASE_ENV})",
     )
     imp.set_defaults(func=import_key)
+    anchor = actions.add_parser(
+        "anchor", parents=[common], help="show the rollback anchor, or reset it (audited)",
+        description="The pkcs11 and keyring backends keep the store's latest state (metadata "
+        "generation, audit head) outside its folder, and refuse a folder older than it. "
+        "--reset accepts the folder as it is now: only after you know why it is older.",
+    )  # fmt: skip
+    anchor.add_argument("--reset", action="store_true",
+                        help="accept the folder as it is and anchor it anew (audited)")
+    anchor.add_argument("--yes", action="store_true", help="confirm --reset")
+    anchor.set_defaults(func=anchor_cmd)
 
 
 def _recipient_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -141,6 +152,7 @@ def _recipient_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     remove = actions.add_parser("remove", parents=[common], help="forget a recipient")
     remove.add_argument("name", metavar="NAME", type=name_arg)
     remove.set_defaults(func=remove_recipient)
+    _escrow.add_parsers(actions, common)
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -178,20 +190,46 @@ def _identity_doc(ident: Identity, due: set[str]) -> dict[str, Any]:
             "versions": [_version_doc(v) for v in ident.versions]}  # fmt: skip
 
 
+def _protection(store: KeyStore) -> tuple[dict[str, Any], list[str]]:
+    """Which backend, rollback protection and (pkcs11) token capabilities the store has."""
+    protection, token = store.rollback_protection(), store.token_capabilities()
+    doc = {"backend": store.backend, "rollback_protection": protection, "token": token}
+    return doc, [protection] + ([token] if token else [])
+
+
 def list_keys(session: Session) -> int:
     store = key_store(session)
     due = {d.name for d in store.due()}
     idents = sorted(store.identities.values(), key=lambda i: i.name)
-    lines: list[str] = []
+    store_doc, lines = _protection(store)
     for ident in idents:
         mark = "  (rotation due)" if ident.name in due else ""
         lines.append(f"{ident.name}: {ident.suite}, {ident.signature}{mark}")
         lines += ["  " + _version_line(ident.name, v) for v in ident.versions]
         lines += [_pending_line(ident.name, v.version) for v in ident.versions
                   if v.state.value == "destroy-pending"]  # fmt: skip
-    session.console.result(
-        {"identities": [_identity_doc(i, due) for i in idents]}, lines or ["no identities"]
-    )
+    if not idents:
+        lines.append("no identities")
+    session.console.result({"identities": [_identity_doc(i, due) for i in idents],
+                            "store": store_doc}, lines)  # fmt: skip
+    return 0
+
+
+def anchor_cmd(session: Session) -> int:
+    """``keys anchor``: where the rollback anchor is and what it records; ``--reset --yes``
+    accepts the folder as it is (the old values go into the audit log)."""
+    args = session.args
+    if args.reset and not args.yes:
+        raise CliError("resetting the rollback anchor accepts the key store folder as it is now",
+                       hint="do it only once you know why the folder is older than its anchor "
+                       "(a restore from backup you meant); add --yes")  # fmt: skip
+    store = key_store(session, reset_anchor=args.reset)
+    if args.reset and store.backend == "file":
+        raise CliError("this key store (file backend) keeps no rollback anchor")
+    doc, lines = _protection(store)
+    if args.reset:
+        lines.insert(0, "rollback anchor reset: the folder as it is now is the store's state")
+    session.console.result(doc, lines)
     return 0
 
 

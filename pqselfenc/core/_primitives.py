@@ -494,7 +494,7 @@ def audit_mac(key: bytes, line_hash: bytes, offset: int) -> bytes:
     """HMAC-SHA3-256 over an audit line's 32-byte chain hash || its u64 offset in the log."""
     return hmac.new(key, line_hash + offset.to_bytes(8, "big"), hashlib.sha3_256).digest()
 
-# PKCS#11 backend (keys/pkcs11_backend.py, docs/pkcs11.md): one token-wrapped secret per file.
+# PKCS#11 backend (keys/pkcs11_backend.py, docs/format.md 4.7): one token-wrapped secret per file.
 # Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.
 P11_BLOB_MAGIC = b"PQSEP11\x00"
 P11_BLOB_VERSION = 1
@@ -508,10 +508,13 @@ P11_KEY_ID_SIZE = 16
 P11_IV_SIZE = 12
 P11_TAG_SIZE = 16  # full GCM tag (CK_GCM_PARAMS.ulTagBits = 128)
 P11_MAX_SECRET = 4096  # seeds are <= 130 bytes; bounds what a hostile file makes us read
-# Rollback anchor: a private CKO_DATA object holding this canonical record.
-P11_ANCHOR_MAGIC = b"PQSEANC\x00"
-P11_ANCHOR_VERSION = 1
-P11_ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
+# Rollback anchor (keys/_anchor.py): {generation, audit seq, audit hash} kept outside the store
+# folder, in a private token data object (pkcs11) or an OS keyring entry (keyring), as this record.
+ANCHOR_MAGIC = b"PQSEANC\x00"
+ANCHOR_VERSION = 1
+ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
+# Keyring service of the anchors (user = the store id); apart from the secrets' "pqselfenc/<id>".
+ANCHOR_KEYRING_SERVICE = "pqselfenc-anchor"
 P11_KEY_LABEL_PREFIX = "pqselfenc-"  # CKA_LABEL of a store's wrapping key: prefix + store id
 P11_ANCHOR_LABEL_PREFIX = "pqselfenc-anchor-"  # CKA_LABEL of a store's anchor data object
 P11_APPLICATION = "pqselfenc"  # CKA_APPLICATION of the anchor data objects
