@@ -267,8 +267,12 @@ class StoreLocks:
                     self._count += 1
                     return self._shared
             held = self._take_shared()
-            with self._mutex:
-                self._shared, self._count = held, 1
+            try:
+                with self._mutex:
+                    self._shared, self._count = held, 1
+            except BaseException:  # interrupted before anyone could write under it
+                self._release(held)
+                raise
             return held
 
     def _leave(self) -> None:
@@ -288,10 +292,11 @@ class StoreLocks:
         deadline = _boottime() + self.policy.wait
         for attempt in itertools.count():
             name, start, sent, others = self._create(SHARED)
-            infos = self._infos([e for e in others if e.kind != SHARED], start)
-            blocking = [i for i in infos if not i.dead]
-            if not blocking:
-                return _Held(self.space, self.policy, name, start, sent)
+            with self._discarded_on_error(name):
+                infos = self._infos([e for e in others if e.kind != SHARED], start)
+                blocking = [i for i in infos if not i.dead]
+                if not blocking:
+                    return _Held(self.space, self.policy, name, start, sent)
             self._remove(name)  # nothing written under it: no session to record
             if any(i.stale for i in blocking) or _boottime() >= deadline:
                 raise StoreLockedError(_blocked("writing", blocking))
@@ -319,7 +324,8 @@ class StoreLocks:
         deadline = _boottime() + wait
         for attempt in itertools.count():
             name, start, sent, others = self._create(EXCLUSIVE)
-            held = _Held(self.space, self.policy, name, start, sent)
+            with self._discarded_on_error(name):
+                held = _Held(self.space, self.policy, name, start, sent)
             try:
                 if self._drained(held, others, deadline):
                     return held
@@ -389,17 +395,29 @@ class StoreLocks:
         name = f"{kind}-{secrets.token_hex(8)}"
         ident = identity()
         sent = _boottime()
-        start = self.space.create(name, lambda at: _body(kind, ident, at))
-        listed = self.space.entries()
-        if start is None:
-            mine = [e.stamp for e in listed if e.name == name]
-            if not mine:
-                self._remove(name)
-                raise StoreLockedError(f"lock {name} is not listed right after its creation: "
-                                       "the store's listing is not consistent")  # fmt: skip
-            start = mine[0]
-            self.space.started(name, start)
+        with self._discarded_on_error(name):  # an interrupt mid-way leaves no lock behind
+            start = self.space.create(name, lambda at: _body(kind, ident, at))
+            listed = self.space.entries()
+            if start is None:
+                mine = [e.stamp for e in listed if e.name == name]
+                if not mine:
+                    raise StoreLockedError(
+                        f"lock {name} is not listed right after its "
+                        "creation: the listing is not consistent"
+                    )
+                start = mine[0]
+                self.space.started(name, start)
         return name, start, sent, [e for e in listed if e.name != name]
+
+    @contextlib.contextmanager
+    def _discarded_on_error(self, name: str) -> Iterator[None]:
+        """Remove our lock ``name`` if the block fails or is interrupted (Ctrl-C, SIGTERM):
+        a lock taken for nothing would otherwise go stale and stop gc until ``store unlock``."""
+        try:
+            yield
+        except BaseException:
+            self._remove(name)
+            raise
 
     def _infos(self, entries: list[LockEntry], now: float) -> list[LockInfo]:
         found = (self._info(e, now) for e in entries)
