@@ -44,10 +44,11 @@ from pqselfenc.core._lockspace import LockEntry, LockSpace, ended_name
 from pqselfenc.core._owner import identity, is_dead
 from pqselfenc.error import ChunkStoreError, StoreLockedError
 
-__all__ = ["EXCLUSIVE", "LOCK_FORMAT", "SHARED", "ExclusiveLock", "LockInfo", "LockPolicy",
-           "StoreLocks"]  # fmt: skip
+__all__ = ["EXCLUSIVE", "LOCK_FORMAT", "SHARED", "UNKNOWN_START", "ExclusiveLock", "LockInfo",
+           "LockPolicy", "StoreLocks"]  # fmt: skip
 
 LOCK_FORMAT = "pqselfenc-lock/1"
+UNKNOWN_START = 0.0  # the start of a session whose lock body was lost: before every chunk
 SHARED, EXCLUSIVE = "shared", "exclusive"
 _MAX_PAUSE = 2.0  # seconds between two tries of a waiting writer or gc, at most
 
@@ -430,11 +431,8 @@ class StoreLocks:
         body = _parse(raw)
         dead = body is not None and is_dead(body)
         age = now - entry.stamp
-        start = body.get("start") if body is not None else None
-        if not isinstance(start, int | float) or isinstance(start, bool):
-            start = entry.stamp  # never refreshed yet: the stamp is the creation time
-        stale = dead or age > self.policy.stale
-        return LockInfo(entry.kind, entry.lock_id, age, stale, dead, float(start), body)
+        return LockInfo(entry.kind, entry.lock_id, age, dead or age > self.policy.stale, dead,
+                        _start_of(body, entry.stamp), body)  # fmt: skip
 
     def _remove(self, name: str) -> None:
         with contextlib.suppress(ChunkStoreError):
@@ -444,6 +442,21 @@ class StoreLocks:
         cap = min(_MAX_PAUSE, 0.1 * 2.0**attempt)
         left = max(0.0, deadline - _boottime())
         self._sleep(min(left, cap / 2 + self._rng.uniform(0, cap / 2)))
+
+
+def _start_of(body: dict[str, Any] | None, stamp: float) -> float:
+    """When a lock's session started, from its body. A body that parses without a start was
+    written before the store stamped it (S3) by a writer that died before writing the start
+    in, so before any refresh: the stamp is its creation time. A body that does not parse
+    (lost in a crash, or altered) leaves the start unknown, while a refresh moves the stamp:
+    ``UNKNOWN_START`` then, so the session record it leaves protects every chunk for the grace
+    period after its removal."""
+    if body is None:
+        return UNKNOWN_START
+    start = body.get("start")
+    if not isinstance(start, int | float) or isinstance(start, bool):
+        return stamp
+    return float(start)
 
 
 def _blocked(who: str, infos: list[LockInfo]) -> str:
