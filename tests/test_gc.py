@@ -612,3 +612,25 @@ def test_store_report_counts_chunks_maps_and_locks(tmp_path: Path) -> None:
     assert (report.chunks, report.referenced, report.unreferenced, report.missing) == (6, 3, 3, 0)
     assert report.stored_bytes and [i.kind for i in report.locks] == ["shared"]
     assert report.sessions == 2
+
+
+@pytest.mark.parametrize("kind", ["shared", "exclusive"])
+@pytest.mark.parametrize("step", ["entries", "read"])
+def test_an_interrupt_while_a_lock_is_taken_leaves_no_lock_behind(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, step: str
+) -> None:
+    """Ctrl-C (or SIGTERM through its handler) after our lock object exists but before the lock
+    is ours: the object goes, so it never turns stale and stops gc until ``store unlock``."""
+    store = DirectoryChunkStore(tmp_path, locks=LockPolicy(refresh=1, stale=30, wait=5))
+    space = store.locks().space
+    other = plant_lock(space, "exclusive" if kind == "shared" else "shared", host="elsewhere")
+
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    take = store.locks().shared if kind == "shared" else store.locks().exclusive
+    with monkeypatch.context() as patch:
+        patch.setattr(space, step, interrupted)
+        with pytest.raises(KeyboardInterrupt), take():
+            pytest.fail("the lock was taken")
+    assert [i.lock_id for i in store.locks().inspect()] == [other]
