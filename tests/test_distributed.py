@@ -915,7 +915,8 @@ def test_an_interrupted_decrypt_with_scheduler_ends_at_once(
             if proc.poll() is None:
                 proc.kill()
         assert proc.returncode == code, err
-        said = f"pqselfenc: error: {what}; nothing was written under the output name\n"
+        said = (f"pqselfenc: error: {what}; the cluster may still publish out.bin (whole if it "
+                "does: the rename is atomic, never a partial file)\n")  # fmt: skip
         assert err.decode() == said  # one line: no traceback (asyncio's "never retrieved")
         assert elapsed < 2.0, elapsed
         deadline = time.monotonic() + 60

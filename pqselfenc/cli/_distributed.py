@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pqselfenc.cli._output import CliError, check_writable, default_file_mode
+from pqselfenc.cli._output import (
+    CliError,
+    check_writable,
+    default_file_mode,
+    note_cluster_output,
+)
 from pqselfenc.cli._session import Session
 from pqselfenc.core.config import EncryptionConfig
 
@@ -87,7 +92,7 @@ def _library_errors() -> Iterator[None]:
         raise CliError(str(exc)) from exc
 
 
-Checks = Callable[[Session, list[Path | str], list[Path]], None]
+Checks = Callable[[Session, list[Path | str], list[Path]], tuple[str, ...]]
 
 
 def encrypt(
@@ -106,7 +111,7 @@ def encrypt(
     args = session.args
     sources: list[str] = list(args.files)
     maps = [_map_path(s, args.out, len(sources) > 1) for s in sources]
-    check(session, [s if s.startswith(S3_SCHEME) else Path(s) for s in sources], maps)
+    escrow = check(session, [s if s.startswith(S3_SCHEME) else Path(s) for s in sources], maps)
     config = secret_config(session, options, args.private_dedup)
     store = _store(session, create=True)
     with _library_errors():
@@ -115,7 +120,8 @@ def encrypt(
     for source, target, data_map in zip(sources, maps, data_maps, strict=True):
         sealed = _maps.write_map(session, target, data_map, args.to, args.force)
         done.append({"input": source, "map": str(target), "sealed": sealed,
-                     "recipients": list(args.to), "size": data_map.total_size,
+                     "recipients": list(args.to), "escrow": list(escrow),
+                     "size": data_map.total_size,
                      "chunks": len(data_map.chunks), "levels": data_map.child + 1})  # fmt: skip
     session.console.result({"encrypted": done, "store": session.store_label()}, lines(done))
     return 0
@@ -139,9 +145,11 @@ def decrypt(session: Session, options: EncryptionConfig) -> int:
     store = _store(session, create=False)
     data_map = map_file.open(session)
     config = secret_config(session, options, bool(data_map.secret_id))
+    client = _connect(session)
+    note_cluster_output(args.out)  # from here the cluster's rename may happen at any time
     with _library_errors():
         distributed.decrypt(
-            _connect(session),
+            client,
             data_map,
             store,
             args.out,

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pqselfenc.cli import _distributed, _maps
+from pqselfenc.cli import _distributed, _escrow, _maps
 from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     PROG,
@@ -62,7 +62,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     enc.add_argument(
         "--out",
-        type=path_arg,
+        type=_map_out_arg,
         metavar="MAP",
         help="map file (one FILE) or existing folder for the maps (several)",
     )
@@ -126,6 +126,15 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=count_arg, metavar="N", help="worker threads")
+
+
+def _map_out_arg(text: str) -> Path:
+    """``--out`` of encrypt: a path; ``-`` is refused (maps go to files, never to stdout)."""
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "encrypt writes each map to a file, never to stdout (a file named '-': --out ./-)"
+        )
+    return path_arg(text)
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -256,10 +265,13 @@ def _check_one_suite(session: Session, names: list[str]) -> None:
                        "stanza)")  # fmt: skip
 
 
-def check_encrypt(session: Session, sources: list[Path | str], maps: list[Path]) -> None:
+def check_encrypt(
+    session: Session, sources: list[Path | str], maps: list[Path]
+) -> tuple[str, ...]:
     """Every check ``encrypt`` makes before any work, on this machine or on a cluster
     (``--scheduler``; its S3 sources are text): the inputs, their collisions, the map paths,
-    ``--sign-as`` and the recipients (one suite)."""
+    ``--sign-as``, the recipients (one suite) and the escrow policy; the escrow recipients
+    every sealed map also goes to."""
     args = session.args
     _check_inputs(sources)
     _check_collisions(sources, maps)
@@ -268,9 +280,13 @@ def check_encrypt(session: Session, sources: list[Path | str], maps: list[Path])
         check_writable(target, args.force)
     if args.sign_as and not args.to:
         raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
+    escrow: tuple[str, ...] = ()
     if args.to:
         check_recipients(session, args.to)  # fail before any work
         _check_one_suite(session, args.to)
+        escrow = _escrow.check_seal(session, args.to)
+        _escrow.escrow_note(session, escrow, args.private_dedup)
+    return escrow
 
 
 def encrypt(session: Session) -> int:
@@ -279,12 +295,12 @@ def encrypt(session: Session) -> int:
         return _distributed.encrypt(session, _config(session), _lines, check_encrypt)
     args.files = [Path(f) for f in args.files]
     maps = _map_paths(args.files, args.out)
-    check_encrypt(session, list(args.files), maps)
+    escrow = check_encrypt(session, list(args.files), maps)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
     with store.writing():  # one writer lock for every file and its map: gc waits for the maps
         done = [
-            _encrypt_one(session, f, m, store, config)
+            _encrypt_one(session, f, m, store, config) | {"escrow": list(escrow)}
             for f, m in zip(args.files, maps, strict=True)
         ]
     session.console.result({"encrypted": done, "store": session.store_label()}, _lines(done))
@@ -313,11 +329,14 @@ def _encrypt_one(
 
 
 def _lines(done: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"{d['input']} -> {d['map']} ({d['size']} bytes, "
-        + (f"sealed for {', '.join(d['recipients'])})" if d["sealed"] else "unsealed)")
-        for d in done
-    ]
+    return [f"{d['input']} -> {d['map']} ({d['size']} bytes, {_sealing(d)})" for d in done]
+
+
+def _sealing(d: dict[str, Any]) -> str:
+    if not d["sealed"]:
+        return "unsealed"
+    escrow = f"; escrow: {', '.join(d['escrow'])}" if d.get("escrow") else ""
+    return f"sealed for {', '.join(d['recipients'])}{escrow}"
 
 
 # -- decrypt -----------------------------------------------------------------------------------
