@@ -29,6 +29,7 @@ QUICK = {
     "bench_decrypt.py": ["--size", "16", "--runs", "1"],
     "bench_small_files.py": ["--files", "200", "--runs", "1"],
     "bench_startup.py": ["--rounds", "3"],
+    "bench_keystore_backends.py": ["--runs", "2"],
     "bench_gc.py": ["--chunks", "4000"],
 }
 

@@ -7,8 +7,10 @@ The tree::
     │                              key store metadata that does not parse
     ├── IntegrityError             authenticated data failed verification (chunk name,
     │   │                          GCM tag, size, content hash, MAC, hash chain)
-    │   └── AuditError             the audit log is broken (incl. a line that does not
-    │                              parse), truncated, or cannot be written
+    │   ├── AuditError             the audit log is broken (incl. a line that does not
+    │   │                          parse), truncated, or cannot be written
+    │   └── RollbackError          the key store folder is older than its rollback anchor
+    │                              (kept in a token or the OS keyring), or the anchor is gone
     ├── EncryptionError            an operation could not be carried out (missing or wrong
     │   │                          convergence secret, compression failure, worker failure)
     │   ├── DecryptionError        a sealed envelope did not open: "not for me", wrong key and
@@ -25,6 +27,8 @@ The tree::
         ├── TokenUnavailable       the PKCS#11 module does not load, or the token is absent
         │   └── TokenPinError      the token refused the PIN (wrong, locked, expired, none)
         ├── KeyDestroyedError      the key version was crypto-shredded
+        ├── EscrowError            the escrow policy cannot be met: an escrow recipient is
+        │                          missing, its key unusable, or of another suite (no seal)
         ├── WeakSecretError        a secret or passphrase below the entropy bound, or a
         │                          generated key that failed its health or pairwise test
         └── WrongPassphrase        a passphrase did not unlock what it protects (the vault,
@@ -47,12 +51,14 @@ __all__ = [
     "DecryptionError",
     "EncryptionError",
     "Error",
+    "EscrowError",
     "IntegrityError",
     "InvalidDataError",
     "KeyDestroyedError",
     "KeyNotFound",
     "KeyStoreError",
     "KeyringUnavailable",
+    "RollbackError",
     "SignatureError",
     "StoreLockedError",
     "TokenPinError",
@@ -76,6 +82,12 @@ class IntegrityError(Error):
 
 class AuditError(IntegrityError):
     """The audit log's hash chain, checkpoint or signature is broken, or a write failed."""
+
+
+class RollbackError(IntegrityError):
+    """The key store folder is older than the rollback anchor kept outside it (a token data
+    object, an OS keyring entry), its audit log is not the one anchored, or the anchor of an
+    anchored store is missing; the message gives the anchor's values."""
 
 
 class EncryptionError(Error):
@@ -125,6 +137,12 @@ class TokenPinError(TokenUnavailable):
 
 class KeyDestroyedError(KeyStoreError):
     """The key version was destroyed (crypto-shredded) and cannot be used."""
+
+
+class EscrowError(KeyStoreError):
+    """A map cannot be sealed as the escrow policy requires: an escrow recipient is not in the
+    directory, its key does not parse or is refused by the policy, or its suite is not the
+    envelope's. Nothing is sealed, and the refusal is audited."""
 
 
 class WeakSecretError(KeyStoreError):

@@ -1,6 +1,7 @@
 """A real PKCS#11 token for tests: SoftHSM 2 (Debian ``softhsm2``) in a private config dir.
 
-The ``softhsm`` fixture (``from _softhsm import softhsm_fixture`` registers it) writes a
+The ``softhsm`` fixture (registered once, in conftest.py: a module registering its own would
+make a second token set, which the PKCS#11 library, loaded once per process, never sees) writes a
 ``softhsm2.conf`` whose token directory is a fresh temp dir, points ``SOFTHSM2_CONF`` at it for
 the whole session (SoftHSM reads it once, at ``C_Initialize``; child processes inherit it),
 initialises two tokens with ``softhsm2-util --init-token --free`` and random PINs, and yields

@@ -3,6 +3,7 @@
 Key store tests: ``clock`` (a hand-moved clock), ``open_store`` (file-backed stores on it).
 Secret Service tests: ``secret_service`` and ``isolated_keyring`` (the tests' own keyring
 collection, never the daemon's login one). Their helpers are in ``_keys_support.py``.
+PKCS#11 tests: ``softhsm`` (two SoftHSM tokens for the whole session, ``_softhsm.py``).
 Every test gets its own ``PQSELFENC_HOME`` (``_own_home``): the embedded defaults (a stream's
 default chunk store, ``KeyStore(config)``) never touch the user's real pqselfenc home.
 """
@@ -21,6 +22,7 @@ from _keys_support import (
     StoreFactory,
     use_own_collection,
 )
+from _softhsm import softhsm_fixture  # noqa: F401  (one token pair per session, see _softhsm)
 
 from pqselfenc.keys import KeyConfig, KeyStore
 

@@ -205,8 +205,8 @@ def test_json_results_are_one_object(capsys: pytest.CaptureFixture[str], tmp_pat
     write(tmp_path / "in.bin", 1234)
     doc = json.loads(encrypt(capsys, "in.bin", "--json").out)
     assert doc["encrypted"][0] | {"map": "x"} == {
-        "input": "in.bin", "map": "x", "sealed": False, "recipients": [], "size": 1234,
-        "chunks": 20, "levels": 1,
+        "input": "in.bin", "map": "x", "sealed": False, "recipients": [], "escrow": [],
+        "size": 1234, "chunks": 20, "levels": 1,
     }  # fmt: skip
     doc = json.loads(decrypt(capsys, "in.bin.map", "--out", "o", "--json").out)
     assert doc == {"map": "in.bin.map", "out": "o", "bytes": 1234}
@@ -270,6 +270,9 @@ def test_existing_outputs_need_force(capsys: pytest.CaptureFixture[str], tmp_pat
 def test_missing_or_odd_input_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     assert encrypt(capsys, "nope.bin").error_line() == "input file nope.bin does not exist"
     assert encrypt(capsys, ".").error_line() == "input file . is not a regular file"
+    assert encrypt(capsys, "/").error_line() == "input file / is not a regular file"
+    on_cluster = encrypt(capsys, "--scheduler", "tcp://127.0.0.1:1", ".")  # refused before any
+    assert on_cluster.error_line() == "input file . is not a regular file"  # connection
     assert encrypt(capsys, "/dev/null").error_line() == "input file /dev/null is not a regular file"
     assert not (tmp_path / "chunks").exists()
 

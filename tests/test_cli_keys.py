@@ -10,6 +10,7 @@ import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _cli_helpers import FakeTerminal, Result, run
@@ -98,11 +99,13 @@ def test_the_command_names_its_backend(
     first = ok(capsys, "keys", "generate", "alice")
     label = "OS keyring" if backend == "keyring" else "passphrase-protected file"
     assert f"pqselfenc: key store {tmp_path / 'alice' / 'keys'} ({label})" in first.err
-    fallback = [x for x in first.err.splitlines() if x.startswith("pqselfenc: warning:")]
-    if backend == "file":  # the fallback is loud: one line that names the backend
-        assert len(fallback) == 1 and "passphrase-protected file backend" in fallback[0]
+    warnings = [x for x in first.err.splitlines() if x.startswith("pqselfenc: warning:")]
+    if backend == "file":  # the fallback is loud: one line that names the backend, and one
+        assert len(warnings) == 2  # that says the file backend has no rollback anchor
+        assert "passphrase-protected file backend" in warnings[0] and "rollback" in warnings[1]
     else:
-        assert fallback == []
+        assert warnings == []
+        assert "rollback anchor in the OS keyring" in first.err
     again = ok(capsys, "keys", "list", "--quiet")
     assert again.err == ""  # --quiet drops the note; the store reopens with its own backend
     other = "file" if backend == "keyring" else "keyring"
@@ -347,8 +350,11 @@ def test_a_new_key_store_says_that_nothing_outside_records_its_state(
     """DESIGN-B point 5: without an anchor outside the folder, a rollback of the whole folder
     (or a cut of the audit tail after the last commit) is not detected: said at creation."""
     created = ok(capsys, "keys", "generate", "alice")
+    assert "warning: new key store: nothing outside its folder" in created.err  # one line
     assert "a rollback of the whole folder is not detected" in created.err
-    assert "rollback" not in ok(capsys, "keys", "list").err  # said once, when it is created
+    listing = ok(capsys, "keys", "list")
+    assert "rollback" not in listing.err  # warned once, when it is created
+    assert "no rollback anchor" in listing.out  # and always part of the listing
 
 
 def test_rotate_due_uses_the_rotation_interval(
@@ -427,6 +433,55 @@ def test_rewrap_refuses_unsealed_maps(capsys: pytest.CaptureFixture[str], tmp_pa
     before = (tmp_path / "f.map").read_bytes()
     assert run(capsys, "rewrap", "f.map").error_line() == "f.map is not a sealed map"
     assert (tmp_path / "f.map").read_bytes() == before
+
+
+def test_rewrap_refuses_a_map_behind_a_link_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Review #1: rewrap replaced a symbolic link (or one of several hard links) with the new
+    map and left the file behind it sealed for the old versions, which destroy then shreds.
+    Every map is checked before any is rewrapped."""
+    ok(capsys, "keys", "generate", "alice")
+    make_file(tmp_path / "f")
+    for name in ("t.map", "h1.map", "plain.map"):
+        ok(capsys, "encrypt", "f", "--to", "alice", "--out", name)
+    (tmp_path / "l.map").symlink_to("t.map")
+    os.link(tmp_path / "h1.map", tmp_path / "h2.map")
+    ok(capsys, "keys", "rotate", "alice")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.map")}
+    link = run(capsys, "rewrap", "plain.map", "l.map")
+    assert link.error_line() == (
+        "l.map is a symbolic link: rewrap replaces a map file itself, "
+        "and the file it points to would keep the old sealing"
+    )
+    assert f"rewrap the file it points to: {tmp_path / 't.map'}" in link.err
+    hard = run(capsys, "rewrap", "h2.map")
+    assert "h2.map has 1 other hard link(s)" in hard.error_line()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.map")} == before
+    assert (tmp_path / "l.map").is_symlink() and os.stat(tmp_path / "h1.map").st_nlink == 2
+    ok(capsys, "rewrap", "plain.map", "t.map")  # the files themselves: rewrapped
+    assert (tmp_path / "l.map").read_bytes() != before["t.map"]
+
+
+def test_rewrap_writes_nothing_over_a_map_replaced_meanwhile(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--to", "alice", "--out", "m.map")
+    real = KeyStore.rewrap
+
+    def swapped(self: KeyStore, raw: bytes, **kwargs: Any) -> bytes:
+        new = real(self, raw, **kwargs)
+        (tmp_path / "other").write_bytes(b"someone else's file")
+        os.replace(tmp_path / "other", tmp_path / "m.map")
+        return new
+
+    monkeypatch.setattr(KeyStore, "rewrap", swapped)
+    result = run(capsys, "rewrap", "m.map")
+    said = result.error_line()
+    assert said == "m.map was replaced while it was being rewrapped; it was not written"
+    assert (tmp_path / "m.map").read_bytes() == b"someone else's file"
 
 
 # -- audit, private dedup, gc over sealed maps ---------------------------------------------------

@@ -1,4 +1,5 @@
-"""Every test the threat model and the user guide name exists (file and function or method)."""
+"""Every test the threat model, the user guide and the PKCS#11 guide name exists (file and
+function or method)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-DOCS = [*sorted((ROOT / "threat-model").glob("*.md")), ROOT / "docs" / "guide.md"]
+DOCS = [*sorted((ROOT / "threat-model").glob("*.md")), ROOT / "docs" / "guide.md",
+        ROOT / "docs" / "pkcs11.md"]
 REFERENCE = re.compile(r"(tests/[\w/]+\.py)::(\w+(?:::\w+)?)")
 BARE = re.compile(r"`(test_\w+)`")
 

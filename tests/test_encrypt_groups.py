@@ -14,9 +14,11 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _cli_helpers import clean_env, run
+from _keys_support import PASSPHRASE
 
 from pqselfenc import DataMap, DirectoryChunkStore
 from pqselfenc.cli import _encrypt
@@ -58,9 +60,10 @@ def test_one_warning_line_for_many_unsealed_maps_and_results_as_before(
     doc = json.loads(done.out)
     assert [d["input"] for d in doc["encrypted"]] == [str(p) for p in paths]
     for entry, path in zip(doc["encrypted"], paths, strict=True):
-        assert set(entry) == {"input", "map", "sealed", "recipients", "size", "chunks", "levels"}
+        assert set(entry) == {"input", "map", "sealed", "recipients", "escrow", "size", "chunks",
+                              "levels"}  # fmt: skip
         assert entry["map"] == str(Path("maps") / (path.name + ".map"))
-        assert (entry["sealed"], entry["recipients"]) == (False, [])
+        assert (entry["sealed"], entry["recipients"], entry["escrow"]) == (False, [], [])
         assert entry["size"] == path.stat().st_size
         mapped = Path(entry["map"])
         assert stat.S_IMODE(mapped.stat().st_mode) == 0o600
@@ -88,6 +91,72 @@ def test_a_map_already_there_stops_the_run_with_one_error_and_no_temp_file(
     assert "in/f01.map already exists" in result.error_line()
     assert Path("in/f01.map").read_bytes() == b"someone else's"
     assert sorted(p.name for p in Path("in").iterdir() if p.name.startswith(".")) == []
+
+
+def test_sealed_maps_of_every_group_also_go_to_escrow(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The escrow policy applies to each map of each group (one batched write per group), and
+    each result names the escrow recipients, as one file at a time did."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_encrypt, "GROUP_FILES", 2)
+    monkeypatch.setenv("PQSELFENC_PASSPHRASE", PASSPHRASE)
+    monkeypatch.setenv("PYTHON_KEYRING_BACKEND", "keyring.backends.fail.Keyring")
+    for argv in (["keys", "generate", "org", "--home", "org"],
+                 ["keys", "export", "org", "--public", "--home", "org", "--out", "org.pub"],
+                 ["keys", "generate", "alice", "--home", "home"],
+                 ["recipients", "add", "org", "org.pub", "--home", "home"],
+                 ["recipients", "escrow", "add", "org", "--home", "home"]):  # fmt: skip
+        assert run(capsys, *argv).code == 0
+    paths = inputs(tmp_path / "in", [10, 5000, 70_000, 0, 4096])
+    argv = ["encrypt", *paths, "--to", "alice", "--store", "store", "--home", "home", "--json"]
+    done = run(capsys, *argv)
+    assert done.code == 0, done.err
+    doc = json.loads(done.out)["encrypted"]
+    assert [(d["sealed"], d["recipients"], d["escrow"]) for d in doc] == [
+        (True, ["alice"], ["org"])
+    ] * len(paths)
+    for entry, path in zip(doc, paths, strict=True):
+        assert entry["map"] == f"{path}.map"
+        assert Path(entry["map"]).read_bytes().startswith(b"PQSESEAL")
+    for i in (0, len(paths) - 1):  # the first group and the last
+        out = tmp_path / f"out{i}"
+        opened = run(capsys, "decrypt", doc[i]["map"], "--store", "store", "--home", "org",
+                     "--out", out)  # fmt: skip
+        assert opened.code == 0, opened.err
+        assert out.read_bytes() == paths[i].read_bytes()
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_interrupt_inside_a_group_s_map_wave_names_exactly_the_maps_written(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    when: str,
+) -> None:  # fmt: skip
+    """A SIGINT at the link of the second map of the second group (just before it, or right
+    after): the maps of group 1 and the two of group 2 named so far are there and the report
+    names them all, the rest of the wave is removed (no map, no temp file)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(_encrypt, "GROUP_FILES", 3)
+    paths = inputs(tmp_path / "in", [3000] * 6)
+    real = os.link
+
+    def link(src: Any, dst: Any, **kwargs: Any) -> None:
+        if dst == "f04.map" and when == "before":
+            os.kill(os.getpid(), signal.SIGINT)
+        real(src, dst, **kwargs)
+        if dst == "f04.map" and when == "after":
+            os.kill(os.getpid(), signal.SIGINT)
+
+    monkeypatch.setattr(os, "link", link)
+    names = [p.relative_to(tmp_path) for p in paths]
+    result = run(capsys, "encrypt", *names, "--store", "store", "--home", "home")
+    assert result.code == 130, result.err
+    assert result.error_line() == (
+        "interrupted after writing in/f00.map, in/f01.map, in/f02.map and 2 more; "
+        "nothing else was written under an output name"
+    )
+    assert sorted(p.name for p in Path("in").glob("*.map")) == [f"f0{i}.map" for i in range(5)]
+    assert not list(Path("in").glob(".pqselfenc-tmp-*"))
 
 
 # -- SIGKILL at each step ----------------------------------------------------------------------

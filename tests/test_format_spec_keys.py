@@ -64,7 +64,8 @@ def test_every_constant_named_in_section_4_has_its_value_there() -> None:
 
 def test_every_value_stated_is_the_code_s() -> None:
     for name, value in spec_values().items():
-        assert getattr(P, name) == value, name
+        code = getattr(P, name)  # a label the token or keyring stores as text is a str
+        assert code == (value.decode("ascii") if isinstance(code, str) else value), name
 
 
 def test_the_strength_table_and_the_defaults_are_the_code_s() -> None:

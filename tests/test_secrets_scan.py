@@ -312,3 +312,53 @@ def test_key_store_flows(scan: Scan, tmp_path: Path, monkeypatch: pytest.MonkeyP
         if path.is_file():
             scan.file(path)
     scan.texts.append(("identity export", exported.decode("latin-1")))
+
+
+def test_pkcs11_key_store_flows(scan: Scan, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                softhsm: Any) -> None:  # fmt: skip
+    """Issue 15: "no seed ever on disk unwrapped". The same flows on a store whose secrets a
+    real token wraps (SoftHSM): every seed, the store secret and the PIN are looked for in every
+    file of the store folder *and of the token's own folder*, in messages, reprs and logs."""
+    from pqselfenc.keys import KeyStore
+    from pqselfenc.keys.pkcs11_backend import Pkcs11Backend
+
+    for name, value in softhsm.env().items():
+        if name.startswith("PQSELFENC_PKCS11_"):
+            monkeypatch.setenv(name, value)
+    scan.passphrase(softhsm.pin)
+    scan.passphrase(EXPORT_PASSPHRASE)
+    real_urandom = os.urandom
+
+    def urandom(n: int) -> bytes:  # root secret, self-test DMKs, seeds, IVs: every draw >= 32
+        value = real_urandom(n)
+        if n >= 32:
+            scan.secret("urandom draw", value)
+        return value
+
+    monkeypatch.setattr(os, "urandom", urandom)
+    ks = KeyStore.open(tmp_path / "ks", backend="pkcs11")
+    ks.generate("alice")
+    ks.generate("bob", suite="ml-kem-1024", signature="ml-dsa-87")
+    data_map, _ = SelfEncryptor(real_urandom(2000), EncryptionConfig(chunk_size=256),
+                                key_store=ks).encrypt()  # fmt: skip
+    sealed = ks.seal(data_map, ["alice"], sign_as="alice")
+    assert ks.open_envelope(ks.seal(data_map, ["bob"], sign_as="bob")) == data_map
+    assert ks.open_envelope(sealed, signer="alice") == data_map
+    ks.rotate("alice")
+    _store_secrets(scan, ks)
+    exported = ks.export_identity("alice", EXPORT_PASSPHRASE)
+    ks.rewrap(sealed)
+    ks.destroy("alice", 1)
+    assert isinstance(ks._secrets.backend, Pkcs11Backend)
+    scan.see(ks, ks._secrets, ks._secrets.backend, ks._ledger, ks.identities, ks.audit)
+    scan.see(ks.rollback_protection(), ks.token_capabilities())
+    scan.failing(lambda: ks.open_envelope(sealed[:-1]))
+    scan.failing(lambda: KeyStore.open(tmp_path / "ks", backend="pkcs11", pin=softhsm.pin + "0"))
+    ks.close()
+    scan.failing(lambda: KeyStore.open(tmp_path / "ks", backend="pkcs11", pin=softhsm.pin + "0"))
+    files = [p for root in (tmp_path / "ks", softhsm.tokendir) for p in root.rglob("*")
+             if p.is_file()]  # fmt: skip
+    assert any(p.suffix == ".p11" for p in files) and any(p.suffix == ".object" for p in files)
+    for path in files:
+        scan.file(path)
+    scan.texts.append(("identity export", exported.decode("latin-1")))

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, NoReturn
 from pqselfenc import __version__
 
 if TYPE_CHECKING:  # the command modules load the engine: only a command that runs needs them
+    from pathlib import Path
+
     from pqselfenc.cli._output import Console
     from pqselfenc.cli._session import Session
 
@@ -69,16 +71,23 @@ def _common() -> argparse.ArgumentParser:
     )
     keys.add_argument(
         "--backend",
-        choices=("auto", "keyring", "file"),
+        choices=("auto", "keyring", "file", "pkcs11"),
         default="auto",
         help="where secret keys live (default auto: the OS keyring when a "
-        "secure one is usable, else the passphrase-protected file)",
+        "secure one is usable, else the passphrase-protected file; pkcs11: wrapped by a "
+        "key in a PKCS#11 token, $PQSELFENC_PKCS11_MODULE and $PQSELFENC_PKCS11_TOKEN)",
     )
     keys.add_argument(
         "--passphrase-file",
         metavar="FILE",
         help="read the file backend's passphrase from FILE (else "
         "$PQSELFENC_PASSPHRASE, else a prompt)",
+    )
+    keys.add_argument(
+        "--pin-file",
+        metavar="FILE",
+        help="read the PKCS#11 token's user PIN from the first line of FILE (mode 0600, "
+        "yours; else $PQSELFENC_PKCS11_PIN, else a prompt)",
     )
     return common
 
@@ -207,11 +216,20 @@ def _call(func: Callable[[Session], int], session: Session) -> int:
 
 def _run(func: Callable[[Session], int], session: Session, console: Console) -> int:
     from pqselfenc.cli._errors import describe
-    from pqselfenc.cli._output import EXIT_INTERNAL, EXIT_INTERRUPTED, CliError
+    from pqselfenc.cli._output import (
+        EXIT_INTERNAL,
+        EXIT_INTERRUPTED,
+        CliError,
+        ClusterOutput,
+        interrupted_report,
+        recording_outputs,
+    )
     from pqselfenc.error import Error
 
+    written: list[Path | ClusterOutput] = []
     try:
-        return _call(func, session)
+        with recording_outputs() as written:
+            return _call(func, session)
     except CliError as exc:
         console.error(exc.message, exc.hint)
         return exc.code
@@ -221,7 +239,7 @@ def _run(func: Callable[[Session], int], session: Session, console: Console) -> 
         return 1
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        console.error(f"{what}; nothing was written under the output name")
+        console.error(interrupted_report(what, written))
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):

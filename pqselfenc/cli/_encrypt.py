@@ -11,7 +11,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
-from pqselfenc.cli import _distributed, _maps
+from pqselfenc.cli import _distributed, _escrow, _maps
 from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     PROG,
@@ -67,7 +67,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     enc.add_argument(
         "--out",
-        type=path_arg,
+        type=_map_out_arg,
         metavar="MAP",
         help="map file (one FILE) or existing folder for the maps (several)",
     )
@@ -133,6 +133,15 @@ def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=count_arg, metavar="N", help="worker threads")
 
 
+def _map_out_arg(text: str) -> Path:
+    """``--out`` of encrypt: a path; ``-`` is refused (maps go to files, never to stdout)."""
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "encrypt writes each map to a file, never to stdout (a file named '-': --out ./-)"
+        )
+    return path_arg(text)
+
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 _DIGITS = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also says yes to "²"
 _SIZE = re.compile(r"(?P<number>[0-9]+)(?:(?P<unit>[KMG])(?:I?B|I)?|B)?", re.IGNORECASE)
@@ -190,8 +199,10 @@ def _config(session: Session) -> EncryptionConfig:
 
 
 def _map_paths(files: list[Path], out: Path | None) -> list[Path]:
+    """Each file's map path (never raising: ``.`` or ``/`` has no name to add a suffix to, and
+    is refused afterwards by ``check_encrypt`` as an input that is not a regular file)."""
     if out is None:
-        return [f.with_name(f.name + MAP_SUFFIX) for f in files]
+        return [f.parent / (f.name + MAP_SUFFIX) for f in files]
     if len(files) == 1 and not out.is_dir():
         return [out]
     if not out.is_dir():
@@ -199,16 +210,23 @@ def _map_paths(files: list[Path], out: Path | None) -> list[Path]:
     return [out / (f.name + MAP_SUFFIX) for f in files]
 
 
-def _check_inputs(files: list[Path]) -> None:
+def _check_inputs(files: list[Path | str]) -> None:
+    """Every local input exists and is a regular file (an S3 URL, text, is the workers' to
+    read)."""
     for path in files:
+        if isinstance(path, str):
+            continue
         if not path.exists():
             raise CliError(f"input file {path} does not exist")
         if not path.is_file():
             raise CliError(f"input file {path} is not a regular file")
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
-    """What makes two paths one file (device, inode), following links; None if absent."""
+def _file_id(path: Path | str) -> tuple[int, int] | str | None:
+    """What makes two paths one file (device, inode), following links; None if absent. An S3
+    URL (text) is itself."""
+    if isinstance(path, str):
+        return path
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -216,16 +234,16 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _check_collisions(files: list[Path], maps: list[Path]) -> None:
-    """Before any work: no input twice (by name, link or ``..``), no two maps on one path,
-    no map over an input (``--force`` would replace it with its own map)."""
-    inputs: dict[tuple[int, int] | None, Path] = {}  # _check_inputs: every one exists
+def _check_collisions(files: list[Path | str], maps: list[Path]) -> None:
+    """Before any work: no input twice (by name, link or ``..``; an S3 URL by its text), no two
+    maps on one path, no map over an input (``--force`` would replace it with its own map)."""
+    inputs: dict[tuple[int, int] | str | None, Path | str] = {}  # _check_inputs: all exist
     for path in files:
         key = _file_id(path)
         if key in inputs:
             raise CliError(f"{path} is the same file as {inputs[key]}", hint="give it once")
         inputs[key] = path
-    targets: dict[str, Path] = {}
+    targets: dict[str, Path | str] = {}
     for path, target in zip(files, maps, strict=True):
         real = os.path.realpath(target)
         if real in targets:
@@ -254,29 +272,44 @@ def _check_one_suite(session: Session, names: list[str]) -> None:
                        "stanza)")  # fmt: skip
 
 
-def encrypt(session: Session) -> int:
+def check_encrypt(
+    session: Session, sources: list[Path | str], maps: list[Path]
+) -> tuple[str, ...]:
+    """Every check ``encrypt`` makes before any work, on this machine or on a cluster
+    (``--scheduler``; its S3 sources are text): the inputs, their collisions, the map paths,
+    ``--sign-as``, the recipients (one suite) and the escrow policy; the escrow recipients
+    every sealed map also goes to."""
     args = session.args
-    if args.scheduler:
-        return _distributed.encrypt(session, _config(session), _lines)
-    args.files = [Path(f) for f in args.files]
-    _check_inputs(args.files)
-    maps = _map_paths(args.files, args.out)
-    _check_collisions(args.files, maps)
+    _check_inputs(sources)
+    _check_collisions(sources, maps)
     args.to = list(dict.fromkeys(args.to))  # one stanza per recipient, however often named
     for target in maps:
         check_writable(target, args.force)
     if args.sign_as and not args.to:
         raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
+    escrow: tuple[str, ...] = ()
     if args.to:
         check_recipients(session, args.to)  # fail before any work
         _check_one_suite(session, args.to)
+        escrow = _escrow.check_seal(session, args.to)
+        _escrow.escrow_note(session, escrow, args.private_dedup)
+    return escrow
+
+
+def encrypt(session: Session) -> int:
+    args = session.args
+    if args.scheduler:
+        return _distributed.encrypt(session, _config(session), _lines, check_encrypt)
+    args.files = [Path(f) for f in args.files]
+    maps = _map_paths(args.files, args.out)
+    escrow = check_encrypt(session, list(args.files), maps)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
     done: list[dict[str, Any]] = []
     try:  # one writer lock and one thread pool for every file and its map: gc waits for maps
         with store.writing(), executor_for(config) as pool:
             for group in _groups(list(zip(args.files, maps, strict=True))):
-                done += _encrypt_group(session, group, store, config, pool)
+                done += _encrypt_group(session, group, store, config, pool, escrow)
     finally:
         _warn_unsealed(session, [d["map"] for d in done if not d["sealed"]])
     session.console.result({"encrypted": done, "store": session.store_label()}, _lines(done))
@@ -312,8 +345,10 @@ def _encrypt_group(
     store: ChunkStore,
     config: EncryptionConfig,
     pool: Executor | None,
+    escrow: tuple[str, ...],
 ) -> list[dict[str, Any]]:
-    """Encrypt a group of files in one store batch; write their maps once it is durable."""
+    """Encrypt a group of files in one store batch; write their maps once it is durable (each
+    sealed one also to the ``escrow`` recipients, which its result names)."""
     memory = MemoryConfig().fit_encrypt(config.chunk_size, config.min_chunks)
     with store.batch() as put:  # exits only when every chunk of the group is durable
         made = [
@@ -321,7 +356,7 @@ def _encrypt_group(
             for path, target, size in group
         ]
     _maps.write_maps(session, made, session.args.to, session.args.force)
-    return [_result(session, path, target, data_map)
+    return [_result(session, path, target, data_map) | {"escrow": list(escrow)}
             for (path, target, _), (_, data_map) in zip(group, made, strict=True)]  # fmt: skip
 
 
@@ -390,11 +425,14 @@ class _Counter:
 
 
 def _lines(done: list[dict[str, Any]]) -> list[str]:
-    return [
-        f"{d['input']} -> {d['map']} ({d['size']} bytes, "
-        + (f"sealed for {', '.join(d['recipients'])})" if d["sealed"] else "unsealed)")
-        for d in done
-    ]
+    return [f"{d['input']} -> {d['map']} ({d['size']} bytes, {_sealing(d)})" for d in done]
+
+
+def _sealing(d: dict[str, Any]) -> str:
+    if not d["sealed"]:
+        return "unsealed"
+    escrow = f"; escrow: {', '.join(d['escrow'])}" if d.get("escrow") else ""
+    return f"sealed for {', '.join(d['recipients'])}{escrow}"
 
 
 # -- decrypt -----------------------------------------------------------------------------------

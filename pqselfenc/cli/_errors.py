@@ -13,6 +13,16 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
         "check $PQSELFENC_PASSPHRASE or --passphrase-file (or the export passphrase)",
     ),
     (
+        err.TokenPinError,
+        "check $PQSELFENC_PKCS11_PIN or --pin-file (the token's user PIN); a token locks "
+        "after a few wrong PINs",
+    ),
+    (
+        err.TokenUnavailable,
+        "check $PQSELFENC_PKCS11_MODULE (absolute path of the vendor's .so), "
+        "$PQSELFENC_PKCS11_TOKEN (the token's label) and that the token is present",
+    ),
+    (
         err.KeyringUnavailable,
         "unlock the OS keyring (log in to the desktop session, or unlock the login keyring) "
         "and retry; a new key store can use a passphrase-protected file: --backend file",
@@ -21,6 +31,11 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
         err.KeyDestroyedError,
         "that key version was destroyed; ask the sender to reseal for your "
         "current key ('pqselfenc keys list' shows it)",
+    ),
+    (
+        err.EscrowError,
+        "every map is also sealed to each escrow recipient: 'pqselfenc recipients escrow list' "
+        "shows them; restore the missing one with 'recipients add' or change the policy",
     ),
     (err.KeyNotFound, "'pqselfenc keys list' and 'pqselfenc recipients list' show what exists"),
     (err.WeakSecretError, "use a longer passphrase or secret (several random words)"),
@@ -36,6 +51,10 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     ),
     (err.ChunkStoreError, "check that the chunk store exists, is readable and is reachable"),
     (err.AuditError, "the audit log was altered or truncated; keep a copy and investigate"),
+    (
+        err.RollbackError,
+        "'pqselfenc keys anchor' shows the anchor; compare the folder with your latest backup",
+    ),
     (
         err.IntegrityError,
         "the chunk store or the map was altered or damaged; "

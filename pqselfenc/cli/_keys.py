@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import stat
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pqselfenc.cli import _escrow
 from pqselfenc.cli._keyring import key_store, name_arg, read_secret
 from pqselfenc.cli._maps import MapPolicy, read_map_file
 from pqselfenc.cli._output import (
@@ -18,11 +20,12 @@ from pqselfenc.cli._output import (
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._values import count_arg, path_arg
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import KeyStoreError
 
 if TYPE_CHECKING:
-    from pqselfenc.keys import Identity, KeyVersion, RecipientEntry
+    from pqselfenc.keys import Identity, KeyStore, KeyVersion, RecipientEntry
 
 __all__ = ["add_parsers"]
 
@@ -116,6 +119,16 @@ def _keys_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
         help=f"passphrase of the export (else ${EXPORT_PASSPHRASE_ENV})",
     )
     imp.set_defaults(func=import_key)
+    anchor = actions.add_parser(
+        "anchor", parents=[common], help="show the rollback anchor, or reset it (audited)",
+        description="The pkcs11 and keyring backends keep the store's latest state (metadata "
+        "generation, audit head) outside its folder, and refuse a folder older than it. "
+        "--reset accepts the folder as it is now: only after you know why it is older.",
+    )  # fmt: skip
+    anchor.add_argument("--reset", action="store_true",
+                        help="accept the folder as it is and anchor it anew (audited)")
+    anchor.add_argument("--yes", action="store_true", help="confirm --reset")
+    anchor.set_defaults(func=anchor_cmd)
 
 
 def _recipient_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -139,6 +152,7 @@ def _recipient_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     remove = actions.add_parser("remove", parents=[common], help="forget a recipient")
     remove.add_argument("name", metavar="NAME", type=name_arg)
     remove.set_defaults(func=remove_recipient)
+    _escrow.add_parsers(actions, common)
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -176,20 +190,46 @@ def _identity_doc(ident: Identity, due: set[str]) -> dict[str, Any]:
             "versions": [_version_doc(v) for v in ident.versions]}  # fmt: skip
 
 
+def _protection(store: KeyStore) -> tuple[dict[str, Any], list[str]]:
+    """Which backend, rollback protection and (pkcs11) token capabilities the store has."""
+    protection, token = store.rollback_protection(), store.token_capabilities()
+    doc = {"backend": store.backend, "rollback_protection": protection, "token": token}
+    return doc, [protection] + ([token] if token else [])
+
+
 def list_keys(session: Session) -> int:
     store = key_store(session)
     due = {d.name for d in store.due()}
     idents = sorted(store.identities.values(), key=lambda i: i.name)
-    lines: list[str] = []
+    store_doc, lines = _protection(store)
     for ident in idents:
         mark = "  (rotation due)" if ident.name in due else ""
         lines.append(f"{ident.name}: {ident.suite}, {ident.signature}{mark}")
         lines += ["  " + _version_line(ident.name, v) for v in ident.versions]
         lines += [_pending_line(ident.name, v.version) for v in ident.versions
                   if v.state.value == "destroy-pending"]  # fmt: skip
-    session.console.result(
-        {"identities": [_identity_doc(i, due) for i in idents]}, lines or ["no identities"]
-    )
+    if not idents:
+        lines.append("no identities")
+    session.console.result({"identities": [_identity_doc(i, due) for i in idents],
+                            "store": store_doc}, lines)  # fmt: skip
+    return 0
+
+
+def anchor_cmd(session: Session) -> int:
+    """``keys anchor``: where the rollback anchor is and what it records; ``--reset --yes``
+    accepts the folder as it is (the old values go into the audit log)."""
+    args = session.args
+    if args.reset and not args.yes:
+        raise CliError("resetting the rollback anchor accepts the key store folder as it is now",
+                       hint="do it only once you know why the folder is older than its anchor "
+                       "(a restore from backup you meant); add --yes")  # fmt: skip
+    store = key_store(session, reset_anchor=args.reset)
+    if args.reset and store.backend == "file":
+        raise CliError("this key store (file backend) keeps no rollback anchor")
+    doc, lines = _protection(store)
+    if args.reset:
+        lines.insert(0, "rollback anchor reset: the folder as it is now is the store's state")
+    session.console.result(doc, lines)
     return 0
 
 
@@ -358,14 +398,49 @@ def remove_recipient(session: Session) -> int:
 
 
 def rewrap_maps(session: Session) -> int:
+    """Re-seal each map in place. Each must be a regular file with no other name: every map is
+    checked before any is read, and again (the same file) just before it is replaced."""
     policy = MapPolicy(require_sealed=True, sealed_hint="only sealed maps can be rewrapped; "
                        "seal an unsealed one with 'pqselfenc encrypt --to'")  # fmt: skip
-    raws = {path: read_map_file(path, policy).raw for path in session.args.maps}
+    seen = {path: _own_map_file(path) for path in session.args.maps}
+    raws = {path: read_map_file(path, policy).raw for path in seen}
     store = key_store(session)
     for path, raw in raws.items():
         new = store.rewrap(raw, sign_as=session.args.sign_as,
                            drop_signature=session.args.drop_signature)  # fmt: skip
-        write_file(path, new, mode=stat.S_IMODE(path.stat().st_mode), force=True)
+        if _identity(_own_map_file(path)) != _identity(seen[path]):
+            raise CliError(f"{path} was replaced while it was being rewrapped; it was not "
+                           "written", hint="run rewrap again")  # fmt: skip
+        write_file(path, new, mode=stat.S_IMODE(seen[path].st_mode), force=True)
     names = [str(p) for p in raws]
     session.console.result({"rewrapped": names}, [f"rewrapped {n}" for n in names])
     return 0
+
+
+def _own_map_file(path: Path) -> os.stat_result:
+    """``lstat`` of a map rewrap may replace: the file itself, with one name. Replacing a
+    symbolic link, or one of several hard links, would give that name the new sealing and leave
+    the file behind the others sealed for the old key versions, which ``keys destroy`` then
+    makes unopenable: refused, as a FIFO or folder is."""
+    entry = _durable.lstat_entry(path)
+    if entry is None:
+        raise CliError(f"map {path} does not exist")
+    if stat.S_ISLNK(entry.st_mode):
+        raise CliError(f"{path} is a symbolic link: rewrap replaces a map file itself, and the "
+                       "file it points to would keep the old sealing",
+                       hint=f"rewrap the file it points to: {os.path.realpath(path)}")  # fmt: skip
+    if not stat.S_ISREG(entry.st_mode):
+        raise CliError(f"map {path} is a {_durable.kind_of(entry.st_mode)}, not a regular file")
+    if entry.st_nlink != 1:
+        raise CliError(f"{path} has {entry.st_nlink - 1} other hard link(s): rewrap replaces "
+                       "this name only, and the others would keep the old sealing",
+                       hint="remove the other names (or rewrap a copy: cp, then rewrap the "
+                       "copy)")  # fmt: skip
+    return entry
+
+
+def _identity(entry: os.stat_result) -> tuple[int, ...]:
+    """The same file with the same content, as far as ``lstat`` tells (reading changes only
+    its access time)."""
+    return entry.st_dev, entry.st_ino, entry.st_nlink, entry.st_size, entry.st_mtime_ns
+

@@ -11,17 +11,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import stat
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
 from pqselfenc.cli._keyring import name_arg
-from pqselfenc.cli._output import CliError, default_file_mode, read_input, write_file
+from pqselfenc.cli._output import (
+    CliError,
+    default_file_mode,
+    note_written,
+    read_head,
+    read_input,
+    write_file,
+)
 from pqselfenc.cli._session import Session
-from pqselfenc.cli._trust import why_not_private
 from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
+from pqselfenc.core._trust import why_not_private
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError
 
@@ -50,6 +56,7 @@ UNSEALED_MANY_WARNING = (
     "(written with mode 0600; use --to NAME to seal them)"
 )
 _JSON_WHITESPACE = b" \t\n\r"  # RFC 8259 whitespace, all that may precede the opening '{'
+_MAGIC_SIZE = max(len(P.MAP_MAGIC), len(P.ENVELOPE_MAGIC))
 
 
 class MapKind(Enum):
@@ -82,7 +89,7 @@ class MapPolicy:
 
     ``signer``: only a map sealed and signed by that name. ``require_sealed``: only sealed
     maps. ``allow_unsealed``: unsealed maps even from a place others can write. With none of
-    them, an unsealed map is accepted only from a private place (``cli/_trust.py``).
+    them, an unsealed map is accepted only from a private place (``core/_trust.py``).
     """
 
     require_sealed: bool = False
@@ -190,12 +197,22 @@ class MapFile:
 def read_map_file(path: Path, policy: MapPolicy) -> MapFile:
     """The map file ``path``, refused unless ``policy`` accepts it. Every command that reads a
     map file reads it here."""
-    raw = read_input(path, "map")
+    raw = _read_map_bytes(path)
     kind = map_kind(raw)
     if kind is None:
         raise CliError(f"{path} is not a pqselfenc map", hint="give the file 'encrypt' wrote")
     policy.check(path, kind)
     return MapFile(path, raw, kind, policy)
+
+
+def _read_map_bytes(path: Path) -> bytes:
+    """The bytes of a map file: up to ``MAX_MAP_FILE_SIZE`` if it starts as a sealed or binary
+    map, else up to ``MAX_MAP_JSON_SIZE`` (a larger file is refused from its size, unread)."""
+    if map_kind(read_head(path, "map", _MAGIC_SIZE)) in (MapKind.SEALED, MapKind.BINARY):
+        return read_input(path, "map")
+    return read_input(path, "map", limit=P.MAX_MAP_JSON_SIZE, too_large=(
+        f"{path} is not a pqselfenc map: larger than any JSON map ({P.MAX_MAP_JSON_SIZE} "
+        "bytes), and it does not start as a sealed or binary one"))  # fmt: skip
 
 
 def load_map(session: Session, path: Path, policy: MapPolicy) -> DataMap:
@@ -229,7 +246,9 @@ def write_maps(
     target, their content is made durable in one wave, then each is renamed (``--force``) or
     linked (never over anything) into place and each folder made durable once
     (``core/_durable.py``: ``settle_wave``). A FIFO, device, socket or folder at a target is
-    never replaced. No warning here: the caller says once how many maps are unsealed."""
+    never replaced. Each map is recorded as written (``note_written``) with its rename, signals
+    held, so an interrupt's report names exactly the maps that appeared. No warning here: the
+    caller says once how many maps are unsealed."""
     if recipients:
         from pqselfenc.cli._keyring import seal_map
 
@@ -239,7 +258,8 @@ def write_maps(
     folders: dict[Path, int] = {}
     try:
         wave = _temps_for(folders, blobs, force)
-        _durable.settle_wave(wave, exclusive=not force, keep_special=True)
+        _durable.settle_wave(wave, exclusive=not force, keep_special=True,
+                             on_publish=lambda i: note_written(maps[i][0]))  # fmt: skip
         _durable.sync_dirs(folders.values())
     except OSError as exc:
         raise _map_write_error(exc, [p for p, _ in maps]) from exc
@@ -274,8 +294,8 @@ def _temp_for(
         folders[parent] = _durable.open_dir(parent)
     dir_fd = folders[parent]
     old = _durable.check_replaceable(path.name, dir_fd=dir_fd)
-    if force and old is not None and stat.S_ISREG(old.st_mode):
-        mode &= stat.S_IMODE(old.st_mode)
+    if force:
+        mode = _durable.replacing_mode(mode, old)
     temp = _durable.write_closed(dir_fd, data, prefix=MAP_TEMP_PREFIX, mode=mode)
     return dir_fd, temp, path.name
 

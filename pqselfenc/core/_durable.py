@@ -18,6 +18,9 @@ What every function here keeps:
   back in blocking mode; a FIFO, device, socket or folder is ``UnsafeFileError``.
 * **Every read is bounded.** ``read_file`` takes the largest size its caller can expect and
   refuses a larger file from its ``fstat`` size, without reading it (``FileTooLargeError``).
+* **A publish is never cut in two by an interrupt.** ``output_file`` renames and reports the
+  new name (``on_publish``) with SIGINT and SIGTERM held (``held_signals``), so a command that
+  lists what it wrote never misses a file that appeared.
 * **A wipe overwrites only what is ours alone**: a regular file with one link, owned by this
   user. Anything else under the name (a link, a hard link to someone's file) is only unlinked.
 
@@ -36,10 +39,13 @@ import contextlib
 import errno
 import os
 import secrets
+import signal
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from functools import partial
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO
 
 from pqselfenc.core import _syncfs
@@ -56,6 +62,7 @@ __all__ = [
     "describe",
     "discard",
     "folder",
+    "held_signals",
     "kind_of",
     "lstat_entry",
     "open_dir",
@@ -63,6 +70,7 @@ __all__ = [
     "output_file",
     "read_file",
     "replace_file",
+    "replacing_mode",
     "settle",
     "settle_wave",
     "sync_dir",
@@ -79,6 +87,7 @@ _CANNOT_SYNC_DIR = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 _REFUSED_OPEN = frozenset({errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR})
 _TEMP_TRIES = 100
+_HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _WIPE_BLOCK = 1 << 16
 _KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISREG, "regular file"),
@@ -317,32 +326,46 @@ def write_closed(
 
 
 def settle_wave(
-    items: Sequence[tuple[int, str, str]], *, exclusive: bool = False, keep_special: bool = False
-) -> None:
+    items: Sequence[tuple[int, str, str]], *, exclusive: bool = False, keep_special: bool = False,
+    on_publish: Callable[[int], object] | None = None,
+) -> None:  # fmt: skip
     """``settle`` for many files of ``write_closed`` at once: each item is (folder descriptor,
     temp name, final name). Their content is made durable in one wave (one ``syncfs`` per
     filesystem where it is trusted, else an fsync of each file: ``core/_syncfs.py``), then
     each is renamed over (``exclusive``: linked to) its name, so every name still appears only
     over durable content. ``keep_special``: a FIFO, device, socket or folder under a final name
     is ``UnsafeFileError`` (``check_replaceable``), never replaced. Every temp is consumed: on
-    a failure those not yet settled are removed. Folders are not fsynced: ``sync_dirs``."""
+    a failure those not yet settled are removed. Folders are not fsynced: ``sync_dirs``.
+
+    ``on_publish(i)``, if given, runs right after item ``i`` is renamed, and the two run with
+    SIGINT and SIGTERM held (``held_signals``, as in ``output_file``): an interrupt is raised
+    only after both, and the items after it are then removed, never published."""
     try:
         left = set(_syncfs.sync_waves(dict.fromkeys(fd for fd, _, _ in items)))
         _syncfs.run_all([partial(_fsync_temp, fd, temp) for fd, temp, _ in items if fd in left])
     except BaseException:
         _remove_temps(items)
         raise
-    for i, (dir_fd, temp, name) in enumerate(items):
+    for i, item in enumerate(items):
         try:
-            if keep_special:
-                check_replaceable(name, dir_fd=dir_fd)
-            if exclusive:
-                _link_new(TempFile(dir_fd, -1, temp), name)
-            else:
-                os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            with held_signals() if on_publish is not None else contextlib.nullcontext():
+                _publish_temp(item, exclusive=exclusive, keep_special=keep_special)
+                if on_publish is not None:
+                    on_publish(i)
         except BaseException:
-            _remove_temps(items[i:])
+            _remove_temps(items[i:])  # item i's temp is already gone if it was published
             raise
+
+
+def _publish_temp(item: tuple[int, str, str], *, exclusive: bool, keep_special: bool) -> None:
+    """Rename (``exclusive``: link) one durable temp file of ``settle_wave`` to its name."""
+    dir_fd, temp, name = item
+    if keep_special:
+        check_replaceable(name, dir_fd=dir_fd)
+    if exclusive:
+        _link_new(TempFile(dir_fd, -1, temp), name)
+    else:
+        os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
 def _fsync_temp(dir_fd: int, name: str) -> None:
@@ -382,6 +405,43 @@ def discard(temp: TempFile) -> None:
     temp.fd = temp.dir_fd = -1
 
 
+# -- publishing and interrupts -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM held back for a short block of the main thread (where Python runs
+    signal handlers, whichever thread the kernel picked): one that arrives meanwhile is handed
+    to the handler it would have reached as the block ends, so a publish and the record of it
+    happen both or neither. Elsewhere, or for a signal set to be ignored, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, FrameType | None]] = []
+    old = {signum: signal.getsignal(signum) for signum in _HELD_SIGNALS}
+    try:
+        for signum, handler in old.items():
+            if handler not in (signal.SIG_IGN, None):
+                signal.signal(signum, lambda n, f: caught.append((n, f)))
+        yield
+    finally:
+        for signum, handler in old.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        if caught:
+            first, frame = caught[0]
+            _deliver(old[signal.Signals(first)], first, frame)
+
+
+def _deliver(handler: object, signum: int, frame: FrameType | None) -> None:
+    """Hand a held signal to the handler it would have reached (the default action: raise it
+    again, now that the default is back)."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)
+
+
 # -- whole files: create, replace, append, wipe ------------------------------------------------
 
 
@@ -395,10 +455,21 @@ def check_replaceable(name: PathLike, *, dir_fd: int | None = None) -> os.stat_r
     return entry
 
 
+def replacing_mode(mode: int, old: os.stat_result | None) -> int:
+    """The mode of a file written over ``old`` (what ``check_replaceable`` found there): the
+    stricter of ``mode`` and a replaced regular file's permission bits, so a 0600 file never
+    comes back 0644. Every writer that replaces an output (here, ``pqselfenc.distributed``)
+    applies this one rule."""
+    if old is not None and stat.S_ISREG(old.st_mode):
+        return mode & stat.S_IMODE(old.st_mode)
+    return mode
+
+
 @contextlib.contextmanager
 def output_file(
-    path: PathLike, *, mode: int = 0o600, replace: bool = True, prefix: str | None = None
-) -> Iterator[BinaryIO]:
+    path: PathLike, *, mode: int = 0o600, replace: bool = True, prefix: str | None = None,
+    on_publish: Callable[[], object] | None = None,
+) -> Iterator[BinaryIO]:  # fmt: skip
     """A file object whose content becomes ``path`` only if the block succeeds (atomic
     replacement, or with ``replace=False`` atomic creation: ``FileExistsError`` if anything is
     there); on any failure nothing is left and ``path`` is untouched.
@@ -407,6 +478,11 @@ def output_file(
     is complete, then gets ``mode``; replacing a regular file keeps the stricter of ``mode`` and
     its permission bits (a 0600 file never comes back 0644). ``check_replaceable`` runs at
     publish time. Then the folder is fsynced.
+
+    The rename and ``on_publish()`` (if given) run with SIGINT and SIGTERM held
+    (``held_signals``): an interrupt there is raised after both, so whoever records what was
+    published through ``on_publish`` never misses a file that appeared, nor counts one that
+    did not. (Only then is an interrupt raised, or an error in the folder's fsync.)
     """
     path = Path(path)
     suffix = ".tmp" if prefix is None else ""
@@ -416,13 +492,14 @@ def output_file(
             with os.fdopen(temp.fd, "wb", closefd=False) as handle:
                 yield handle
             old = check_replaceable(path.name, dir_fd=dir_fd)
-            if replace and old is not None and stat.S_ISREG(old.st_mode):
-                mode &= stat.S_IMODE(old.st_mode)
-            os.fchmod(temp.fd, mode)
+            os.fchmod(temp.fd, replacing_mode(mode, old) if replace else mode)
         except BaseException:
             discard(temp)
             raise
-        settle(temp, path.name, exclusive=not replace)
+        with held_signals():
+            settle(temp, path.name, exclusive=not replace)
+            if on_publish is not None:
+                on_publish()
         sync_dir(dir_fd)
 
 

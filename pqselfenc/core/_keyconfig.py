@@ -1,4 +1,4 @@
-"""``KeyConfig``: the key store's policy (rotation, entropy bound, post-quantum only).
+"""``KeyConfig``: the key store's policy (rotation, entropy bound, post-quantum only, escrow).
 
 Pure policy data, so it lives in core: ``EncryptionConfig.keys`` holds one, and the key store
 (``pqselfenc.keys``, which re-exports this class) enforces it. Nothing here touches a key.
@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from pqselfenc.core import _primitives as P
 
-__all__ = ["PQ_SIGNATURES", "PQ_SUITES", "KeyConfig", "check_name"]
+__all__ = ["PQ_SIGNATURES", "PQ_SUITES", "KeyConfig", "as_names", "check_name"]
 
 # Every KEM suite this store accepts when ``quantum_safe`` is set: ML-KEM alone or in the
 # X-Wing hybrid. A classical-only suite (e.g. plain X25519) is refused.
@@ -43,6 +44,14 @@ def check_name(name: object, what: str = "name") -> str:
     if not isinstance(name, str) or not _NAME.fullmatch(name):
         raise ValueError(f"{what} must match [a-z0-9][a-z0-9._-]{{0,63}}")
     return name
+
+
+def as_names(value: object, what: str) -> tuple[str, ...]:
+    """A tuple of valid names, each once, in the order given, from an iterable of names (a
+    single string is refused: it would be read letter by letter)."""
+    if isinstance(value, str | bytes) or not isinstance(value, Iterable):
+        raise TypeError(f"{what} must be a list of names")
+    return tuple(dict.fromkeys(check_name(name, what) for name in value))
 
 
 def as_interval(value: object) -> timedelta:
@@ -77,6 +86,10 @@ class KeyConfig:
     ``min_passphrase_bits``: estimated strength (zxcvbn) a new passphrase must reach.
     ``domain``: the convergence domain whose secret ``KeyStore.convergence_secret()`` returns.
     ``checkpoint_every``: the audit log gets a signed checkpoint after this many events.
+    ``escrow``: names of recipients (an organisation's break-glass keys) that every map this
+    store seals is also sealed to; a seal is refused when one of them is missing or unusable.
+    The store's own escrow policy (``KeyStore.escrow``, kept in keystore.json) applies as well:
+    the policy in force is the union of both.
     """
 
     rotation_interval: timedelta
@@ -87,6 +100,7 @@ class KeyConfig:
     min_passphrase_bits: int
     domain: str
     checkpoint_every: int
+    escrow: tuple[str, ...]
 
     def __init__(
         self,
@@ -98,6 +112,7 @@ class KeyConfig:
         min_passphrase_bits: int = 64,
         domain: str = "default",
         checkpoint_every: int = 32,
+        escrow: Iterable[str] = (),
     ) -> None:
         _check_min_entropy(min_entropy)
         suite = suite if suite is not None else _default("suite", min_entropy)
@@ -106,7 +121,7 @@ class KeyConfig:
             "rotation_interval": as_interval(rotation_interval), "min_entropy": min_entropy,
             "quantum_safe": quantum_safe, "suite": suite, "signature": signature,
             "min_passphrase_bits": min_passphrase_bits, "domain": domain,
-            "checkpoint_every": checkpoint_every,
+            "checkpoint_every": checkpoint_every, "escrow": as_names(escrow, "escrow"),
         }  # fmt: skip
         for name, value in values.items():
             object.__setattr__(self, name, value)

@@ -244,9 +244,19 @@ MAX_SRC_SIZE = MAX_CHUNK_SIZE + (MAX_MIN_CHUNKS - 2)
 # without reading it.
 MAX_STORED_CHUNK_SIZE = MAX_SRC_SIZE + max(CHUNK_OVERHEAD.values())
 
-# Largest map file a reader accepts: the JSON form's bound (the largest of the three forms; a
-# binary map of MAX_PARSE_ENTRIES entries is ~68 MiB, an envelope at most ~130 MiB).
+# Largest sealed or binary map file a reader accepts (a binary map of MAX_PARSE_ENTRIES entries
+# is ~68 MiB, an envelope at most ~130 MiB); a JSON map has its own, smaller bound (below).
 MAX_MAP_FILE_SIZE = 256 << 20
+
+# Largest JSON map a reader parses. A writer's top-level map has at most MAX_MAP_ENTRIES entries
+# (a larger one is shrunk, 2.2), whose JSON form is at most ~0.9 MiB (~1.2 MiB indented by 8):
+# 4 MiB is well above any honest one, and json.loads costs up to ~27x its input (docs 2.3).
+MAX_MAP_JSON_SIZE = 4 << 20
+
+# Most ',' '[' '{' a JSON map may hold (counted before parsing, strings included: no honest
+# string holds one). An honest map has 4 per entry and 10 more; each value json.loads makes is a
+# Python object, so this count, not only the size, bounds the parse's memory.
+MAX_MAP_JSON_VALUES = 8 * MAX_MAP_ENTRIES
 
 # --------------------------------------------------------------------------------------------
 # 3. Sealed envelope (kem/)
@@ -484,7 +494,7 @@ def audit_mac(key: bytes, line_hash: bytes, offset: int) -> bytes:
     """HMAC-SHA3-256 over an audit line's 32-byte chain hash || its u64 offset in the log."""
     return hmac.new(key, line_hash + offset.to_bytes(8, "big"), hashlib.sha3_256).digest()
 
-# PKCS#11 backend (keys/pkcs11_backend.py, docs/pkcs11.md): one token-wrapped secret per file.
+# PKCS#11 backend (keys/pkcs11_backend.py, docs/format.md 4.7): one token-wrapped secret per file.
 # Magic of one wrapped secret of the pkcs11 backend: names the file type, never parsed as another.
 P11_BLOB_MAGIC = b"PQSEP11\x00"
 P11_BLOB_VERSION = 1
@@ -498,10 +508,13 @@ P11_KEY_ID_SIZE = 16
 P11_IV_SIZE = 12
 P11_TAG_SIZE = 16  # full GCM tag (CK_GCM_PARAMS.ulTagBits = 128)
 P11_MAX_SECRET = 4096  # seeds are <= 130 bytes; bounds what a hostile file makes us read
-# Rollback anchor: a private CKO_DATA object holding this canonical record.
-P11_ANCHOR_MAGIC = b"PQSEANC\x00"
-P11_ANCHOR_VERSION = 1
-P11_ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
+# Rollback anchor (keys/_anchor.py): {generation, audit seq, audit hash} kept outside the store
+# folder, in a private token data object (pkcs11) or an OS keyring entry (keyring), as this record.
+ANCHOR_MAGIC = b"PQSEANC\x00"
+ANCHOR_VERSION = 1
+ANCHOR_HASH_SIZE = 32  # SHA3-256 audit chain hash
+# Keyring service of the anchors (user = the store id); apart from the secrets' "pqselfenc/<id>".
+ANCHOR_KEYRING_SERVICE = "pqselfenc-anchor"
 P11_KEY_LABEL_PREFIX = "pqselfenc-"  # CKA_LABEL of a store's wrapping key: prefix + store id
 P11_ANCHOR_LABEL_PREFIX = "pqselfenc-anchor-"  # CKA_LABEL of a store's anchor data object
 P11_APPLICATION = "pqselfenc"  # CKA_APPLICATION of the anchor data objects

@@ -9,6 +9,7 @@ CRYPTO.md section 4::
                  # the default store, HOME/keys, as the command opens it (keys.defaults)
     ks.generate("alice")
     ks.recipients.add("bob", bob_public_key_text)
+    ks.escrow.add("org-escrow")    # a recipient every sealed map also goes to (audited)
     sealed = ks.seal(data_map, to=["alice", "bob"], sign_as="alice")
     data_map = ks.open_envelope(sealed)
     ks.rotate_due(); ks.rewrap(sealed); ks.destroy("alice", version=1)
@@ -24,6 +25,7 @@ from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, RecipientEn
 from pqselfenc.keys.audit import AuditLog, AuditReport
 from pqselfenc.keys.backends import FileBackend, SecretBackend
 from pqselfenc.keys.config import KeyConfig
+from pqselfenc.keys.escrow import EscrowPolicy
 from pqselfenc.keys.keyring_backend import KeyringBackend
 from pqselfenc.keys.recipients import RecipientDirectory
 from pqselfenc.keys.store import KeyStore, RotationDue
@@ -31,6 +33,7 @@ from pqselfenc.keys.store import KeyStore, RotationDue
 __all__ = [
     "AuditLog",
     "AuditReport",
+    "EscrowPolicy",
     "FileBackend",
     "Identity",
     "KeyConfig",

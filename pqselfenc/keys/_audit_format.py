@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT_KEYS",
+    "ESCROW",
     "EVENT_KEYS",
     "GENERATION",
     "MAC",
@@ -47,6 +48,10 @@ CHECKPOINT_KEYS = EVENT_KEYS | {"signer", "signature"}
 # writes the metadata commits, and that file's own MAC (``meta_mac``, only with a generation).
 GENERATION = "generation"
 META_MAC = "meta_mac"
+# Optional in a successful seal event (never in a checkpoint): the key ids (hex, comma-separated)
+# of the escrow recipients the map was also sealed to.
+ESCROW = "escrow"
+_ESCROW_IDS = re.compile(r"(?:[0-9a-f]{2}){1,64}(?:,(?:[0-9a-f]{2}){1,64})*")
 # On every line from the metadata's ``audit_mac_from`` on: HMAC over the line's chain hash and
 # the byte offset where the line starts in audit.jsonl. Not covered by the hash (it is computed
 # from it), like ``prev`` and ``hash`` themselves.
@@ -111,8 +116,8 @@ def check_line(obj: object) -> dict[str, Any]:
     r = Fields(obj, InvalidDataError, "the audit line")
     line = r.obj
     keys = CHECKPOINT_KEYS if line.get("action") == "checkpoint" else EVENT_KEYS
-    keys |= {k for k in (MAC, GENERATION, META_MAC) if k in line}
-    if set(line) != keys or (keys & {GENERATION, META_MAC} and "signer" in keys):
+    keys |= {k for k in (MAC, GENERATION, META_MAC, ESCROW) if k in line}
+    if set(line) != keys or (keys & {GENERATION, META_MAC, ESCROW} and "signer" in keys):
         raise InvalidDataError("the audit line's fields are not those of an audit event")
     if META_MAC in line and GENERATION not in line:
         raise InvalidDataError("the audit line has a meta_mac without a generation")
@@ -128,6 +133,9 @@ def check_line(obj: object) -> dict[str, Any]:
         r.integer(GENERATION, 1, P.MAX_COUNTER)
     for key in ("prev", "hash", *(k for k in (MAC, META_MAC) if k in line)):
         _hex64(r, key)
+    escrow = r.text(ESCROW, max_length=P.MAX_AUDIT_LINE_SIZE) if ESCROW in line else ""
+    if ESCROW in line and not _ESCROW_IDS.fullmatch(escrow):
+        raise InvalidDataError("the audit line's escrow is not a list of key ids")
     if "signer" in line and not _KEY_ID.fullmatch(r.get("signer", str)):
         raise InvalidDataError("the audit line's signer is not a key id")
     if "signature" in line:

@@ -6,6 +6,13 @@ A failed MAC check of the metadata writes nothing, not even an audit event.
 Trust in a signer is decided here, in one place (``trusted_signer``): a usable version of a local
 identity, or a recipient's verifying key. A destroyed version's key is never trusted again, so
 ``rewrap`` cannot turn a signature made with a stolen, destroyed key into one by a current key.
+
+Who a map is sealed to is decided here, in one place (``plan_seal``): the names asked for, then
+every escrow recipient of the policy in force (``escrow_names``: the store's own list and
+``KeyConfig.escrow``). ``Envelopes.seal`` is the store's only call of ``kem.seal`` and always seals
+to a plan, so ``KeyStore.seal``, ``rewrap`` and every command that seals go through it
+(``tests/test_escrow.py`` checks that no other call exists). A missing or unusable escrow
+recipient is ``EscrowError``: nothing is sealed, and the refusal is audited.
 """
 
 from __future__ import annotations
@@ -17,6 +24,8 @@ from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import (
     DecryptionError,
     Error,
+    EscrowError,
+    InvalidDataError,
     KeyDestroyedError,
     KeyNotFound,
     KeyStoreError,
@@ -26,9 +35,17 @@ from pqselfenc.kem import PublicKey, SigningKey, VerifyingKey, inspect, open_sea
 from pqselfenc.keys._ledger import Ledger
 from pqselfenc.keys._metadata import Identity, KeyVersion, Metadata
 from pqselfenc.keys._secrets import Secrets
-from pqselfenc.keys.config import KeyConfig
+from pqselfenc.keys.config import KeyConfig, check_name
 
-__all__ = ["Envelopes", "TrustedSigner", "active_version", "trusted_signer"]
+__all__ = [
+    "Envelopes",
+    "SealPlan",
+    "TrustedSigner",
+    "active_version",
+    "escrow_names",
+    "plan_seal",
+    "trusted_signer",
+]
 
 
 def active_version(meta: Metadata, name: str) -> tuple[Identity, KeyVersion]:
@@ -43,6 +60,66 @@ def _public_key(meta: Metadata, name: str) -> PublicKey:
     if name in meta.recipients:
         return PublicKey.parse(meta.recipients[name].public_key)
     return PublicKey.parse(active_version(meta, name)[1].public_key)
+
+
+@dataclass(frozen=True)
+class SealPlan:
+    """Who one seal goes to: ``names``, the names asked for and then the escrow recipients not
+    among them, with their current ``keys`` in the same order; ``escrow``, the escrow
+    recipients' names, and ``escrow_ids``, their key ids (hex)."""
+
+    names: tuple[str, ...]
+    keys: tuple[PublicKey, ...]
+    escrow: tuple[str, ...]
+    escrow_ids: tuple[str, ...]
+
+
+def escrow_names(meta: Metadata, config: KeyConfig) -> tuple[str, ...]:
+    """The escrow policy in force: the store's own list (keystore.json) and ``config.escrow``."""
+    return tuple(sorted({*meta.escrow, *config.escrow}))
+
+
+def _escrow_key(meta: Metadata, config: KeyConfig, name: str, suite: str) -> PublicKey:
+    """The key of escrow recipient ``name``, usable for an envelope of ``suite``; else
+    ``EscrowError`` saying why."""
+    entry = meta.recipients.get(name)
+    if entry is None:
+        what = "a local identity, not a recipient" if name in meta.identities else "missing"
+        raise EscrowError(f"escrow recipient {name!r} is {what}: no map is sealed without it "
+                          "(add its public key with recipients.add, or change the escrow "
+                          "policy)")  # fmt: skip
+    try:
+        key = PublicKey.parse(entry.public_key)
+        config.check_suite(key.suite)
+    except (InvalidDataError, ValueError) as exc:
+        raise EscrowError(f"escrow recipient {name!r} has a key this store cannot seal to: "
+                          f"{exc}") from exc  # fmt: skip
+    if key.suite != suite:
+        raise EscrowError(f"escrow recipient {name!r} has a {key.suite} key, this map's "
+                          f"recipients {suite}: one envelope has one suite (the escrow holder "
+                          f"needs a {suite} key)")  # fmt: skip
+    return key
+
+
+def plan_seal(meta: Metadata, config: KeyConfig, to: Sequence[str]) -> SealPlan:
+    """The recipients of a seal to ``to`` under ``config`` and the store's escrow policy.
+
+    ``ValueError`` for misuse (``to`` empty or not names, a suite the policy refuses, suites
+    that differ); ``KeyNotFound`` for a name that is neither a recipient nor a local identity
+    with an active version; ``EscrowError`` when an escrow recipient cannot be sealed to.
+    """
+    if isinstance(to, str) or not isinstance(to, Sequence) or not to:
+        raise ValueError("to must be a non-empty list of names")
+    asked = tuple(dict.fromkeys(check_name(name, "recipient name") for name in to))
+    keys = [_public_key(meta, name) for name in asked]
+    suites = sorted({config.check_suite(key.suite) for key in keys})
+    if len(suites) > 1:
+        raise ValueError(f"all recipients of one envelope must share one suite, got {suites}")
+    escrow = escrow_names(meta, config)
+    escrow_keys = {name: _escrow_key(meta, config, name, suites[0]) for name in escrow}
+    extra = [name for name in escrow if name not in asked]
+    return SealPlan((*asked, *extra), (*keys, *(escrow_keys[n] for n in extra)), escrow,
+                    tuple(escrow_keys[n].key_id.hex() for n in escrow))  # fmt: skip
 
 
 def _addressed(meta: Metadata, key_ids: Sequence[bytes]) -> list[tuple[Identity, KeyVersion]]:
@@ -145,22 +222,26 @@ class Envelopes:
         return keys
 
     def seal(self, data_map: DataMap, to: Sequence[str], sign_as: str | None) -> bytes:
-        """Seal ``data_map`` to the current keys of ``to`` (local identities or recipients)."""
-        if isinstance(to, str) or not to:
-            raise ValueError("to must be a non-empty list of names")
-        meta = self._ledger.read()
-        keys = [_public_key(meta, name) for name in to]
-        for key in keys:
-            self._config.check_suite(key.suite)
-        signer = None
-        if sign_as is not None:
-            ident, version = active_version(meta, sign_as)
-            self._config.check_signature(ident.signature)
-            signer = self._secrets.pair(ident, version).signing
-        sealed = seal(data_map, keys, signer)
-        info = inspect(sealed)
-        self._ledger.record("seal", ",".join(to), None, envelope_id=info.envelope_id.hex(),
-                            key_id=",".join(k.key_id.hex() for k in keys))  # fmt: skip
+        """Seal ``data_map`` to the current keys of ``to`` (local identities or recipients) and
+        of every escrow recipient (``plan_seal``); a refusal that is a library error is audited.
+        The seal event names everyone it went to, and the escrow recipients' key ids."""
+        meta = self._ledger.read()  # outside the try: a failed MAC check writes nothing
+        try:
+            plan = plan_seal(meta, self._config, to)
+            signer = None
+            if sign_as is not None:
+                ident, version = active_version(meta, sign_as)
+                self._config.check_signature(ident.signature)
+                signer = self._secrets.pair(ident, version).signing
+            sealed = seal(data_map, plan.keys, signer)
+        except Error as exc:
+            self._ledger.record_failure("seal", exc, ",".join(to))  # names: plan_seal checked
+            raise
+        fields = {"envelope_id": inspect(sealed).envelope_id.hex(),
+                  "key_id": ",".join(k.key_id.hex() for k in plan.keys)}  # fmt: skip
+        if plan.escrow:
+            fields["escrow"] = ",".join(plan.escrow_ids)
+        self._ledger.record("seal", ",".join(plan.names), None, **fields)
         return sealed
 
     def open(self, sealed: bytes, signer: str | None) -> DataMap:

@@ -10,13 +10,24 @@ store opens) renames into place, so a change is never lost and never present wit
 ``recover`` binds keystore.json to the last commit event (same generation, same MAC): a
 rolled-back keystore.json, a forged event and a log cut below the last commit are refused.
 
-Rollback anchor (a record outside the directory, e.g. a token data object holding
-{generation, audit seq, audit hash}): write it in ``_settled`` (after every commit and every
-checkpoint: ``head()`` is the new audit head), check it in ``recover`` where marked.
+Rollback anchor (``_anchor.py``: {generation, audit seq, audit hash} in a token data object or
+an OS keyring entry, for the pkcs11 and keyring backends): ``_settled`` writes it after every
+commit and every checkpoint (``head()`` is the new audit head). A write the holder cannot take
+(token away, keyring locked) leaves the commit standing: it is logged and kept in
+``anchor_problem``, and the next commit, checkpoint or open catches up. A write that would move
+the anchor back, or whose log lacks the anchored line (two copies of the folder in use at once),
+is a rollback or a fork of the folder while it was open: ``IntegrityError``, raised.
+``recover`` checks the folder against it at open (``RollbackError``, nothing written: the
+generation before anything else, the audit head and the hash at the anchored seq once the log is
+settled), refuses an anchored store whose anchor is gone, anchors a keyring store of the release
+before (``anchor-start``), resets the anchor when asked (``anchor-reset``, audited), and catches
+up an anchor left behind (which also covers a checkpoint the torn-tail ``audit-recover`` event
+triggered). With the file backend there is no anchor: a log line says so at creation.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -26,8 +37,10 @@ from typing import Any
 
 from filelock import FileLock
 
-from pqselfenc.error import AuditError, Error, IntegrityError, InvalidDataError
+from pqselfenc.error import AuditError, Error, IntegrityError, InvalidDataError, RollbackError
+from pqselfenc.keys import _anchor
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._anchor import GENESIS, Anchor, AnchorHolder
 from pqselfenc.keys._audit_format import settle
 from pqselfenc.keys._metadata import KeyVersion, Metadata
 from pqselfenc.keys.audit import AuditLog
@@ -37,6 +50,9 @@ __all__ = ["LOCK_NAME", "METADATA_NAME", "Clock", "Ledger", "store_lock"]
 Clock = Callable[[], datetime]  # returns aware UTC datetimes
 METADATA_NAME = "keystore.json"
 LOCK_NAME = "keystore.lock"
+_LOG = logging.getLogger("pqselfenc")
+NO_ANCHOR = ("nothing outside the key store folder records its latest state (file backend): a "
+             "rollback of the whole folder is not detected")  # fmt: skip
 
 
 def store_lock(directory: Path) -> FileLock:
@@ -51,15 +67,20 @@ class Ledger:
     """The store lock, keystore.json (read with its MAC checked, committed in order) and the
     audit log: everything about a store that is not a secret, and the record of what happened.
 
-    ``clock`` is the store's time (audit events, key and recipient times)."""
+    ``clock`` is the store's time (audit events, key and recipient times); ``anchor`` holds the
+    rollback anchor (None: the file backend, no anchor)."""
 
     def __init__(
-        self, directory: Path, *, lock: FileLock, mac_key: bytes, audit: AuditLog, clock: Clock
-    ) -> None:
+        self, directory: Path, *, lock: FileLock, mac_key: bytes, audit: AuditLog, clock: Clock,
+        anchor: AnchorHolder | None = None,
+    ) -> None:  # fmt: skip
         self.directory, self.lock, self.audit, self.clock = directory, lock, audit, clock
         self._mac_key = mac_key
         self._path = directory / METADATA_NAME
         self._staged = directory / M.STAGED_NAME
+        self._anchor = anchor
+        self.anchor_problem: str | None = None  # why the last anchor write failed, if it did
+        self._seen = 0  # the highest keystore.json generation read or written by this ledger
 
     def __repr__(self) -> str:
         return f"Ledger({str(self.directory)!r})"
@@ -67,8 +88,18 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------
 
     def read(self) -> Metadata:
-        """The metadata, its MAC checked (``IntegrityError`` if it was changed behind our back)."""
-        return M.read_metadata(self._path, self._mac_key)
+        """The metadata, its MAC checked (``IntegrityError`` if it was changed behind our back);
+        ``RollbackError`` if its generation is below one this ledger has seen (the folder was
+        put back while the store was open: caught at the next read, with any backend)."""
+        meta = M.read_metadata(self._path, self._mac_key)
+        if meta.generation < self._seen:
+            raise RollbackError(
+                f"keystore.json went back from generation {self._seen} to {meta.generation} "
+                f"while the store was open: the folder was rolled back. To recover: "
+                f"{_anchor.RESET_HINT}"
+            )
+        self._seen = meta.generation
+        return meta
 
     def authenticate(self, raw: bytes) -> Metadata:
         """keystore.json's bytes ``raw``, read before the store was unlocked, MAC checked now."""
@@ -104,6 +135,7 @@ class Ledger:
             self._staged.unlink(missing_ok=True)
             raise
         M.commit_staged(self._staged, self._path)
+        self._seen = max(self._seen, written.generation)
         self._settled(written)
         return written
 
@@ -144,14 +176,54 @@ class Ledger:
     def _settled(self, written: Metadata | None) -> None:
         """The store reached a state worth anchoring: a metadata commit (``written``, renamed
         into place; a checkpoint its event triggered is included) or a checkpoint after an event
-        or on close. A rollback anchor records ``written.generation`` (or the current one) and
-        ``self.audit.head()`` here. Nothing to do without an anchored backend."""
+        or on close. The anchor records ``written.generation`` (or the current one) and
+        ``self.audit.head()``. Nothing to do without an anchored backend."""
+        if self._anchor is None:
+            return
+        generation = (written or self.read()).generation
+        self._put_anchor(Anchor(generation, *self.audit.head()))
+
+    def _put_anchor(self, anchor: Anchor) -> None:
+        """Write ``anchor`` after checking that this log still holds the anchored line (two
+        copies of one folder in use at once fork the log: the second is refused here, with
+        ``RollbackError``, as a move back is by the holder). A holder that cannot be read or
+        written is reported, never fatal: the commit stands and the next one catches up."""
+        assert self._anchor is not None
+        try:
+            current = self._anchor.read_anchor()
+            if current is not None:
+                _anchor.check(current, anchor.generation, anchor.audit_seq, self.audit.hash_at,
+                              self._anchor.anchor_location)  # fmt: skip
+            self._anchor.write_anchor(anchor)
+        except IntegrityError:
+            raise
+        except Error as exc:
+            self.anchor_problem = (f"the rollback anchor in {self._anchor.anchor_location} could "
+                                   f"not be updated ({type(exc).__name__}: {exc}); it is behind "
+                                   "this folder until the next change or open")  # fmt: skip
+            _LOG.warning("%s", self.anchor_problem)
+            return
+        self.anchor_problem = None
+
+    def anchor_location(self) -> str | None:
+        """Where this store's rollback anchor is kept (None: nowhere, the file backend)."""
+        return None if self._anchor is None else self._anchor.anchor_location
+
+    def read_anchor(self) -> Anchor | None:
+        """The rollback anchor as its holder has it now (None without one)."""
+        return None if self._anchor is None else self._anchor.read_anchor()
 
     # -- opening (the caller holds the lock) -------------------------------------------------
 
     def create(self, meta: Metadata, **fields: Any) -> Metadata:
         """Write the first keystore.json (generation 1, audit MACs from seq 1), then record
-        ``store-create`` with it (the caller made sure no audit log is there)."""
+        ``store-create`` with it (the caller made sure no audit log is there). An anchored store
+        writes the ``GENESIS`` anchor first (a holder that cannot take it stops the creation
+        before anything is in the folder); the file backend logs that it has none."""
+        if self._anchor is None:
+            _LOG.warning("new key store %s: %s", self.directory, NO_ANCHOR)
+        else:
+            self._anchor.write_anchor(GENESIS)
         self.audit.require_macs_from(1)
         written = M.write_metadata(self._path, replace(meta, audit_mac_from=1), self._mac_key)
         self._log("store-create", None, None, generation=written.generation,
@@ -159,17 +231,21 @@ class Ledger:
         self._settled(written)
         return written
 
-    def recover(self, meta: Metadata, **create: Any) -> Metadata:
+    def recover(self, meta: Metadata, *, reset_anchor: bool = False, **create: Any) -> Metadata:
         """Settle what a crash left, catch a rollback, upgrade a store of the release before.
 
         ``meta`` is keystore.json, MAC-checked. In order: MACs are required from the seq the
-        metadata names; a torn audit tail is moved aside; the head line must be authentic; the
-        last commit event must have committed exactly keystore.json (or the staged file, which
-        is then renamed into place; any other staged file is deleted): else ``IntegrityError``
-        and nothing is written. A store whose creation stopped before its first event gets it
-        (``create`` holds its fields). A format 1 store is upgraded (``audit-upgrade``).
+        metadata names; the rollback anchor is read and a generation below it refused; a torn
+        audit tail is moved aside; the head line must be authentic; the last commit event must
+        have committed exactly keystore.json (or the staged file, which is then renamed into
+        place; any other staged file is deleted): else ``IntegrityError`` and nothing is
+        written; then the folder is checked against the anchor (``RollbackError``), unless
+        ``reset_anchor``. A store whose creation stopped before its first event gets it
+        (``create`` holds its fields). A format 1 store is upgraded (``audit-upgrade``). Then
+        the anchor is started, reset or caught up (``_anchored``).
         """
         self.audit.require_macs_from(meta.audit_mac_from)
+        anchor = self._anchor_at_open(meta, reset_anchor)
         try:
             self.audit.recover_torn_tail()
             self.audit.head()  # AuditError unless the last line is authentic
@@ -184,12 +260,84 @@ class Ledger:
             meta = staged
             self.audit.require_macs_from(meta.audit_mac_from)
         self._staged.unlink(missing_ok=True)
-        # rollback anchor check goes here: see the module docstring
+        if not reset_anchor:
+            self._check_anchor(anchor, meta)
         if record is None and meta.audit_mac_from is not None:  # creation stopped before it
             self._log("store-create", None, None, generation=meta.generation,
                       meta_mac=meta.mac, **create)  # fmt: skip
             self._settled(meta)
-        return meta if meta.audit_mac_from is not None else self._upgrade(meta)
+        meta = meta if meta.audit_mac_from is not None else self._upgrade(meta)
+        return self._anchored(meta, anchor, reset_anchor)
+
+    # -- the rollback anchor at open ---------------------------------------------------------
+
+    def _anchor_at_open(self, meta: Metadata, reset: bool) -> Anchor | None:
+        """The anchor, read before anything is written; ``RollbackError`` at once for a
+        keystore.json below its generation. With ``reset`` an unreadable anchor is ignored."""
+        if self._anchor is None:
+            return None
+        try:
+            anchor = self._anchor.read_anchor()
+        except InvalidDataError:
+            if reset:
+                return None
+            raise
+        if anchor is not None and not reset and meta.generation < anchor.generation:
+            _anchor.check(anchor, meta.generation, anchor.audit_seq, self.audit.hash_at,
+                          self._anchor.anchor_location)  # fmt: skip
+        return anchor
+
+    def check_anchor(self, meta: Metadata, head: int) -> None:
+        """``RollbackError`` unless a folder at ``meta`` whose audit log ends at seq ``head`` is
+        at or after the anchor its holder has now (``audit verify`` asks this)."""
+        self._check_anchor(self.read_anchor(), meta, head)
+
+    def _check_anchor(self, anchor: Anchor | None, meta: Metadata, head: int | None = None) -> None:
+        """``RollbackError`` unless the settled folder is at or after ``anchor``, or the
+        anchor of an anchored store is gone."""
+        if self._anchor is None:
+            return
+        where = self._anchor.anchor_location
+        if anchor is None:
+            if meta.anchor is not None:
+                raise _anchor.missing(where)
+            return
+        head = self.audit.head()[0] if head is None else head
+        _anchor.check(anchor, meta.generation, head, self.audit.hash_at, where)
+
+    def _anchored(self, meta: Metadata, anchor: Anchor | None, reset: bool) -> Metadata:
+        """After the check: reset the anchor (asked), start one (a store of the release
+        before), or catch it up to the folder."""
+        if self._anchor is None:
+            return meta
+        if reset:
+            return self._reset_anchor(meta, anchor)
+        if meta.anchor is None:
+            return self._start_anchor(meta)
+        if anchor is None or anchor.position < (meta.generation, self.audit.head()[0]):
+            _LOG.info("catching up the rollback anchor of %s (was %s)", self.directory, anchor)
+            self._settled(meta)
+        return meta
+
+    def _start_anchor(self, meta: Metadata) -> Metadata:
+        """A keyring store of the release before: anchor its state now, then commit that it is
+        anchored (``anchor-start``). A holder that cannot take it leaves it unanchored for now."""
+        assert self._anchor is not None
+        kind = M.ANCHORS[meta.backend][0]
+        self._put_anchor(Anchor(meta.generation, *self.audit.head()))
+        if self.anchor_problem is not None:
+            return meta
+        return self.commit(replace(meta, anchor=kind), "anchor-start", None,
+                           detail=f"rollback anchor in {self._anchor.anchor_location}")  # fmt: skip
+
+    def _reset_anchor(self, meta: Metadata, old: Anchor | None) -> Metadata:
+        """Accept this folder as it is (``keys anchor --reset``): the old anchor is deleted,
+        then ``anchor-reset`` commits, recording the old anchor's values, and anchors anew."""
+        assert self._anchor is not None
+        self._anchor.delete_anchor()
+        kind = M.ANCHORS[meta.backend][0]
+        detail = f"anchor was {old}" if old is not None else "anchor was missing or unreadable"
+        return self.commit(replace(meta, anchor=kind), "anchor-reset", None, detail=detail)
 
     def _diagnosed(self, exc: IntegrityError) -> IntegrityError:
         """``exc`` (same class) with the first problem ``verify`` finds, which may be far

@@ -14,6 +14,10 @@ write carries the written file's ``mac`` (``meta_mac``), and the ledger binds th
 
 Format version 2 (this release) adds ``audit_mac_from``, the first audit seq whose line must carry
 a MAC; version 1 files (the release before) lack it and are upgraded when the store is opened.
+Version 3 is version 2 with a non-empty ``escrow`` (the store's escrow recipients): a release that
+does not know escrow refuses such a store rather than seal without it.
+Optional, under the MAC: ``anchor`` (where the rollback anchor is: ``token``, ``keyring``) and, for
+the pkcs11 backend, ``pkcs11`` (the token and the wrapping key's label and id).
 """
 
 from __future__ import annotations
@@ -33,9 +37,10 @@ from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import IntegrityError, InvalidDataError, KeyNotFound, KeyStoreError
 from pqselfenc.keys._json import Fields, canonical, loads
-from pqselfenc.keys.config import check_name
+from pqselfenc.keys.config import as_names, check_name
 
 __all__ = [
+    "ANCHORS",
     "BACKENDS",
     "FORMAT",
     "STAGED_NAME",
@@ -44,6 +49,7 @@ __all__ = [
     "KeyVersion",
     "Metadata",
     "RecipientEntry",
+    "TokenKey",
     "commit_staged",
     "fmt_time",
     "parse_time",
@@ -54,9 +60,11 @@ __all__ = [
 ]
 
 FORMAT = "pqselfenc-keystore"
-BACKENDS = ("file", "keyring")
+BACKENDS = ("file", "keyring", "pkcs11")
+ANCHORS = {"pkcs11": ("token",), "keyring": ("keyring", None), "file": (None,)}  # by backend
 _VERSION = 2  # what this release writes; 1 (no audit_mac_from) is still read, then upgraded
-_VERSIONS = (1, 2)
+_ESCROW_VERSION = 3  # version 2 plus a non-empty "escrow": older releases refuse it
+_VERSIONS = (1, 2, _ESCROW_VERSION)
 _MAX_BYTES = 64 << 20  # refuse absurd metadata files before parsing them
 _STORE_ID = re.compile(r"[0-9a-f]{32}")  # names a keyring service: never anything else
 
@@ -161,6 +169,16 @@ class RecipientEntry:
 
 
 @dataclass(frozen=True)
+class TokenKey:
+    """The pkcs11 backend's wrapping key: the token's label, the key's ``CKA_LABEL`` and
+    ``CKA_ID`` (hex), recorded at creation; reopening uses exactly this key."""
+
+    token: str
+    key_label: str
+    key_id: str
+
+
+@dataclass(frozen=True)
 class Metadata:
     """Everything the store knows that is not secret."""
 
@@ -172,7 +190,10 @@ class Metadata:
     recipients: Mapping[str, RecipientEntry] = field(default_factory=dict)
     generation: int = 0  # writes so far: each write stores one more (0 = never written)
     audit_mac_from: int | None = None  # first audit seq that carries a MAC; None: format 1
+    escrow: tuple[str, ...] = ()  # recipients every sealed map also goes to (sorted)
     mac: str = field(default="", compare=False, repr=False)  # the file's own MAC (hex), if read
+    anchor: str | None = None  # where the rollback anchor is: "token", "keyring", None (none)
+    token_key: TokenKey | None = None  # the pkcs11 backend's wrapping key
 
     def identity(self, name: str) -> Identity:
         try:
@@ -221,6 +242,15 @@ def _document(meta: Metadata) -> dict[str, Any]:
     head: dict[str, Any] = {"format": FORMAT, "version": 1}
     if meta.audit_mac_from is not None:
         head = {"format": FORMAT, "version": _VERSION, "audit_mac_from": meta.audit_mac_from}
+    if meta.escrow:  # never dropped: a store of the release before is upgraded at open first
+        if meta.audit_mac_from is None:
+            raise KeyStoreError("an escrow policy needs a store of this release: reopen it")
+        head |= {"version": _ESCROW_VERSION, "escrow": sorted(meta.escrow)}
+    if meta.anchor is not None:
+        head["anchor"] = meta.anchor
+    if meta.token_key is not None:
+        key = meta.token_key
+        head["pkcs11"] = {"token": key.token, "key_label": key.key_label, "key_id": key.key_id}
     return {
         **head,
         "generation": meta.generation,
@@ -362,6 +392,22 @@ def _parse_recipient(name: str, obj: object) -> RecipientEntry:
     )
 
 
+def _escrow(r: _Reader, doc: dict[str, Any], version: int) -> tuple[str, ...]:
+    """The escrow names: a non-empty, sorted list of names exactly in a version 3 file."""
+    if version != _ESCROW_VERSION:
+        if "escrow" in doc:
+            raise InvalidDataError(f"keystore metadata: escrow in a version {version} file")
+        return ()
+    names = r.get("escrow", list)
+    try:
+        escrow = as_names(names, "escrow")
+    except (TypeError, ValueError) as exc:
+        raise InvalidDataError("keystore metadata: escrow is not a list of names") from exc
+    if not escrow or list(escrow) != sorted(names):
+        raise InvalidDataError("keystore metadata: escrow is empty, unsorted or repeats a name")
+    return escrow
+
+
 def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
     """Parse strict JSON, check the MAC under ``mac_key`` (``IntegrityError``), then the fields
     (``InvalidDataError``). ``mac_key=None`` skips the MAC: only to learn the backend."""
@@ -377,15 +423,17 @@ def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
         mac_from = r.integer("audit_mac_from", 1, P.MAX_COUNTER)
     elif "audit_mac_from" in doc:
         raise InvalidDataError("keystore metadata: audit_mac_from in a version 1 file")
+    escrow = _escrow(r, doc, version)
     generation = r.integer("generation", 1, P.MAX_COUNTER)
     created = r.time("created")
     assert created is not None
     backend = r.get("backend", str)
     if backend not in BACKENDS:
-        raise InvalidDataError("keystore metadata: backend is neither 'file' nor 'keyring'")
+        raise InvalidDataError("keystore metadata: backend is not 'file', 'keyring' or 'pkcs11'")
     store_id = r.get("store_id", str)
     if not _STORE_ID.fullmatch(store_id):
         raise InvalidDataError("keystore metadata: store_id is not 32 lowercase hex digits")
+    anchor, token_key = _anchor(r, backend), _token_key(r, backend, store_id)
     return Metadata(
         store_id=store_id,
         backend=backend,
@@ -395,8 +443,35 @@ def from_json(data: bytes, mac_key: bytes | None) -> Metadata:
         recipients={n: _parse_recipient(n, o) for n, o in r.get("recipients", dict).items()},
         generation=generation,
         audit_mac_from=mac_from,
+        escrow=escrow,
         mac=doc["mac"] if isinstance(doc.get("mac"), str) else "",
+        anchor=anchor,
+        token_key=token_key,
     )
+
+
+def _anchor(r: _Reader, backend: str) -> str | None:
+    """``anchor``: absent for the file backend, ``token`` for pkcs11, ``keyring`` or absent
+    (a store of the release before, anchored at its first open) for keyring."""
+    value: str | None = r.text("anchor", optional=True, max_length=16)
+    if value not in ANCHORS[backend]:
+        raise InvalidDataError(f"keystore metadata: anchor {value!r} for the {backend} backend")
+    return value
+
+
+def _token_key(r: _Reader, backend: str, store_id: str) -> TokenKey | None:
+    """``pkcs11``: present exactly for the pkcs11 backend, naming this store's key."""
+    if backend != "pkcs11":
+        if "pkcs11" in r.obj:
+            raise InvalidDataError("keystore metadata: pkcs11 for another backend")
+        return None
+    k = _Reader(r.get("pkcs11", dict), "pkcs11")
+    key = TokenKey(k.text("token", max_length=32), k.text("key_label", max_length=64),
+                   k.text("key_id", max_length=32))  # fmt: skip
+    ok_id = _STORE_ID.fullmatch(key.key_id)  # CKA_ID: P.P11_KEY_ID_SIZE bytes, 32 hex digits
+    if key.key_label != P.P11_KEY_LABEL_PREFIX + store_id or not ok_id:
+        raise InvalidDataError("keystore metadata: pkcs11 names no key of this store")
+    return key
 
 
 def read_bytes(path: Path) -> bytes:

@@ -1,42 +1,52 @@
 """Opening a store: create it, or unlock it and settle what a crash left; the parts it is made of.
 
 ``open_parts`` returns the ``StoreParts`` that ``KeyStore`` composes: the ledger (lock, metadata,
-audit log), the secrets (backend, key pairs) and the store secret. Order on creation: the store
-secret is written before the metadata that names it. Order on reopening: keystore.json is read
-unauthenticated only to find the secret (its backend, the store id naming it in a keyring, the
-audit key's algorithm); the same bytes are MAC-checked before anything else is trusted or written.
+audit log, rollback anchor), the secrets (backend, key pairs) and the store secret. Order on
+creation: the pkcs11 backend's token key, then the store secret, are made before the metadata
+that names them (and removed again if the creation fails before keystore.json exists). Order on
+reopening: keystore.json is read unauthenticated only to find the secret (its backend, the store
+id naming it in a keyring or a token, the token key's id, the audit key's algorithm); the same
+bytes are MAC-checked before anything else is trusted or written. The backends that hold a
+rollback anchor (pkcs11: the token; keyring: the OS keyring) are also the ledger's anchor.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
 
-from pqselfenc.core._durable import check_private_directory
-from pqselfenc.error import KeyStoreError
+from pqselfenc.error import AuditError, Error, KeyStoreError, RollbackError
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._anchor import AnchorHolder
 from pqselfenc.keys._audit_format import Verifier
 from pqselfenc.keys._destroy import finish_destroys
+from pqselfenc.keys._folder import check_store_folder, make_store_folder
 from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger, store_lock
 from pqselfenc.keys._material import StoreSecret
-from pqselfenc.keys._metadata import Metadata
-from pqselfenc.keys._secrets import Secrets
+from pqselfenc.keys._metadata import Metadata, TokenKey
+from pqselfenc.keys._pkcs11 import ENV_TOKEN
+from pqselfenc.keys._secrets import STORE_SECRET, Secrets
 from pqselfenc.keys.audit import AuditLog, AuditReport
 from pqselfenc.keys.backends import FileBackend, SecretBackend
 from pqselfenc.keys.config import KeyConfig
 from pqselfenc.keys.keyring_backend import KeyringBackend
+from pqselfenc.keys.pkcs11_backend import Pkcs11Backend
 
-__all__ = ["OpenRequest", "StoreParts", "open_parts", "verify_audit"]
+__all__ = ["OpenRequest", "StoreParts", "open_parts", "read_only_audit", "verify_audit"]
 
 
 @dataclass(frozen=True)
 class OpenRequest:
-    """How to open a store: where, its policy, which backend (and its passphrase or keyring),
-    the clock, and who acts in the audit log."""
+    """How to open a store: where, its policy, which backend (and its passphrase, keyring, or
+    token: PKCS#11 module path, token label and PIN, each None for its ``PQSELFENC_PKCS11_*``
+    variable; an existing pkcs11 store's recorded token label before the variable), the clock,
+    who acts in the audit log, and whether to accept the folder over its rollback anchor."""
 
     directory: Path
     config: KeyConfig
@@ -45,6 +55,10 @@ class OpenRequest:
     clock: Clock
     actor: str
     keyring: Any = None
+    pin: str | None = field(default=None, repr=False)
+    module: str | None = None
+    token: str | None = None
+    reset_anchor: bool = False
 
 
 @dataclass(frozen=True)
@@ -58,19 +72,38 @@ class StoreParts:
     secret: StoreSecret  # the root of convergence secrets, the MAC key and the audit key
 
 
-def _backend(request: OpenRequest, store_id: str) -> SecretBackend:
+def _backend(request: OpenRequest, store_id: str, recorded: TokenKey | None = None,
+             *, create: bool = False) -> SecretBackend:  # fmt: skip
     if request.backend == "keyring":
         return KeyringBackend(store_id, request.keyring)
+    if request.backend == "pkcs11":
+        token = request.token or os.environ.get(ENV_TOKEN)
+        if not token and recorded is not None:
+            token = recorded.token  # the token the store was created on
+        key_id = bytes.fromhex(recorded.key_id) if recorded is not None else None
+        return Pkcs11Backend.open(request.directory, store_id, module=request.module,
+                                  token=token or None, pin=request.pin, create=create,
+                                  key_id=key_id)  # fmt: skip
     assert request.passphrase is not None
     bits = request.config.min_passphrase_bits
     return FileBackend.open(request.directory, request.passphrase, min_passphrase_bits=bits)
 
 
-def _secrets(request: OpenRequest, store_id: str) -> Secrets:
-    return Secrets(_backend(request, store_id), min_entropy=request.config.min_entropy)
+def _secrets(request: OpenRequest, store_id: str, recorded: TokenKey | None = None,
+             *, create: bool = False) -> Secrets:  # fmt: skip
+    backend = _backend(request, store_id, recorded, create=create)
+    per_use = backend.kind == "pkcs11"  # unwrap per use: see _secrets.py
+    return Secrets(backend, min_entropy=request.config.min_entropy, cache=not per_use)
 
 
-def _ledger(request: OpenRequest, lock: FileLock, secret: StoreSecret) -> Ledger:
+def _anchor_of(secrets: Secrets) -> AnchorHolder | None:
+    """The backend itself when it keeps a rollback anchor (token, keyring), else None."""
+    backend = secrets.backend
+    return backend if isinstance(backend, Pkcs11Backend | KeyringBackend) else None
+
+
+def _ledger(request: OpenRequest, lock: FileLock, secret: StoreSecret,
+            anchor: AnchorHolder | None) -> Ledger:  # fmt: skip
     directory, mac_key = request.directory, secret.metadata_mac_key()
     audit = AuditLog(
         directory,
@@ -83,7 +116,8 @@ def _ledger(request: OpenRequest, lock: FileLock, secret: StoreSecret) -> Ledger
         lock=lock,
         committed=lambda: M.read_committed(directory, mac_key),
     )
-    return Ledger(directory, lock=lock, mac_key=mac_key, audit=audit, clock=request.clock)
+    return Ledger(directory, lock=lock, mac_key=mac_key, audit=audit, clock=request.clock,
+                  anchor=anchor)
 
 
 def _refuse_a_lost_store(directory: Path) -> None:
@@ -103,13 +137,43 @@ def _refuse_a_lost_store(directory: Path) -> None:
 def _create(request: OpenRequest, lock: FileLock) -> StoreParts:
     _refuse_a_lost_store(request.directory)
     now, store_id = request.clock(), os.urandom(16).hex()
-    secrets = _secrets(request, store_id)
-    secret = secrets.create_store_secret(request.config.signature)  # before the metadata
-    ledger = _ledger(request, lock, secret)
-    audit_key = str(secret.audit_key.verifying_key())
-    meta = Metadata(store_id=store_id, backend=request.backend, created=now, audit_key=audit_key)
-    ledger.create(meta, key_id=secret.audit_key.key_id.hex(), detail=request.backend)
+    secrets = _secrets(request, store_id, create=True)
+    try:
+        secret = secrets.create_store_secret(request.config.signature)  # before the metadata
+        ledger = _ledger(request, lock, secret, _anchor_of(secrets))
+        meta = Metadata(store_id=store_id, backend=request.backend, created=now,
+                        audit_key=str(secret.audit_key.verifying_key()))  # fmt: skip
+        ledger.create(_with_anchor(meta, secrets), key_id=secret.audit_key.key_id.hex(),
+                      detail=request.backend)  # fmt: skip
+    except BaseException:
+        _undo_creation(request.directory, secrets)
+        raise
     return StoreParts(request.directory, request.config, ledger, secrets, secret)
+
+
+def _with_anchor(meta: Metadata, secrets: Secrets) -> Metadata:
+    """A new store's metadata names its anchor, and a pkcs11 store its token key."""
+    backend = secrets.backend
+    if isinstance(backend, Pkcs11Backend):
+        key = TokenKey(backend.token_label, backend.key_label, backend.key_id.hex())
+        return replace(meta, anchor="token", token_key=key)
+    return replace(meta, anchor="keyring") if isinstance(backend, KeyringBackend) else meta
+
+
+def _undo_creation(directory: Path, secrets: Secrets) -> None:
+    """A creation that failed before keystore.json was written leaves nothing that names its
+    secrets: remove them (store secret, anchor, token key) and close the backend. Best effort;
+    once keystore.json exists the store is kept (``recover`` finishes it)."""
+    backend = secrets.backend
+    with suppress(Error, OSError):
+        if not (directory / METADATA_NAME).exists():
+            secrets.delete(*STORE_SECRET)
+            if isinstance(backend, Pkcs11Backend | KeyringBackend):
+                backend.delete_anchor()
+            if isinstance(backend, Pkcs11Backend):
+                backend.destroy_wrapping_key()
+    with suppress(Error):
+        secrets.close()
 
 
 def _reopen(request: OpenRequest, lock: FileLock) -> StoreParts:
@@ -117,33 +181,78 @@ def _reopen(request: OpenRequest, lock: FileLock) -> StoreParts:
     unverified = M.from_json(raw, None)  # only to find the secret: see the module docstring
     if unverified.backend != request.backend:
         raise KeyStoreError(f"this store keeps its secrets in the {unverified.backend} backend")
-    secrets = _secrets(request, unverified.store_id)
-    secret = secrets.store_secret(unverified.audit_key)
-    ledger = _ledger(request, lock, secret)
-    create = {"key_id": secret.audit_key.key_id.hex(), "detail": request.backend}
-    ledger.recover(ledger.authenticate(raw), **create)  # IntegrityError: nothing written
-    finish_destroys(ledger, secrets)  # a delete that fails is recorded, never blocks the open
+    secrets = _secrets(request, unverified.store_id, unverified.token_key)
+    try:
+        secret = secrets.store_secret(unverified.audit_key)
+        ledger = _ledger(request, lock, secret, _anchor_of(secrets))
+        create = {"key_id": secret.audit_key.key_id.hex(), "detail": request.backend}
+        meta = ledger.authenticate(raw)  # IntegrityError: nothing written
+        ledger.recover(meta, reset_anchor=request.reset_anchor, **create)
+        finish_destroys(ledger, secrets)  # a delete that fails is recorded, never blocks open
+    except BaseException:
+        with suppress(Error):
+            secrets.close()
+        raise
     return StoreParts(request.directory, request.config, ledger, secrets, secret)
 
 
 def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> AuditReport:
     """The audit report of the store of ``request``, without opening it for use: the secret is
     unlocked only to check keystore.json's MAC and the line MACs; nothing is recovered,
-    upgraded, deleted or appended, so a damaged log is reported, never refused."""
+    upgraded, deleted or appended, so a damaged log is reported, never refused. A log that
+    verifies but is older than the store's rollback anchor is reported as ``rolled-back``."""
+    with _read_only(request) as ledger:
+        report = ledger.audit.verify(trusted_key)
+        return report if not report.ok else _against_anchor(report, ledger)
+
+
+def read_only_audit(request: OpenRequest) -> AuditLog:
+    """The audit log of the store of ``request``, unlocked only to check MACs (what the audit
+    export reads): nothing is recovered, upgraded or deleted, and the caller appends nothing to
+    it. The backend is closed again: the log keeps only its MAC key and verifying key."""
+    with _read_only(request) as ledger:
+        return ledger.audit
+
+
+@contextmanager
+def _read_only(request: OpenRequest) -> Iterator[Ledger]:
+    """The ledger of the store of ``request``, its metadata authenticated and the audit log
+    told where line MACs start, with the backend open for as long as the block runs."""
+    check_store_folder(request.directory)  # before any file in it is read
     raw = M.read_bytes(request.directory / METADATA_NAME)
     unverified = M.from_json(raw, None)
     if unverified.backend != request.backend:
         raise KeyStoreError(f"this store keeps its secrets in the {unverified.backend} backend")
-    secret = _secrets(request, unverified.store_id).store_secret(unverified.audit_key)
-    ledger = _ledger(request, store_lock(request.directory), secret)
-    ledger.audit.require_macs_from(ledger.authenticate(raw).audit_mac_from)
-    return ledger.audit.verify(trusted_key)
+    secrets = _secrets(request, unverified.store_id, unverified.token_key)
+    try:
+        secret = secrets.store_secret(unverified.audit_key)
+        ledger = _ledger(request, store_lock(request.directory), secret, _anchor_of(secrets))
+        ledger.audit.require_macs_from(ledger.authenticate(raw).audit_mac_from)
+        yield ledger
+    finally:
+        with suppress(Error):
+            secrets.close()
+
+
+def _against_anchor(report: AuditReport, ledger: Ledger) -> AuditReport:
+    """``report`` (a log that verifies), or a ``rolled-back`` report when the folder is older
+    than the anchor or the anchor of an anchored store is missing. Metadata, log head and anchor
+    are read together under the store lock (others may be writing: no false alarm); a log that
+    changed shape meanwhile (a torn tail) is left to the next verify."""
+    try:
+        with ledger.lock:
+            ledger.check_anchor(ledger.read(), ledger.audit.head()[0])
+    except RollbackError as exc:
+        return replace(report, ok=False, kind="rolled-back", seq=report.last_seq,
+                       line=report.events, detail=str(exc))  # fmt: skip
+    except AuditError:
+        return report
+    return report
 
 
 def open_parts(request: OpenRequest) -> StoreParts:
     """Open (or create) the store of ``request``, under its lock."""
-    request.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    check_private_directory(request.directory, KeyStoreError, subfolders=("secrets",))
+    make_store_folder(request.directory)  # checked before any file in it is read
     lock = store_lock(request.directory)
     with lock:
         if (request.directory / METADATA_NAME).exists():

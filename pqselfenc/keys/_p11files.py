@@ -1,20 +1,19 @@
-"""File I/O of the pkcs11 backend: durable, never through a symlink, bounded reads.
-
-Kept apart so the lead can swap it for the shared durable-I/O module: temp file created
-``O_EXCL|O_NOFOLLOW`` with mode 0600, fsync, rename, fsync folder; folders opened
-``O_DIRECTORY|O_NOFOLLOW`` and used as ``dir_fd``, so a symlink planted at the folder or at a file
-name is never followed.
+"""File I/O of the pkcs11 backend, through the one durable-I/O module (``core/_durable.py``):
+temp file created ``O_EXCL|O_NOFOLLOW`` with mode 0600, fsync, rename, fsync folder; the
+``secrets/`` folder opened ``O_DIRECTORY|O_NOFOLLOW`` and used as ``dir_fd``, so a symlink planted
+at the folder or at a file name is never followed; reads bounded, regular files only. This module
+only turns ``_durable``'s ``OSError``s into the key store's errors.
 """
 
 from __future__ import annotations
 
 import errno
 import os
-import stat
 from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from pathlib import Path
 
+from pqselfenc.core import _durable
 from pqselfenc.error import InvalidDataError, KeyStoreError
 
 __all__ = ["durable_unlink", "durable_write", "folder", "make_folders", "read_regular"]
@@ -31,10 +30,10 @@ def folder(path: Path, *, create: bool) -> Iterator[int]:
         except OSError as exc:
             raise KeyStoreError(f"cannot create {path.name}/: {exc.strerror}") from exc
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        fd = _durable.open_dir(path, follow=False)
     except FileNotFoundError:
         raise
-    except OSError as exc:  # ELOOP/ENOTDIR: a symlink or a file planted where the folder goes
+    except OSError as exc:  # a symlink or a file planted where the folder goes
         raise KeyStoreError(f"{path.name}/ is not a plain folder ({exc.strerror})") from exc
     try:
         yield fd
@@ -53,40 +52,27 @@ def make_folders(directory: Path) -> None:
 
 
 def durable_write(dir_fd: int, name: str, data: bytes) -> None:
-    """Temp file (0600, O_EXCL|O_NOFOLLOW), fsync, rename over ``name``, fsync the folder."""
-    tmp = f".{name}.{os.urandom(8).hex()}.tmp"
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    """``name`` in the folder ``dir_fd`` atomically replaced by ``data`` (``_durable``)."""
     try:
-        fd = os.open(tmp, flags, 0o600, dir_fd=dir_fd)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-        os.fsync(dir_fd)
+        _durable.check_replaceable(name, dir_fd=dir_fd)
+        temp = _durable.write_temp(dir_fd, data, prefix=f".{name}.", suffix=".tmp")
+        _durable.settle(temp, name)
+        _durable.sync_dir(dir_fd)
     except OSError as exc:
-        with suppress(OSError):
-            os.unlink(tmp, dir_fd=dir_fd)
-        raise KeyStoreError(f"cannot write {name}: {exc.strerror}") from exc
+        raise KeyStoreError(f"cannot write {name}: {_durable.describe(exc)}") from exc
 
 
 def read_regular(dir_fd: int, name: str, limit: int) -> bytes:
     """Bytes of regular file ``name`` (never through a symlink, never a FIFO), at most ``limit``."""
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
     try:
-        fd = os.open(name, flags, dir_fd=dir_fd)
+        return _durable.read_file(name, limit=limit, dir_fd=dir_fd)
     except FileNotFoundError:
         raise
+    except _durable.FileTooLargeError as exc:
+        raise InvalidDataError(f"{name} is larger than any wrapped secret") from exc
     except OSError as exc:
-        why = "a symlink" if exc.errno == errno.ELOOP else exc.strerror
+        why = "a symlink" if exc.errno == errno.ELOOP else "not a regular file"
         raise InvalidDataError(f"{name} is not a plain file ({why}): not read") from exc
-    with os.fdopen(fd, "rb") as fh:
-        if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
-            raise InvalidDataError(f"{name} is not a regular file: not read")
-        data = fh.read(limit + 1)
-    if len(data) > limit:
-        raise InvalidDataError(f"{name} is larger than any wrapped secret")
-    return data
 
 
 def durable_unlink(dir_fd: int, name: str) -> bool:
@@ -97,5 +83,8 @@ def durable_unlink(dir_fd: int, name: str) -> bool:
         return False
     except OSError as exc:
         raise KeyStoreError(f"cannot delete {name}: {exc.strerror}") from exc
-    os.fsync(dir_fd)
+    try:
+        _durable.sync_dir(dir_fd)
+    except OSError as exc:
+        raise KeyStoreError(f"cannot delete {name}: {_durable.describe(exc)}") from exc
     return True

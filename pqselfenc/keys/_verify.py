@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +30,7 @@ from pqselfenc.keys._metadata import parse_time
 if TYPE_CHECKING:
     from pqselfenc.keys._metadata import Metadata
 
-__all__ = ["AuditReport", "Snapshot", "verify_log"]
+__all__ = ["AuditReport", "LogCheck", "Snapshot", "verify_log"]
 
 _STEP_BACK = timedelta(seconds=P.AUDIT_CLOCK_STEP_BACK)
 
@@ -47,6 +47,7 @@ class AuditReport:
     seq: int | None = None
     line: int | None = None
     detail: str | None = None
+    last_hash: str | None = None  # hex hash of line ``last_seq`` (None for no line)
 
     def __str__(self) -> str:
         if self.ok:
@@ -82,9 +83,11 @@ class _Walk:
     seq: int = 0
     time: datetime | None = None
     commit: CommitRecord | None = None
-    checkpoints: dict[int, bytes] = field(default_factory=dict)
+    wanted: int | None = None  # the saved checkpoint's seq: its line is kept, no other
+    kept: bytes | None = None
+    last_checkpoint: int = 0
 
-    def line(self, raw: bytes, offset: int) -> None:
+    def line(self, raw: bytes, offset: int) -> dict[str, Any]:
         obj = _parse(raw)
         if obj["seq"] != self.seq + 1:
             raise _Broken("sequence", f"expected seq {self.seq + 1}, found {obj['seq']}")
@@ -97,8 +100,14 @@ class _Walk:
         self._order(obj)
         if obj["action"] == "checkpoint":
             check_signature(obj, self.verifier)
-            self.checkpoints[obj["seq"]] = raw
+            self.last_checkpoint = obj["seq"]
+            self.kept = raw if obj["seq"] == self.wanted else self.kept
         self.prev, self.seq = digest, obj["seq"]
+        return obj
+
+    @property
+    def last_hash(self) -> str | None:
+        return self.prev.hex() if self.seq else None
 
     def _mac(self, obj: dict[str, Any], offset: int) -> None:
         if self.mac_key is None:
@@ -140,31 +149,71 @@ def check_signature(obj: dict[str, Any], verifier: Verifier) -> None:
         raise _Broken("bad-signature", "checkpoint signature does not verify") from exc
 
 
-def _walk_lines(data: bytes, walk: _Walk) -> AuditReport | None:
-    lines = data.split(b"\n")
-    torn = lines.pop()  # b"" when the file ends with a newline
-    offset = 0
-    for number, raw in enumerate(lines, 1):
-        try:
-            walk.line(raw, offset)
-        except _Broken as exc:
-            return _bad(walk, exc.kind, walk.seq + 1, number, exc.detail)
-        offset += len(raw) + 1
-    if torn:
-        offset = len(data) - len(torn)
-        detail = f"{len(torn)} bytes without a newline at offset {offset} (crash mid-append?)"
-        return _bad(walk, "torn-tail", walk.seq + 1, len(lines) + 1, detail)
-    return None
+def _saved_seq(raw: bytes | None) -> int | None:
+    """The seq of the saved checkpoint (None if absent or malformed: checked at the end)."""
+    try:
+        return None if raw is None else int(_parse(raw.rstrip(b"\n"))["seq"])
+    except _Broken:
+        return None
 
 
 def _bad(walk: _Walk, kind: str, seq: int, line: int, detail: str) -> AuditReport:
-    cp = max(walk.checkpoints, default=0)
-    return AuditReport(False, walk.seq, walk.seq, cp, kind, seq, line, detail)
+    return AuditReport(False, walk.seq, walk.seq, walk.last_checkpoint, kind, seq, line, detail,
+                       walk.last_hash)  # fmt: skip
+
+
+class LogCheck:
+    """The checks of ``verify_log``, one line at a time in bounded memory (``snapshot.log`` is
+    not read: the caller feeds the lines). ``line`` checks the next line and returns it parsed,
+    or None once a problem is found (``report`` then holds it; later calls return None);
+    ``end`` checks a torn tail, the saved checkpoint and keystore.json, and returns the report.
+    """
+
+    def __init__(self, snapshot: Snapshot, verifier: Verifier, mac_key: bytes | None) -> None:
+        self._snapshot, self._number = snapshot, 0
+        self._walk = _Walk(verifier, mac_key, snapshot.mac_from)
+        self._walk.wanted = _saved_seq(snapshot.checkpoint)
+        self.report: AuditReport | None = None
+
+    def line(self, raw: bytes, offset: int) -> dict[str, Any] | None:
+        """Line ``raw`` (without its newline), starting at byte ``offset``, parsed if good."""
+        if self.report is not None:
+            return None
+        self._number += 1
+        try:
+            return self._walk.line(raw, offset)
+        except _Broken as exc:
+            self._number -= 1
+            self.fail(exc.kind, exc.detail, next_line=True)
+            return None
+
+    def fail(self, kind: str, detail: str, *, next_line: bool = False) -> None:
+        """Record a problem the caller found on the line last fed (which verified), or with
+        ``next_line`` on the line after it (one that could not be fed)."""
+        if self.report is None:
+            ahead = 1 if next_line else 0
+            seq, line = self._walk.seq + ahead, max(self._number + ahead, 1)
+            self.report = _bad(self._walk, kind, seq, line, detail)
+
+    def end(self, torn: bytes, offset: int) -> AuditReport:
+        """The report, after the last complete line: ``torn`` bytes follow it at ``offset``."""
+        walk = self._walk
+        if self.report is None and torn:
+            detail = f"{len(torn)} bytes without a newline at offset {offset} (crash mid-append?)"
+            self.report = _bad(walk, "torn-tail", walk.seq + 1, self._number + 1, detail)
+        ok = AuditReport(True, walk.seq, walk.seq, walk.last_checkpoint, last_hash=walk.last_hash)
+        self.report = (
+            self.report
+            or _check_checkpoint_file(self._snapshot.checkpoint, walk)
+            or _check_metadata(self._snapshot, walk)
+            or ok
+        )
+        return self.report
 
 
 def _check_checkpoint_file(raw: bytes | None, walk: _Walk) -> AuditReport | None:
     if raw is None:
-        if walk.checkpoints:
+        if walk.last_checkpoint:
             return _bad(walk, "truncated", walk.seq, walk.seq, "audit.checkpoint is missing")
         return None
     line = raw.rstrip(b"\n")
@@ -180,7 +229,7 @@ def _check_checkpoint_file(raw: bytes | None, walk: _Walk) -> AuditReport | None
     if obj["seq"] > walk.seq:
         detail = f"log ends at seq {walk.seq} but the last checkpoint covers seq {obj['seq']}"
         return _bad(walk, "truncated", walk.seq + 1, walk.seq + 1, detail)
-    if walk.checkpoints.get(obj["seq"]) != line:
+    if (walk.kept if obj["seq"] == walk.wanted else None) != line:
         detail = f"the log's line at seq {obj['seq']} is not the saved checkpoint"
         return _bad(walk, "checkpoint-mismatch", obj["seq"], obj["seq"], detail)
     return None
@@ -205,12 +254,12 @@ def _check_metadata(snapshot: Snapshot, walk: _Walk) -> AuditReport | None:
 def verify_log(snapshot: Snapshot, verifier: Verifier, mac_key: bytes | None) -> AuditReport:
     """The first problem in ``snapshot`` (``AuditReport.ok`` False), or an ok report. Without
     ``mac_key`` (a third party holding only the public audit key) MACs are not checked."""
-    walk = _Walk(verifier, mac_key, snapshot.mac_from)
-    problem = (
-        _walk_lines(snapshot.log, walk)
-        or _check_checkpoint_file(snapshot.checkpoint, walk)
-        or _check_metadata(snapshot, walk)
-    )
-    if problem is not None:
-        return problem
-    return AuditReport(True, walk.seq, walk.seq, max(walk.checkpoints, default=0))
+    check = LogCheck(snapshot, verifier, mac_key)
+    lines = snapshot.log.split(b"\n")
+    torn = lines.pop()  # b"" when the file ends with a newline
+    offset = 0
+    for raw in lines:
+        if check.line(raw, offset) is None:
+            return check.end(b"", offset)
+        offset += len(raw) + 1
+    return check.end(torn, offset)

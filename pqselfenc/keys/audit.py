@@ -25,6 +25,7 @@ import hashlib
 import os
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO, Protocol
@@ -33,6 +34,7 @@ from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import AuditError, Error, InvalidDataError
 from pqselfenc.keys._audit_format import (
+    ESCROW,
     GENERATION,
     MAC,
     META_MAC,
@@ -44,20 +46,22 @@ from pqselfenc.keys._audit_format import (
     line_mac,
     mac_matches,
 )
+from pqselfenc.keys._export import AuditExport, ExportRecord, ExportState
 from pqselfenc.keys._json import canonical, loads
 from pqselfenc.keys._metadata import fmt_time
-from pqselfenc.keys._verify import AuditReport, Snapshot, verify_log
+from pqselfenc.keys._verify import AuditReport, LogCheck, Snapshot, verify_log
 
 if TYPE_CHECKING:
     from pqselfenc.keys._metadata import Metadata
 
-__all__ = ["AuditLog", "AuditReport", "read_events"]
+__all__ = ["AuditExport", "AuditLog", "AuditReport", "ExportRecord", "ExportState", "read_events"]
 
 _TAIL_READ = 64 * 1024  # block size when reading backwards
 _MAX_LINE = P.MAX_AUDIT_LINE_SIZE
 _MALFORMED_LAST = "the last audit line is malformed; run audit.verify()"
 _EVENT_FIELDS = frozenset(
-    {"name", "key_id", "version", "fingerprint", "envelope_id", "detail", GENERATION, META_MAC}
+    {"name", "key_id", "version", "fingerprint", "envelope_id", "detail", GENERATION, META_MAC,
+     ESCROW}
 )
 Committed = Callable[[], "tuple[Metadata, Metadata | None]"]
 
@@ -355,10 +359,31 @@ class AuditLog:
         keystore.json and the log's length; the log is append-only, so the prefix up to that
         length is then verified without the lock while other processes keep appending.
         """
-        snapshot = self._snapshot()
+        snapshot, length = self._moment()
+        snapshot = replace(snapshot, log=self._read_prefix(length))
         return verify_log(snapshot, trusted_key or self._verifier, self._mac_key)
 
-    def _snapshot(self) -> Snapshot:
+    def export(self, since: int | datetime | ExportState | None = None) -> AuditExport:
+        """The log's lines as ``ExportRecord``s for a SIEM, each verified (as ``verify`` does)
+        before it is yielded: ``since`` None (all), a seq (the lines after it), an aware
+        datetime (from the first line at or after it), or the ``ExportState`` a previous export
+        ended at (``AuditExport.state``; its line must be unchanged). Iterating raises
+        ``AuditError`` at the first problem, after the good lines before it (docs/format.md 4.9).
+
+        The snapshot is taken now, as ``verify`` takes it; the log is then read as a stream, in
+        bounded memory, without the lock.
+        """
+        snapshot, length = self._moment()
+        mac_key, verifier = self._mac_key, self._verifier
+
+        def check(snap: Snapshot) -> LogCheck:
+            return LogCheck(snap, verifier, mac_key)
+
+        return AuditExport(snapshot, length, self._open, check, since)
+
+    def _moment(self) -> tuple[Snapshot, int]:
+        """Under the lock: audit.checkpoint, keystore.json (checked) and the log's length; the
+        log's bytes are not read (``Snapshot.log`` is empty)."""
         with self._lock if self._lock is not None else contextlib.nullcontext():
             checkpoint = _read_optional(self.checkpoint_path, P.MAX_AUDIT_LINE_SIZE + 1)
             committed: tuple[Metadata, Metadata | None] | None = None
@@ -370,7 +395,7 @@ class AuditLog:
                     problem = f"keystore.json cannot be checked: {exc}"
             length = self._length()
         mac_from = self._mac_from if committed is None else committed[0].audit_mac_from
-        return Snapshot(self._read_prefix(length), checkpoint, committed, mac_from, problem)
+        return Snapshot(b"", checkpoint, committed, mac_from, problem), length
 
     def _length(self) -> int:
         fh = self._open()

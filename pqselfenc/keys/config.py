@@ -6,6 +6,6 @@ this module is where the key store has always imported it from: the same class o
 
 from __future__ import annotations
 
-from pqselfenc.core._keyconfig import PQ_SIGNATURES, PQ_SUITES, KeyConfig, check_name
+from pqselfenc.core._keyconfig import PQ_SIGNATURES, PQ_SUITES, KeyConfig, as_names, check_name
 
-__all__ = ["PQ_SIGNATURES", "PQ_SUITES", "KeyConfig", "check_name"]
+__all__ = ["PQ_SIGNATURES", "PQ_SUITES", "KeyConfig", "as_names", "check_name"]

@@ -4,10 +4,12 @@
 ``HOME/keys``, with ``HOME`` as ``pqselfenc.core.stores.default.default_home`` says
 (``$PQSELFENC_HOME``, else ``$XDG_DATA_HOME/pqselfenc``, else ``~/.local/share/pqselfenc``).
 An existing store reopens with the backend it was created with; a new one goes into the OS
-keyring when a secure one is usable, else into the passphrase-protected file backend. The
-keyring is the native one, or the one ``$PYTHON_KEYRING_BACKEND`` names (checked against the
-allowlist: never a plaintext file). The library reads the file backend's passphrase from
-``$PQSELFENC_PASSPHRASE``; the command adds ``--backend``, ``--passphrase-file`` and a prompt.
+keyring when a secure one is usable, else into the passphrase-protected file backend (a PKCS#11
+token only when asked for by name: ``pkcs11``). The keyring is the native one, or the one
+``$PYTHON_KEYRING_BACKEND`` names (checked against the allowlist: never a plaintext file). The
+library reads the file backend's passphrase from ``$PQSELFENC_PASSPHRASE`` and the token's module,
+label and PIN from ``$PQSELFENC_PKCS11_MODULE``, ``..._TOKEN``, ``..._PIN``; the command adds
+``--backend``, ``--passphrase-file``, ``--pin-file`` and prompts.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import Any
 from pqselfenc.core.stores.default import default_home
 from pqselfenc.error import KeyringUnavailable, KeyStoreError
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._folder import check_store_folder
 from pqselfenc.keys._ledger import METADATA_NAME
 from pqselfenc.keys.keyring_backend import KeyringBackend
 
@@ -40,7 +43,8 @@ __all__ = [
 
 PASSPHRASE_ENV = "PQSELFENC_PASSPHRASE"  # noqa: S105 (the name of a variable, not a value)
 KEYRING_ENV = "PYTHON_KEYRING_BACKEND"
-BACKEND_LABELS = {"keyring": "OS keyring", "file": "passphrase-protected file"}
+BACKEND_LABELS = {"keyring": "OS keyring", "file": "passphrase-protected file",
+                  "pkcs11": "PKCS#11 token"}  # fmt: skip
 _LOG = logging.getLogger("pqselfenc")
 
 
@@ -53,8 +57,10 @@ def existing_backend(path: str | os.PathLike[str]) -> str | None:
     """The backend of the store at ``path``, or None when there is none yet.
 
     Reads only the (non-secret, unauthenticated) metadata; ``InvalidDataError`` if it does not
-    parse. ``KeyStore.open`` checks the answer against the MACed metadata.
+    parse. ``KeyStore.open`` checks the answer against the MACed metadata. ``KeyStoreError``,
+    before anything is read, if the folder is not private (``keys/_folder.py``).
     """
+    check_store_folder(Path(path))
     try:
         return M.read_metadata(Path(path) / METADATA_NAME, None).backend
     except FileNotFoundError:
@@ -86,9 +92,9 @@ def probe_keyring() -> None:
 
 @dataclass(frozen=True)
 class BackendChoice:
-    """The backend to open a store with: ``kind`` (``"keyring"`` or ``"file"``), whether the
-    store ``exists`` already, and for a new store on the file backend by fallback, why the
-    keyring was not usable (``fallback``)."""
+    """The backend to open a store with: ``kind`` (``"keyring"``, ``"file"``, ``"pkcs11"``),
+    whether the store ``exists`` already, and for a new store on the file backend by fallback,
+    why the keyring was not usable (``fallback``)."""
 
     kind: str
     exists: bool

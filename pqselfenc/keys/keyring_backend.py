@@ -14,7 +14,9 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pqselfenc.core import _primitives as P
 from pqselfenc.error import Error, InvalidDataError, KeyNotFound, KeyringUnavailable, KeyStoreError
+from pqselfenc.keys._anchor import Anchor, advances
 
 __all__ = ["SECURE_BACKENDS", "KeyringBackend", "native_keyring"]
 
@@ -76,7 +78,9 @@ def native_keyring(platform: str = sys.platform) -> Any:
 
 
 class KeyringBackend:
-    """Stores each seed base64-encoded under service ``pqselfenc/<store id>``, user ``name/vN``."""
+    """Stores each seed base64-encoded under service ``pqselfenc/<store id>``, user ``name/vN``;
+    the store's rollback anchor (``keys/_anchor.py``) under service ``pqselfenc-anchor``, user
+    ``<store id>``, as the base64 of its record."""
 
     kind = "keyring"
 
@@ -89,6 +93,7 @@ class KeyringBackend:
                 " keyring is allowed (no plaintext or fail backend, no silent fallback)"
             )
         self._kr = backend
+        self._store_id = store_id
         self._service = f"pqselfenc/{store_id}"
 
     def __repr__(self) -> str:
@@ -127,3 +132,41 @@ class KeyringBackend:
             return False
         self._call(lambda: self._kr.delete_password(self._service, user), "delete")
         return True
+
+    # -- rollback anchor -------------------------------------------------------------------
+
+    @property
+    def anchor_location(self) -> str:
+        """Where the anchor is, for messages."""
+        return f"the OS keyring (service {P.ANCHOR_KEYRING_SERVICE!r}, user {self._store_id!r})"
+
+    def read_anchor(self) -> Anchor | None:
+        """The anchor entry, or None; ``InvalidDataError`` if it does not parse."""
+        service, user = P.ANCHOR_KEYRING_SERVICE, self._store_id
+        text = self._call(lambda: self._kr.get_password(service, user), "anchor read")
+        if text is None:
+            return None
+        try:
+            record = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise InvalidDataError("the OS keyring's anchor entry is malformed") from exc
+        return Anchor.decode(record, self._store_id)
+
+    def write_anchor(self, anchor: Anchor) -> None:
+        """Replace the anchor entry (the caller holds the store lock): ``IntegrityError`` if
+        ``anchor`` is behind the entry or forks it; the same anchor again writes nothing."""
+        if not isinstance(anchor, Anchor):
+            raise TypeError("anchor must be an Anchor")
+        if not advances(self.read_anchor(), anchor):
+            return
+        text = base64.b64encode(anchor.encode(self._store_id)).decode("ascii")
+        service, user = P.ANCHOR_KEYRING_SERVICE, self._store_id
+        self._call(lambda: self._kr.set_password(service, user, text), "anchor write")
+
+    def delete_anchor(self) -> int:
+        """Remove the anchor entry (an audited reset); 1 if there was one, else 0."""
+        service, user = P.ANCHOR_KEYRING_SERVICE, self._store_id
+        if self._call(lambda: self._kr.get_password(service, user), "anchor read") is None:
+            return 0
+        self._call(lambda: self._kr.delete_password(service, user), "anchor delete")
+        return 1

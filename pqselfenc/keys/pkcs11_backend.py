@@ -5,7 +5,7 @@ The token generates one AES-256 key per store (label ``pqselfenc-<store id>``, a
 encrypt/decrypt only). Every secret is encrypted by the token with ``CKM_AES_GCM`` (fresh random
 96-bit IV, 128-bit tag, AAD binding the store id, the name and the version) and the directory holds
 only those blobs, ``secrets/NAME.vN.p11``; each ``get`` decrypts in the token again (nothing is
-cached). Deleting the token key crypto-shreds the whole store. Byte layout: docs/pkcs11.md.
+cached). Deleting the token key crypto-shreds the whole store. Byte layout: docs/format.md 4.7.
 
 The token also holds the store's rollback anchor (``read_anchor``/``write_anchor``): a private
 data object recording the newest generation and audit head, which a copy of an older directory
@@ -31,7 +31,7 @@ from pqselfenc.error import (
     TokenUnavailable,
 )
 from pqselfenc.keys import _p11anchor
-from pqselfenc.keys._p11anchor import Anchor
+from pqselfenc.keys._anchor import Anchor
 from pqselfenc.keys._p11files import (
     durable_unlink,
     durable_write,
@@ -293,6 +293,11 @@ class Pkcs11Backend:
         """``CKA_LABEL`` of this store's anchor data objects."""
         return P.P11_ANCHOR_LABEL_PREFIX + self._store_id
 
+    @property
+    def anchor_location(self) -> str:
+        """Where the anchor is, for messages."""
+        return f"token {self.token_label!r} (data object {self.anchor_label!r})"
+
     def read_anchor(self) -> Anchor | None:
         """The highest anchor in the token (two exist only after a crash mid-replace); None if
         there is none. ``InvalidDataError`` if a private object under the label does not parse."""
@@ -349,18 +354,23 @@ def _lookup(session: pkcs11.Session, store_id: str, key_id: bytes) -> pkcs11.Sec
 
 
 def _find_key(token: TokenSession, store_id: str, key_id: bytes | None) -> bytes:
-    """The id of this store's key (the one with ``key_id`` if given), its attributes checked."""
+    """The id of this store's key (the one with ``key_id`` if given), its attributes checked.
+    A key under the store's label with another id than ``key_id`` is ``IntegrityError`` (the
+    recorded id was altered), not "destroyed"."""
     from pkcs11 import Attribute as A
 
     def find(session: pkcs11.Session) -> bytes:
-        chosen = key_id
-        if chosen is None:
-            keys = _keys(session, store_id)
-            if len(keys) > 1:
-                raise IntegrityError(f"the token holds several keys {_label(store_id)!r}")
-            chosen = bytes(keys[0][A.ID]) if keys else b""
-        _check_key(_lookup(session, store_id, chosen))  # KeyDestroyedError if there is none
-        return chosen
+        keys = _keys(session, store_id)
+        if len(keys) > 1:
+            raise IntegrityError(f"the token holds several keys {_label(store_id)!r}")
+        found = bytes(keys[0][A.ID]) if keys else None
+        if key_id is not None and found is not None and found != key_id:
+            raise IntegrityError(
+                f"the token's key {_label(store_id)!r} is not the one this store recorded "
+                "(its key id differs): the store's metadata was altered"
+            )
+        _check_key(_lookup(session, store_id, found or b""))  # KeyDestroyedError if none
+        return found or b""
 
     return token.run(find, "finding the wrapping key")
 

@@ -75,11 +75,15 @@ class RecipientDirectory:
         return entry
 
     def remove(self, name: str) -> None:
-        """Forget ``name`` (envelopes already sealed to it are unaffected)."""
+        """Forget ``name`` (envelopes already sealed to it are unaffected). An escrow recipient
+        in force is refused (``KeyStoreError``): take it out of the escrow policy first."""
         with self._ledger.locked() as meta:
             entry = meta.recipients.get(name)
             if entry is None:
                 raise KeyNotFound(f"no recipient named {name!r}")
+            if name in meta.escrow or name in self._config.escrow:
+                raise KeyStoreError(f"{name!r} is an escrow recipient: every seal needs it; "
+                                    "remove it from the escrow policy first")  # fmt: skip
             rest = {n: r for n, r in meta.recipients.items() if n != name}
             self._ledger.commit(meta.with_recipients(rest), "recipient-remove", name,
                                 key_id=entry.key_id, fingerprint=entry.fingerprint)  # fmt: skip

@@ -7,6 +7,7 @@ Layout of a store directory (0700)::
     audit.jsonl        hash-chained audit log; audit.checkpoint: its last signed checkpoint
     vault.key          file backend only: argon2id-wrapped vault key
     secrets/NAME.vN.key  file backend only: one AES-256-GCM encrypted seed file per version
+    secrets/NAME.vN.p11  pkcs11 backend only: one seed per version, AES-256-GCM in the token
 
 Ordering that makes crashes safe: a secret is written before the metadata that names it (a
 crash leaves an orphan secret, never an entry without its secret); a metadata write is staged
@@ -17,7 +18,9 @@ renames into place, so an event's change is never lost and never present without
 destroy marks the version destroy-pending (audited intent) before it deletes the secret, then
 records the outcome; every later ``open`` of the store retries a delete that failed or was
 interrupted. ``open`` refuses keystore.json that is not exactly what the last commit event of the
-(MACed) audit log recorded (a rollback to an older copy, a forged event, a truncated log).
+(MACed) audit log recorded (a rollback to an older copy, a forged event, a truncated log), and,
+for the pkcs11 and keyring backends, a folder older than its rollback anchor (``RollbackError``:
+a rollback of the whole folder, or a cut of its audit tail).
 """
 
 from __future__ import annotations
@@ -37,16 +40,24 @@ from pqselfenc.kem import SigningKey, VerifyingKey
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._destroy import destroy
 from pqselfenc.keys._envelopes import Envelopes
-from pqselfenc.keys._ledger import Clock, Ledger
+from pqselfenc.keys._ledger import NO_ANCHOR, Clock, Ledger
 from pqselfenc.keys._material import KeyPair, StoreSecret, generate_pair
 from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, Metadata
-from pqselfenc.keys._opening import OpenRequest, StoreParts, open_parts, verify_audit
+from pqselfenc.keys._opening import (
+    OpenRequest,
+    StoreParts,
+    open_parts,
+    read_only_audit,
+    verify_audit,
+)
 from pqselfenc.keys._secrets import Secrets
 from pqselfenc.keys._transfer import export_identity, import_identity
-from pqselfenc.keys.audit import AuditLog, AuditReport
+from pqselfenc.keys.audit import AuditExport, AuditLog, AuditReport, ExportState
 from pqselfenc.keys.backends import change_passphrase
 from pqselfenc.keys.config import KeyConfig, check_name
 from pqselfenc.keys.defaults import default_key_store, existing_backend
+from pqselfenc.keys.escrow import EscrowPolicy
+from pqselfenc.keys.pkcs11_backend import Pkcs11Backend
 from pqselfenc.keys.recipients import RecipientDirectory
 
 __all__ = ["KeyStore", "RotationDue"]
@@ -100,6 +111,7 @@ class KeyStore:
     config: KeyConfig
     audit: AuditLog
     recipients: RecipientDirectory
+    escrow: EscrowPolicy
     _ledger: Ledger
     _secrets: Secrets
     _secret: StoreSecret
@@ -125,6 +137,7 @@ class KeyStore:
         self.audit = parts.ledger.audit
         self._envelopes = Envelopes(parts.ledger, parts.secrets, parts.config)
         self.recipients = RecipientDirectory(parts.ledger, parts.config)
+        self.escrow = EscrowPolicy(parts.ledger, parts.config)
 
     def __repr__(self) -> str:
         return f"KeyStore({str(self.directory)!r}, backend={self._secrets.kind!r})"
@@ -142,13 +155,23 @@ class KeyStore:
         clock: Clock | None = None,
         actor: str | None = None,
         keyring: Any = None,
+        pin: str | None = None,
+        module: str | None = None,
+        token: str | None = None,
+        reset_anchor: bool = False,
     ) -> KeyStore:
         """Open (or create) the store at ``path``.
 
         ``backend="file"`` needs ``passphrase`` (strength-checked when the store is created);
         ``backend="keyring"`` uses the OS keyring (``KeyringUnavailable`` if there is no secure
-        one). ``clock`` returns aware UTC datetimes (rotation and audit); ``actor`` names who
-        acts in the audit log (default ``user/pidN``). Envelopes open with ``open_envelope``.
+        one); ``backend="pkcs11"`` a PKCS#11 token: ``module`` (the vendor's .so), ``token``
+        (its label) and ``pin``, each defaulting to ``$PQSELFENC_PKCS11_MODULE``, ``..._TOKEN``
+        (an existing store: the token it was created on) and ``..._PIN``. The keyring and
+        pkcs11 backends keep a rollback anchor: a folder older than it is ``RollbackError``;
+        ``reset_anchor=True`` accepts the folder as it is instead (audited: ``anchor-reset``).
+        ``clock`` returns aware UTC datetimes (rotation and audit); ``actor`` names who acts in
+        the audit log (default ``user/pidN``). Envelopes open with ``open_envelope``;
+        ``close()`` when done (it checkpoints the log and gives back the token session).
         """
         config = KeyConfig() if config is None else config
         if not isinstance(config, KeyConfig):
@@ -158,7 +181,8 @@ class KeyStore:
         if backend == "file" and not isinstance(passphrase, str):
             raise ValueError("the file backend needs a passphrase")
         request = OpenRequest(Path(path), config, backend, passphrase, clock or _utc_now,
-                              actor or _default_actor(), keyring)  # fmt: skip
+                              actor or _default_actor(), keyring, pin, module, token,
+                              reset_anchor)  # fmt: skip
         return cls._compose(open_parts(request))
 
     @staticmethod
@@ -168,28 +192,84 @@ class KeyStore:
         backend: str = "file",
         passphrase: str | None = None,
         keyring: Any = None,
+        pin: str | None = None,
+        module: str | None = None,
+        token: str | None = None,
     ) -> AuditReport:
         """Verify the audit log of the store at ``path`` without opening it for use (what
         ``pqselfenc audit verify`` runs): MACs, links, signatures, truncation and keystore.json
-        against the log, on a consistent snapshot. Nothing is written, recovered or upgraded, so
-        a damaged store is reported (``AuditReport``) rather than refused as ``open`` does."""
+        against the log, on a consistent snapshot, then the folder against its rollback anchor
+        (``kind="rolled-back"``). Nothing is written, recovered or upgraded, so a damaged store
+        is reported (``AuditReport``) rather than refused as ``open`` does."""
         request = OpenRequest(Path(path), KeyConfig(), backend, passphrase, _utc_now,
-                              "verify", keyring)  # fmt: skip
+                              "verify", keyring, pin, module, token)  # fmt: skip
         return verify_audit(request)
 
     @staticmethod
+    def export_audit(
+        path: str | os.PathLike[str],
+        *,
+        since: int | datetime | ExportState | None = None,
+        backend: str = "file",
+        passphrase: str | None = None,
+        keyring: Any = None,
+        pin: str | None = None,
+        module: str | None = None,
+        token: str | None = None,
+    ) -> AuditExport:
+        """The audit log of the store at ``path`` for a SIEM (what ``pqselfenc audit export``
+        runs), unlocked as ``verify_audit`` does, without opening the store for use:
+        ``AuditLog.export(since)``, each line verified before it is yielded."""
+        request = OpenRequest(Path(path), KeyConfig(), backend, passphrase, _utc_now,
+                              "export", keyring, pin, module, token)  # fmt: skip
+        return read_only_audit(request).export(since)
+
+    @staticmethod
     def backend_of(path: str | os.PathLike[str]) -> str:
-        """``"file"`` or ``"keyring"``: the backend the store at ``path`` was created with.
+        """``"file"``, ``"keyring"`` or ``"pkcs11"``: the backend the store at ``path`` was
+        created with.
 
         Reads only the (non-secret) metadata: no passphrase, no keyring access, no audit event.
         ``KeyNotFound`` if there is no store at ``path``, ``InvalidDataError`` if its metadata
         does not parse. Open the store with this backend: it never changes. The answer is not
         authenticated (the MAC needs the secret it helps to unlock): ``open`` checks it.
+        ``KeyStoreError``, before anything is read, if the folder is not private or not in a
+        private place (``open`` refuses it too).
         """
         backend = existing_backend(path)
         if backend is None:
             raise KeyNotFound(f"no key store in {Path(path)}")
         return backend
+
+    # -- what protects the store -------------------------------------------------------------
+
+    @property
+    def backend(self) -> str:
+        """Where this store's secrets are: ``"file"``, ``"keyring"`` or ``"pkcs11"``."""
+        return self._secrets.kind
+
+    def rollback_protection(self) -> str:
+        """One line: where this store's rollback anchor is and what it records now, or that
+        it has none (the file backend)."""
+        where = self._ledger.anchor_location()
+        if where is None:
+            return f"no rollback anchor: {NO_ANCHOR}"
+        anchor = self._ledger.read_anchor()
+        return f"rollback anchor in {where}: {anchor if anchor is not None else 'missing'}"
+
+    @property
+    def anchor_problem(self) -> str | None:
+        """Why the last write of the rollback anchor failed (the change it followed stands;
+        the next change or open catches up), or None."""
+        return self._ledger.anchor_problem
+
+    def token_capabilities(self) -> str | None:
+        """pkcs11 backend: one line saying which ML-KEM/ML-DSA mechanisms the token has and
+        what pqselfenc does with them (probed, never assumed); None for other backends."""
+        backend = self._secrets.backend
+        if isinstance(backend, Pkcs11Backend):
+            return backend.capabilities().statement()
+        return None
 
     # -- metadata --------------------------------------------------------------------------
 
@@ -316,7 +396,9 @@ class KeyStore:
     # -- sealing ---------------------------------------------------------------------------
 
     def seal(self, data_map: DataMap, to: Sequence[str], sign_as: str | None = None) -> bytes:
-        """Seal ``data_map`` to the current keys of ``to`` (local identities or recipients)."""
+        """Seal ``data_map`` to the current keys of ``to`` (local identities or recipients) and
+        of every escrow recipient in force (``escrow``); ``EscrowError`` if one is missing or
+        unusable (audited: nothing is sealed)."""
         return self._envelopes.seal(data_map, to, sign_as)
 
     def open_envelope(self, sealed: bytes, *, signer: str | None = None) -> DataMap:
@@ -331,7 +413,9 @@ class KeyStore:
     def rewrap(
         self, sealed: bytes, *, sign_as: str | None = None, drop_signature: bool = False
     ) -> bytes:
-        """Re-seal to the current versions of the same recipients: fresh DMK, chunks untouched.
+        """Re-seal to the current versions of the same recipients and to every escrow recipient
+        in force (a map sealed before an escrow recipient was added gets it): fresh DMK, chunks
+        untouched.
 
         A signed envelope's signature must verify under a key this store still trusts (a usable
         version of a local identity, or a recipient's verifying key), else ``SignatureError``
@@ -342,8 +426,13 @@ class KeyStore:
         return self._envelopes.rewrap(sealed, sign_as, drop_signature)
 
     def close(self) -> None:
-        """Append a signed audit checkpoint if events were written since the last one."""
-        self._ledger.checkpoint()
+        """Append a signed audit checkpoint if events were written since the last one (and
+        anchor it), then close the backend (pkcs11: give back this store's token session;
+        the store cannot use the token after that)."""
+        try:
+            self._ledger.checkpoint()
+        finally:
+            self._secrets.close()
 
     def __enter__(self) -> KeyStore:
         return self
