@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -196,6 +197,38 @@ def test_a_rolled_back_folder_is_refused_until_reset(
     reset_event = next(e for e in events if e["action"] == "anchor-reset")
     assert reset_event["detail"].startswith("anchor was generation 4")
     assert "audit log ok" in ok(capsys, "audit", "verify", "--pin-file", hsm_env).out
+
+
+_PLANT_KEY = """
+import os, sys, pkcs11
+from pkcs11 import Attribute as A
+tok = pkcs11.lib(os.environ["PQSELFENC_PKCS11_MODULE"]).get_token(
+    token_label=os.environ["PQSELFENC_PKCS11_TOKEN"])
+private = sys.argv[2] == "private"
+with tok.open(rw=True, user_pin=os.environ["PQSELFENC_PKCS11_PIN"] if private else None) as s:
+    s.generate_key(pkcs11.KeyType.AES, 256, label=sys.argv[1], id=os.urandom(16), store=True,
+                   template={A.TOKEN: True, A.PRIVATE: private, A.EXTRACTABLE: not private,
+                             A.SENSITIVE: private})
+"""
+
+
+def test_keys_under_the_store_label(capsys: pytest.CaptureFixture[str], hsm_env: Path,
+                                    tmp_path: Path, softhsm: SoftHsm) -> None:  # fmt: skip
+    """A public key planted without the PIN under the store's label changes nothing; a second
+    private one (made with the PIN) stops every command with a hint about the token's objects,
+    not about chunk stores."""
+    ok(capsys, "keys", "generate", "alice", "--backend", "pkcs11", "--pin-file", hsm_env)
+    meta = json.loads((tmp_path / "home" / "keys" / "keystore.json").read_text())
+    label, env = meta["pkcs11"]["key_label"], softhsm.env()
+    public = {k: v for k, v in env.items() if k != "PQSELFENC_PKCS11_PIN"}
+    planter = [sys.executable, "-c", _PLANT_KEY, label]
+    assert subprocess.run([*planter, "public"], env=public, check=False).returncode == 0
+    assert "alice v1 active" in ok(capsys, "keys", "list", "--pin-file", hsm_env).out
+    assert "audit log ok" in ok(capsys, "audit", "verify", "--pin-file", hsm_env).out
+    assert subprocess.run([*planter, "private"], env=env, check=False).returncode == 0
+    refused = run(capsys, "keys", "list", "--pin-file", hsm_env)
+    assert "several private keys" in refused.error_line()
+    assert "pkcs11-tool --list-objects" in refused.err and "store verify" not in refused.err
 
 
 def _public_key_text() -> str:
