@@ -205,7 +205,7 @@ def test_a_key_planted_after_the_shred_wraps_nothing(token: Anchored, tmp_path: 
                              A.TOKEN: True, A.PRIVATE: False, A.SENSITIVE: False,
                              A.EXTRACTABLE: True, A.ENCRYPT: True, A.DECRYPT: True,
                              A.LABEL: sys.argv[1], A.ID: bytes.fromhex(sys.argv[2]),
-                             A.VALUE: bytes(range(32))})
+                             A.VALUE: bytes([0x5A]) * 32})
     """, label, key_id)  # fmt: skip
     with pytest.raises(KeyDestroyedError, match="crypto-shredded"):
         ks.generate("carol")
@@ -213,6 +213,15 @@ def test_a_key_planted_after_the_shred_wraps_nothing(token: Anchored, tmp_path: 
     ks.close()
     with pytest.raises(KeyDestroyedError):
         token.open(ks.directory)
+    token.run("""
+        import os, sys, pkcs11
+        from pkcs11 import Attribute as A, ObjectClass
+        tok = pkcs11.lib(os.environ["PQSELFENC_PKCS11_MODULE"]).get_token(
+            token_label=os.environ["PQSELFENC_PKCS11_TOKEN"])
+        with tok.open(rw=True) as s:  # the planted key is public: it goes without the PIN
+            for key in s.get_objects({A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: sys.argv[1]}):
+                key.destroy()
+    """, label)  # fmt: skip
 
 
 def test_wrong_pin_absent_token_no_module(token: Anchored, tmp_path: Path,
