@@ -175,7 +175,9 @@ def test_a_rolled_back_folder_is_refused_until_reset(
     capsys: pytest.CaptureFixture[str], hsm_env: Path, tmp_path: Path
 ) -> None:
     ok(capsys, "keys", "generate", "alice", "--backend", "pkcs11", "--pin-file", hsm_env)
-    keys = tmp_path / "home" / "keys"
+    keys, state = tmp_path / "home" / "keys", tmp_path / "export.state"
+    ok(capsys, "audit", "export", "--state", state, "--pin-file", hsm_env)
+    saved = state.read_bytes()
     shutil.copytree(keys, tmp_path / "backup")
     ok(capsys, "keys", "rotate", "alice", "--pin-file", hsm_env)
     ok(capsys, "recipients", "add", "eve", _public_key_text(), "--pin-file", hsm_env)
@@ -185,8 +187,13 @@ def test_a_rolled_back_folder_is_refused_until_reset(
     line = refused.error_line()
     assert "older than its rollback anchor" in line and "generation 4" in line
     assert "'pqselfenc keys anchor' shows the anchor" in refused.err
-    verify = run(capsys, "audit", "verify", "--pin-file", hsm_env)
+    verify = run(capsys, "audit", "verify", "--json", "--pin-file", hsm_env)
     assert "(rolled-back)" in verify.error_line()
+    assert json.loads(verify.out)["problem"] == "rolled-back"
+    for since in (("--state", state), ("--since", "0")):  # the SIEM timer sees it too
+        export = run(capsys, "audit", "export", *since, "--json", "--pin-file", hsm_env)
+        assert "older than its rollback anchor" in export.error_line() and export.out == ""
+        assert state.read_bytes() == saved
     unconfirmed = run(capsys, "keys", "anchor", "--reset", "--pin-file", hsm_env)
     assert "accepts the key store folder as it is now" in unconfirmed.error_line()
     reset = ok(capsys, "keys", "anchor", "--reset", "--yes", "--pin-file", hsm_env)
@@ -197,6 +204,8 @@ def test_a_rolled_back_folder_is_refused_until_reset(
     reset_event = next(e for e in events if e["action"] == "anchor-reset")
     assert reset_event["detail"].startswith("anchor was generation 4")
     assert "audit log ok" in ok(capsys, "audit", "verify", "--pin-file", hsm_env).out
+    shipped = ok(capsys, "audit", "export", "--state", state, "--pin-file", hsm_env).out
+    assert '"action":"anchor-reset"' in shipped
 
 
 _PLANT_KEY = """
