@@ -74,3 +74,24 @@ def clean_env(home: Path, **extra: str) -> dict[str, str]:
             env[key] = os.environ[key]
     env.update(extra)
     return env
+
+
+_WITH_PEAK = """import sys
+from pqselfenc.cli import main
+code = main(sys.argv[1:])
+hwm = [x for x in open("/proc/self/status") if x.startswith("VmHWM:")]
+sys.stderr.write("peak-kib " + hwm[0].split()[1] + "\\n")
+sys.exit(code)
+"""
+
+
+def run_with_peak_rss(
+    argv: list[str], env: dict[str, str], cwd: Path
+) -> tuple[int, subprocess.CompletedProcess[bytes]]:
+    """The command in a subprocess, and its peak RSS in bytes (``VmHWM`` of its own process
+    image; ``ru_maxrss`` would also count the pytest process it was forked from)."""
+    done = subprocess.run([sys.executable, "-c", _WITH_PEAK, *argv], env=env, cwd=cwd,
+                          capture_output=True, timeout=120, check=False)  # fmt: skip
+    *lines, peak = done.stderr.splitlines()
+    done.stderr = b"".join(line + b"\n" for line in lines)
+    return int(peak.split()[1]) << 10, done

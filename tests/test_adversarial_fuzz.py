@@ -30,6 +30,8 @@ RUNS = {
     "audit_lines_typed": 800,  # each input re-verifies a log
     "identity_export_typed": 1500,  # each input self-tests key pairs
     "identity_export": 1500,
+    "audit_checkpoint": 500,  # each input verifies ML-DSA checkpoint signatures (~70 ms each)
+    "audit_lines": 1000,  # each input re-verifies a log
 }
 DEFAULT_RUNS = 3000
 

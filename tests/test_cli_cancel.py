@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _cli_helpers import clean_env
@@ -152,3 +153,54 @@ def test_pipeline_cleanup_waits_for_no_blocked_worker_on_an_interrupt() -> None:
         release.set()
         pool.shutdown(wait=True)
         timer.cancel()
+
+
+@pytest.mark.parametrize(("signum", "code", "said"), SIGNALS)
+@pytest.mark.parametrize("when", ["before", "after"])
+def test_an_interrupt_at_the_rename_is_reported_truly(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    signum: int, code: int, said: str, when: str,
+) -> None:  # fmt: skip
+    """Review #1: a signal right after the rename that publishes a map (or just before it)
+    was raised between the rename and its return: the map was there, and the command said
+    "nothing was written". Now the rename and its record happen with the signal held; the
+    report names what was written, and nothing after it is written."""
+    from _cli_helpers import run
+
+    monkeypatch.setenv("PQSELFENC_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    for name in ("a.bin", "b.bin"):
+        (tmp_path / name).write_bytes(os.urandom(3000))
+
+    def signalling(real: Any) -> Any:
+        def publish(src: Any, dst: Any, **kwargs: Any) -> None:
+            if dst == "a.bin.map" and when == "before":
+                os.kill(os.getpid(), signum)
+            real(src, dst, **kwargs)
+            if dst == "a.bin.map" and when == "after":
+                os.kill(os.getpid(), signum)
+
+        return publish
+
+    for name in ("link", "replace"):  # a new map is linked into place, --force renames
+        monkeypatch.setattr(os, name, signalling(getattr(os, name)))
+    result = run(capsys, "encrypt", "a.bin", "b.bin", "--store", "c", "--out", ".")
+    assert result.code == code, result.err
+    assert result.err.splitlines() == [
+        f"pqselfenc: error: {said} after writing a.bin.map; "
+        "nothing else was written under an output name"
+    ]
+    assert (tmp_path / "a.bin.map").is_file() and not (tmp_path / "b.bin.map").exists()
+    assert not list(tmp_path.glob(".pqselfenc-tmp-*"))
+
+
+def test_held_signals_hands_a_signal_over_after_the_block() -> None:
+    from pqselfenc.core._durable import held_signals
+
+    steps: list[str] = []
+    with pytest.raises(KeyboardInterrupt), held_signals():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.01)  # the handler would run here, were it not held
+        steps.append("block finished")
+    assert steps == ["block finished"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

@@ -309,3 +309,20 @@ def test_option_values_that_used_to_be_guessed_at_are_usage_errors(
     assert run(capsys, "audit", "show", "--last", "1" + "0" * 20).code == 2
     assert run(capsys, "keys", "destroy", "alice", "--version", "-1", "--yes").code == 2
     ok(capsys, "audit", "show", "--last", "999999999999999999")
+
+
+def test_encrypt_out_dash_is_a_usage_error_not_a_file_named_dash(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """``decrypt --out -`` is stdout; ``encrypt --out -`` used to write the unsealed map to a
+    file named ``-``. Maps go to files only (docs/cli.md); ``./-`` still names such a file."""
+    write(tmp_path / "in.bin", 100)
+    for extra in ([], ["--scheduler", "tcp://127.0.0.1:9"]):
+        dash = run(capsys, "encrypt", "in.bin", "--out", "-", "--store", "c", *extra)
+        assert dash.code == 2, dash.err
+        assert "argument --out: encrypt writes each map to a file, never to stdout" in (
+            dash.error_line()
+        )
+        assert not (tmp_path / "-").exists() and not (tmp_path / "c").exists()
+    ok(capsys, "encrypt", "in.bin", "--out", "./-", "--store", "c")
+    assert DataMap.from_bytes((tmp_path / "-").read_bytes()).total_size == 100

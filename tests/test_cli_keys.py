@@ -10,6 +10,7 @@ import stat
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from _cli_helpers import FakeTerminal, Result, run
@@ -432,6 +433,55 @@ def test_rewrap_refuses_unsealed_maps(capsys: pytest.CaptureFixture[str], tmp_pa
     before = (tmp_path / "f.map").read_bytes()
     assert run(capsys, "rewrap", "f.map").error_line() == "f.map is not a sealed map"
     assert (tmp_path / "f.map").read_bytes() == before
+
+
+def test_rewrap_refuses_a_map_behind_a_link_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """Review #1: rewrap replaced a symbolic link (or one of several hard links) with the new
+    map and left the file behind it sealed for the old versions, which destroy then shreds.
+    Every map is checked before any is rewrapped."""
+    ok(capsys, "keys", "generate", "alice")
+    make_file(tmp_path / "f")
+    for name in ("t.map", "h1.map", "plain.map"):
+        ok(capsys, "encrypt", "f", "--to", "alice", "--out", name)
+    (tmp_path / "l.map").symlink_to("t.map")
+    os.link(tmp_path / "h1.map", tmp_path / "h2.map")
+    ok(capsys, "keys", "rotate", "alice")
+    before = {p.name: p.read_bytes() for p in tmp_path.glob("*.map")}
+    link = run(capsys, "rewrap", "plain.map", "l.map")
+    assert link.error_line() == (
+        "l.map is a symbolic link: rewrap replaces a map file itself, "
+        "and the file it points to would keep the old sealing"
+    )
+    assert f"rewrap the file it points to: {tmp_path / 't.map'}" in link.err
+    hard = run(capsys, "rewrap", "h2.map")
+    assert "h2.map has 1 other hard link(s)" in hard.error_line()
+    assert {p.name: p.read_bytes() for p in tmp_path.glob("*.map")} == before
+    assert (tmp_path / "l.map").is_symlink() and os.stat(tmp_path / "h1.map").st_nlink == 2
+    ok(capsys, "rewrap", "plain.map", "t.map")  # the files themselves: rewrapped
+    assert (tmp_path / "l.map").read_bytes() != before["t.map"]
+
+
+def test_rewrap_writes_nothing_over_a_map_replaced_meanwhile(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ok(capsys, "keys", "generate", "alice")
+    make_file(tmp_path / "f")
+    ok(capsys, "encrypt", "f", "--to", "alice", "--out", "m.map")
+    real = KeyStore.rewrap
+
+    def swapped(self: KeyStore, raw: bytes, **kwargs: Any) -> bytes:
+        new = real(self, raw, **kwargs)
+        (tmp_path / "other").write_bytes(b"someone else's file")
+        os.replace(tmp_path / "other", tmp_path / "m.map")
+        return new
+
+    monkeypatch.setattr(KeyStore, "rewrap", swapped)
+    result = run(capsys, "rewrap", "m.map")
+    said = result.error_line()
+    assert said == "m.map was replaced while it was being rewrapped; it was not written"
+    assert (tmp_path / "m.map").read_bytes() == b"someone else's file"
 
 
 # -- audit, private dedup, gc over sealed maps ---------------------------------------------------

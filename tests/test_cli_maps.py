@@ -11,7 +11,7 @@ import pytest
 from _cli_helpers import Result, run
 
 from pqselfenc import DirectoryChunkStore
-from pqselfenc.cli import _trust
+from pqselfenc.core import _trust
 
 PASSPHRASE = "gravel orbit candle mosaic tundra"
 FAIL_KEYRING = "keyring.backends.fail.Keyring"

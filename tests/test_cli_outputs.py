@@ -219,13 +219,20 @@ def test_a_map_linked_to_dev_zero_is_refused_unread(tmp_path: Path, encrypted: b
     assert "zero.map is a character device, not a regular file" in proc.stderr
 
 
-def test_a_map_larger_than_any_map_is_refused_unread(tmp_path: Path, encrypted: bytes) -> None:
+@pytest.mark.parametrize("head", [P.MAP_MAGIC, b""], ids=["binary", "neither"])
+def test_a_map_larger_than_any_map_is_refused_unread(
+    tmp_path: Path, encrypted: bytes, head: bytes
+) -> None:
     with open(tmp_path / "huge.map", "wb") as fh:
+        fh.write(head)
         fh.truncate(P.MAX_MAP_FILE_SIZE + 1)  # sparse
     proc = run_cli(tmp_path, "decrypt", "huge.map", "--store", "chunks", "--out", "o",
                    memory=512 << 20)  # fmt: skip
     assert proc.returncode == 1, proc.stderr
-    assert f"huge.map is larger than {P.MAX_MAP_FILE_SIZE} bytes" in proc.stderr
+    if head:  # a binary or sealed map is read up to the largest map
+        assert f"huge.map is larger than {P.MAX_MAP_FILE_SIZE} bytes" in proc.stderr
+    else:  # anything else only up to the largest JSON map
+        assert f"larger than any JSON map ({P.MAX_MAP_JSON_SIZE} bytes)" in proc.stderr
 
 
 def test_a_passphrase_file_linked_to_dev_zero_is_too_large_not_memory_error(

@@ -109,7 +109,7 @@ def _forge(body: bytes, version: int) -> tuple[bytes, bytes, ChunkKeys, tuple[by
 @pytest.mark.parametrize(
     ("body", "match"),
     [
-        (b"\x01not zstd at all", "does not decompress"),
+        (b"\x01not zstd at all", "is not one standard zstd frame"),
         (b"\x01" + __import__("zstandard").ZstdCompressor().compress(b"x" * 10_000),
          "is larger than a chunk of 18 bytes is stored"),  # 21 bytes: never stored for 18
         (b"\x01" + __import__("zstandard").ZstdCompressor().compress(b"x" * 100),
@@ -124,6 +124,64 @@ def test_hostile_bodies_raise_integrity_error(body: bytes, match: str, version: 
     stored, name, keys, hashes = _forge(body, version)
     with pytest.raises(IntegrityError, match=rf"^chunk 0 \({name[:4].hex()}\).*{match}"):
         decrypt_chunk(stored, name, hashes, 18, keys, index=0)  # type: ignore[arg-type]
+
+
+PLAIN = b"zstd frames " * 400  # compresses well: room for any frame around the real one
+
+
+def _skippable(size: int, payload: bool = True) -> bytes:
+    """A skippable zstd frame of ``size`` bytes (zstd reports its length as a content size),
+    or only its 8-byte header."""
+    header = (0x184D2A50).to_bytes(4, "little") + size.to_bytes(4, "little")
+    return header + bytes(size) if payload else header
+
+
+def _authentic(body: bytes, version: int) -> bytes | IntegrityError:
+    """Decrypt a chunk of PLAIN whose zstd body is ``body``, sealed under the right key with
+    the right source hash (what someone who knows the map can store): the plaintext or the
+    error it raises."""
+    keys = ChunkKeys(P.ZERO_SALT, P.pipeline_id(1, 3, version), 1, 3)
+    hashes = (P.src_hash(PLAIN), b"\x02" * 32, b"\x03" * 32)
+    stored = seal_frame(bytes((P.BODY_ZSTD,)) + body, hashes, keys)
+    try:
+        return decrypt_chunk(stored, P.chunk_name(stored), hashes, len(PLAIN), keys, index=0)
+    except IntegrityError as exc:
+        return exc
+
+
+FRAME = __import__("zstandard").ZstdCompressor(level=3).compress(PLAIN)
+BARE = __import__("zstandard").ZstdCompressor(level=3, write_content_size=False).compress(PLAIN)
+EMPTY = __import__("zstandard").ZstdCompressor().compress(b"")
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize(
+    "body",
+    [_skippable(len(PLAIN), payload=False) + BARE, _skippable(4) + FRAME,
+     FRAME + _skippable(4), FRAME + EMPTY, FRAME + FRAME[:2], FRAME + b"\0", FRAME[:-1]],
+    ids=["skippable-header-declaring-the-size+bare-frame", "skippable+frame", "frame+skippable",
+         "frame+empty-frame", "frame+cut-header", "frame+one-byte", "frame-cut-short"],
+)  # fmt: skip
+def test_a_zstd_body_must_be_exactly_one_standard_frame(body: bytes, version: int) -> None:
+    """Review #1: a skippable frame passes a "declares exactly src_size" check (zstd reports
+    its length as a content size), and the decoder read across frames. A whole skippable frame
+    declaring src_size cannot fit in a stored chunk (refused by its size), and one whose
+    payload is missing then decoded nothing (refused by the count), but frames and bytes after
+    the real one were accepted. Each body here holds PLAIN with its right hash in a frame of
+    its own, yet is not the one frame a writer stores: refused before decoding."""
+    result = _authentic(body, version)
+    assert isinstance(result, IntegrityError), "accepted"
+    assert "not one standard zstd frame" in str(result)
+
+
+@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("checksum", [False, True])
+def test_one_standard_frame_with_or_without_a_checksum_is_accepted(
+    version: int, checksum: bool
+) -> None:
+    zstandard = __import__("zstandard")
+    body = zstandard.ZstdCompressor(level=3, write_checksum=checksum).compress(PLAIN)
+    assert _authentic(body, version) == PLAIN
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,8 @@ import logging
 import os
 import pickle
 import re
+import signal
+import stat
 import subprocess
 import sys
 import tempfile
@@ -27,7 +29,8 @@ from typing import Any
 
 import cloudpickle
 import pytest
-from _cli_helpers import run
+from _cli_helpers import clean_env, run
+from _hostile_http import Hostile
 from _s3server import S3Server, s3_server, weed_binary  # noqa: F401  (s3_server is a fixture)
 from distributed import Client, LocalCluster
 from distributed.diagnostics.plugin import SchedulerPlugin
@@ -295,6 +298,51 @@ def test_a_retried_commit_finds_its_own_file(tmp_path: Path) -> None:
     _commit_twice(LocalPath(str(tmp_path / "s")), data_map, LocalPath(str(tmp_path / "out")))
     assert (tmp_path / "out").read_bytes() == data
     assert sorted(os.listdir(tmp_path)) == ["out", "s"]
+
+
+def test_replacing_a_private_file_keeps_it_private(client: Client, tmp_path: Path) -> None:
+    """Review 1 finding 3: with overwrite, a 0600 file came back with the new mode (0644).
+    The cluster applies one machine's rule: the stricter of the mode and the old file's."""
+    data = os.urandom(3 * C + 1)
+    data_map = cluster_matches(client, data, CFG, 2 * C, tmp_path)
+    out = tmp_path / "out.bin"
+    for old_mode, want in ((0o600, 0o600), (0o640, 0o640), (0o664, 0o644)):
+        out.write_bytes(b"old secret")
+        out.chmod(old_mode)
+        distributed.decrypt(client, data_map, tmp_path / "store", out, mode=0o644)
+        assert out.read_bytes() == data
+        assert out.stat().st_mode & 0o7777 == want, oct(old_mode)
+
+
+def _prepared(tmp_path: Path, overwrite: bool) -> tuple[Any, int, Path]:
+    """A decryption run in-process up to its commit: (target, bytes written, destination)."""
+    from pqselfenc.distributed import _decrypt
+
+    data_map, _ = SelfEncryptor(
+        os.urandom(4 * C), CFG, chunk_store=DirectoryChunkStore(tmp_path / "s")
+    ).encrypt()
+    store, out = LocalPath(str(tmp_path / "s")), tmp_path / "out"
+    target = _decrypt.prepare(LocalPath(str(out)), data_map.total_size, overwrite)
+    written = _decrypt.decrypt_range(store, data_map, None, target, 0, 4, 1)
+    return target, written, out
+
+
+def test_a_fifo_that_appears_at_the_destination_is_never_replaced(tmp_path: Path) -> None:
+    """Review 1 finding 6: the destination is checked before any work and again at publish;
+    a FIFO (or a socket, a device) that appears in between stays, even with overwrite."""
+    from pqselfenc.distributed import _decrypt
+
+    for overwrite in (True, False):
+        target, written, out = _prepared(tmp_path, overwrite)
+        os.mkfifo(out)
+        with pytest.raises(EncryptionError, match="is a FIFO, refusing to replace it"):
+            _decrypt.commit(target, written, 0o600, overwrite, written)
+        assert stat.S_ISFIFO(out.lstat().st_mode)
+        _decrypt.abort(target)
+        assert sorted(os.listdir(tmp_path)) == ["out", "s"]  # the temp file is gone
+        with pytest.raises(EncryptionError, match="is a FIFO, refusing to replace it"):
+            _decrypt.prepare(LocalPath(str(out)), 1, True)  # and before any work
+        out.unlink()
 
 
 def test_a_swapped_temp_file_is_refused(tmp_path: Path) -> None:
@@ -686,6 +734,30 @@ def test_after_a_failure_the_client_waits_for_running_tasks(client: Client, tmp_
     }
 
 
+def test_error_answers_to_the_workers_s3_client_are_bounded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The sibling of review 1 finding 7: the workers' client for S3 sources and destinations
+    read error documents whole too; it now refuses one past ANSWER_LIMIT, unread."""
+    from pqselfenc.core.stores._s3io import ANSWER_LIMIT, BodyTooLarge, BoundedSession
+    from pqselfenc.distributed._locations import s3_client
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKTEST")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-a-secret")
+    hostile = Hostile("error-huge")  # a 500 claiming (and sending) 3 GiB
+    hostile.start()
+    try:
+        client = s3_client(hostile.endpoint, "us-east-1")
+        assert isinstance(client._endpoint.http_session, BoundedSession)
+        with pytest.raises(BodyTooLarge) as refused:
+            client.get_object(Bucket="bucket", Key="key", Range="bytes=0-9")
+        assert refused.value.limit == ANSWER_LIMIT and refused.value.size == 3 << 30
+        time.sleep(0.5)
+        assert hostile.sent < 64 << 20  # what the socket buffers took before the close
+    finally:
+        hostile.stop()
+
+
 def test_s3_parts_are_at_least_5_mib_and_at_most_10000() -> None:
     dest = S3Location("bucket", "key")
     assert _cluster.chunks_per_task(1 << 20, 1, 100, None) == 1
@@ -738,8 +810,9 @@ def test_cli_errors_are_one_line(
 ) -> None:
     address = client.scheduler.address
     missing = run(capsys, "encrypt", "--scheduler", address, "nope.bin", "--store", "st")
-    assert "cannot read source" in missing.error_line() and missing.code == 1
+    assert "input file nope.bin does not exist" in missing.error_line() and missing.code == 1
     assert not Path("nope.bin.map").exists()
+    Path("x").write_bytes(b"x")
     creds = run(capsys, "encrypt", "--scheduler", address, "x", "--store", "s3://k:s@bucket/p")
     assert "credentials do not belong" in creds.error_line()
     data = os.urandom(5 * C)
@@ -756,6 +829,107 @@ def test_cli_errors_are_one_line(
     nowhere = run(capsys, "decrypt", "in.bin.map", "--scheduler", address, "--store", "nowhere",
                   "--out", "o")  # fmt: skip
     assert "no chunk store" in nowhere.error_line()
+
+
+def test_cli_encrypt_with_scheduler_makes_the_checks_of_one_machine(
+    client: Client, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 1 finding 5: --scheduler replaced an input that was another input's map path
+    (--force) and encrypted one file given twice; both are refused before any work, as on one
+    machine (the same function makes the checks)."""
+    address = client.scheduler.address
+    Path("report").write_bytes(b"report body" * 100)
+    Path("report.map").write_bytes(b"precious notes, not a map")
+    Path("sub").mkdir()
+    (Path("sub") / "link").symlink_to(cli_env)
+    refusals = {
+        ("report", "report.map", "--force"): "report.map would overwrite the input report.map",
+        ("report", "sub/link/report"): "sub/link/report is the same file as report",
+        ("report", "report"): "report is the same file as report",
+        ("nope.bin",): "input file nope.bin does not exist",
+        ("sub",): "input file sub is not a regular file",
+    }
+    for argv, refusal in refusals.items():
+        for scheduler in ((), ("--scheduler", address)):
+            done = run(capsys, "encrypt", *argv, "--store", "st", "-q", *scheduler)
+            assert done.code == 1 and refusal in done.error_line(), (argv, scheduler, done.err)
+    assert Path("report.map").read_bytes() == b"precious notes, not a map"
+    assert not Path("report.map.map").exists() and not Path("st").exists()
+
+
+def test_cli_decrypt_with_scheduler_force_keeps_a_private_file_private(
+    client: Client, cli_env: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Review 1 finding 3 through the command line (the umask allows 0644)."""
+    address = client.scheduler.address
+    data = os.urandom(3 * C)
+    Path("in.bin").write_bytes(data)
+    done = run(capsys, "encrypt", "--scheduler", address, "in.bin", "--store", "st", "-q")
+    assert done.code == 0, done.err
+    Path("out.bin").write_bytes(b"old secret")
+    Path("out.bin").chmod(0o600)
+    old_mask = os.umask(0o022)
+    try:
+        done = run(capsys, "decrypt", "in.bin.map", "--scheduler", address, "--store", "st",
+                   "--out", "out.bin", "--force", "-q")  # fmt: skip
+    finally:
+        os.umask(old_mask)
+    assert done.code == 0, done.err
+    assert Path("out.bin").read_bytes() == data
+    assert Path("out.bin").stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.s3
+@pytest.mark.parametrize(("signum", "code", "what"),
+                         [(signal.SIGINT, 130, "interrupted"),
+                          (signal.SIGTERM, 143, "terminated (SIGTERM)")])  # fmt: skip
+def test_an_interrupted_decrypt_with_scheduler_ends_at_once(
+    client: Client, server: S3Server, tmp_path: Path, signum: int, code: int, what: str
+) -> None:
+    """Review 1 finding 8: SIGTERM while the workers wait on a stalled store took 37 s (the
+    client waited for the running tasks), exited 1 and printed a traceback. Now the command
+    ends within about a second with 130/143 and one line; the cluster removes the temp file
+    once the stalled task has given up (the store's deadline)."""
+    data_map, _ = SelfEncryptor(os.urandom(5 * C), CFG).encrypt()  # the chunks are nowhere
+    (tmp_path / "in.map").write_bytes(data_map.to_bytes())
+    (tmp_path / "in.map").chmod(0o600)
+    stalled = Hostile("silent")
+    stalled.start()
+    try:
+        store = f"s3://chunks/p?endpoint={stalled.endpoint}&timeout=6"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "pqselfenc.cli", "decrypt", "in.map", "--out", "out.bin",
+             "--scheduler", client.scheduler.address, "--store", store, "-q"],
+            env=clean_env(tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            deadline = time.monotonic() + 60
+            while not (stalled.conns and _temp_files(tmp_path)):  # stuck in a task's fetch
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr
+                time.sleep(0.05)
+            sent = time.monotonic()
+            proc.send_signal(signum)
+            _, err = proc.communicate(timeout=30)
+            elapsed = time.monotonic() - sent
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+        assert proc.returncode == code, err
+        said = (f"pqselfenc: error: {what}; the cluster may still publish out.bin (whole if it "
+                "does: the rename is atomic, never a partial file)\n")  # fmt: skip
+        assert err.decode() == said  # one line: no traceback (asyncio's "never retrieved")
+        assert elapsed < 2.0, elapsed
+        deadline = time.monotonic() + 60
+        while _temp_files(tmp_path):  # the cleanup the cluster runs once the task gave up
+            assert time.monotonic() < deadline, "the temp file was never removed"
+            time.sleep(0.1)
+        assert sorted(os.listdir(tmp_path)) == ["in.map"]
+    finally:
+        stalled.stop()
+
+
+def _temp_files(folder: Path) -> list[str]:
+    return [n for n in os.listdir(folder) if n.startswith(".pqselfenc-")]
 
 
 def test_cli_unreachable_scheduler(cli_env: Path, capsys: pytest.CaptureFixture[str]) -> None:

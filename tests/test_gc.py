@@ -11,6 +11,7 @@ start. The model test at the end drives random interleavings against that statem
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import time
@@ -435,6 +436,39 @@ def test_a_lock_that_does_not_parse_still_counts(tmp_path: Path) -> None:
         pass
     (locks / "exclusive-0123456789abcdef").write_bytes(b"not json")
     (locks / "README").write_text("not a lock")  # ignored: not a lock's name
+    [info] = store.locks().inspect()
+    assert info.holder is None and "holder unknown" in info.describe()
+    with pytest.raises(StoreLockedError, match="exclusive lock 0123456789abcdef"):
+        store.locks().shared().__enter__()
+
+
+def test_a_deeply_nested_lock_body_is_a_lock_of_an_unknown_holder(tmp_path: Path) -> None:
+    """Anyone who can write a shared store's folder planted 3,000 ``[`` as a lock: every
+    encrypt, stats and gc then ended in an internal error (RecursionError, exit 70)."""
+    store = DirectoryChunkStore(tmp_path, locks=LockPolicy(wait=0))
+    with store.writing():
+        pass
+    (tmp_path / "locks" / "exclusive-0123456789abcdef").write_bytes(b"[" * 4000)
+    [info] = store.locks().inspect()
+    assert info.holder is None and "holder unknown" in info.describe()
+    with pytest.raises(StoreLockedError, match="exclusive lock 0123456789abcdef"):
+        store.locks().shared().__enter__()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-32", "utf-8-sig"])
+def test_a_lock_body_in_another_encoding_names_no_holder(tmp_path: Path, encoding: str) -> None:
+    """Lock bodies are UTF-8 JSON, decoded strictly (review #1, finding 15: ``json.loads``
+    guessed UTF-16 and UTF-32 and skipped a byte-order mark); another encoding still counts
+    as a lock, of an unknown holder."""
+    store = DirectoryChunkStore(tmp_path, locks=LockPolicy(wait=0))
+    with store.writing():
+        pass
+    body = {"format": "pqselfenc-lock/1", "kind": "exclusive", "host": "elsewhere", "pid": 7}
+    name = tmp_path / "locks" / "exclusive-0123456789abcdef"
+    name.write_bytes(json.dumps(body).encode())
+    [info] = store.locks().inspect()
+    assert info.holder is not None and info.holder["host"] == "elsewhere"
+    name.write_bytes(json.dumps(body).encode(encoding))
     [info] = store.locks().inspect()
     assert info.holder is None and "holder unknown" in info.describe()
     with pytest.raises(StoreLockedError, match="exclusive lock 0123456789abcdef"):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from _cli_helpers import run
-from _gc_support import CFG, decrypts, encrypt, names, stored
+from _gc_support import CFG, decrypts, encrypt, names, plant_lock, stored
 
 from pqselfenc import DirectoryChunkStore, SelfEncryptor
 from pqselfenc.core.gc import collect_garbage
@@ -272,3 +272,26 @@ def test_cli_durations(capsys: pytest.CaptureFixture[str], cli: Path) -> None:
         assert doc["grace"] == seconds
     bad = run(capsys, "store", "gc", "keep.bin.map", "--store", "c", "--grace=-1h")
     assert bad.code == 2 and "not a duration" in bad.err
+
+
+@pytest.mark.parametrize("body", ["intact", "lost"])
+def test_a_dead_writer_whose_lock_body_was_lost_leaves_every_chunk_protected(
+    tmp_path: Path, body: str
+) -> None:
+    """A writer's session ran for three days and died; its lock was last refreshed an hour ago
+    (a directory store's refresh only moves the mtime). Its lock body is intact, or was lost in
+    a crash: unreadable, the start is unknown, so the session it leaves on ``store unlock``
+    protects everything for the grace period, never only what came after the last refresh."""
+    store = DirectoryChunkStore(tmp_path)
+    keep, data = encrypt(store, os.urandom(3000)), os.urandom(3000)
+    written = encrypt(store, data)  # what the dead writer wrote, its map never given to gc
+    now = time.time()
+    for info in written.chunks:
+        os.utime(store.path_of(info), (now - 3 * 86400,) * 2)
+    ghost = plant_lock(store.locks().space, "shared", host="elsewhere", pid=7)
+    lock = tmp_path / "locks" / f"shared-{ghost}"
+    held = {**json.loads(lock.read_bytes()), "start": now - 3 * 86400}
+    lock.write_text(json.dumps(held) if body == "intact" else "")
+    os.utime(lock, (now - 3600,) * 2)  # stale
+    plan = collect_garbage(store, [keep], delete=True, grace=86400, remove_stale_locks=[ghost])
+    assert plan.deleted == 0 and decrypts(store, written, data)

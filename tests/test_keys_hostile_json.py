@@ -35,6 +35,7 @@ from pqselfenc.keys import KeyConfig, KeyState
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._audit_format import check_line
 from pqselfenc.keys._entropy import check_seed, shortest_period
+from pqselfenc.keys._json import loads
 from pqselfenc.keys._transfer import parse_export
 from pqselfenc.keys._vault import passphrase_encrypt
 
@@ -83,6 +84,20 @@ def test_every_place_of_keystore_json_takes_any_value() -> None:
                 M.from_json(raw, key)
 
     assert sweep(doc, both) > 2000
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "utf-16", "utf-32-be", "utf-32", "utf-8-sig"])
+def test_key_store_json_in_another_encoding_is_refused(encoding: str) -> None:
+    """Every JSON file the key store reads goes through ``keys/_json.loads``: UTF-8, decoded
+    strictly, so UTF-16/32 (which ``json.loads(bytes)`` would guess) and a byte-order mark are
+    refused (review #1, finding 15, checked here for the keys layer)."""
+    raw = K.seed_store().metadata
+    assert M.from_json(raw, None).backend == "file"
+    with pytest.raises(InvalidDataError, match="keystore metadata is not valid JSON"):
+        M.from_json(raw.decode().encode(encoding), None)
+    line = K.seed_store().log.splitlines()[0]
+    with pytest.raises(InvalidDataError):
+        check_line(loads(line.decode().encode(encoding), InvalidDataError, "the line"))
 
 
 def test_every_place_of_every_kind_of_audit_line_takes_any_value() -> None:

@@ -28,6 +28,8 @@ from typing import TYPE_CHECKING, NoReturn
 from pqselfenc import __version__
 
 if TYPE_CHECKING:  # the command modules load the engine: only a command that runs needs them
+    from pathlib import Path
+
     from pqselfenc.cli._output import Console
     from pqselfenc.cli._session import Session
 
@@ -214,11 +216,20 @@ def _call(func: Callable[[Session], int], session: Session) -> int:
 
 def _run(func: Callable[[Session], int], session: Session, console: Console) -> int:
     from pqselfenc.cli._errors import describe
-    from pqselfenc.cli._output import EXIT_INTERNAL, EXIT_INTERRUPTED, CliError
+    from pqselfenc.cli._output import (
+        EXIT_INTERNAL,
+        EXIT_INTERRUPTED,
+        CliError,
+        ClusterOutput,
+        interrupted_report,
+        recording_outputs,
+    )
     from pqselfenc.error import Error
 
+    written: list[Path | ClusterOutput] = []
     try:
-        return _call(func, session)
+        with recording_outputs() as written:
+            return _call(func, session)
     except CliError as exc:
         console.error(exc.message, exc.hint)
         return exc.code
@@ -228,7 +239,7 @@ def _run(func: Callable[[Session], int], session: Session, console: Console) -> 
         return 1
     except KeyboardInterrupt as exc:
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        console.error(f"{what}; nothing was written under the output name")
+        console.error(interrupted_report(what, written))
         return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
     except Exception as exc:
         if os.environ.get(DEBUG_ENV):

@@ -14,7 +14,12 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from pqselfenc.cli._output import CliError, check_writable, default_file_mode
+from pqselfenc.cli._output import (
+    CliError,
+    check_writable,
+    default_file_mode,
+    note_cluster_output,
+)
 from pqselfenc.cli._session import Session
 from pqselfenc.core.config import EncryptionConfig
 
@@ -87,30 +92,26 @@ def _library_errors() -> Iterator[None]:
         raise CliError(str(exc)) from exc
 
 
+Checks = Callable[[Session, list[Path | str], list[Path]], tuple[str, ...]]
+
+
 def encrypt(
-    session: Session, options: EncryptionConfig, lines: Callable[[list[dict[str, Any]]], list[str]]
+    session: Session,
+    options: EncryptionConfig,
+    lines: Callable[[list[dict[str, Any]]], list[str]],
+    check: Checks,
 ) -> int:
     """``pqselfenc encrypt --scheduler ADDRESS SOURCE...``: ``options`` is the config the
-    command line asks for, ``lines`` formats the results as ``encrypt`` does."""
+    command line asks for, ``lines`` formats the results and ``check`` makes the checks
+    ``encrypt`` makes on one machine (inputs, collisions, maps, recipients), before any work."""
     from pqselfenc import distributed
-    from pqselfenc.cli import _escrow, _maps
-    from pqselfenc.cli._keyring import check_recipients, secret_config
+    from pqselfenc.cli import _maps
+    from pqselfenc.cli._keyring import secret_config
 
     args = session.args
     sources: list[str] = list(args.files)
     maps = [_map_path(s, args.out, len(sources) > 1) for s in sources]
-    if len(set(maps)) != len(maps):
-        raise CliError("two inputs would write the same map file", hint="encrypt them apart")
-    args.to = list(dict.fromkeys(args.to))
-    for target in maps:
-        check_writable(target, args.force)
-    if args.sign_as and not args.to:
-        raise CliError("--sign-as signs a sealed map", hint="add --to NAME", code=2)
-    escrow: tuple[str, ...] = ()
-    if args.to:
-        check_recipients(session, args.to)
-        escrow = _escrow.check_seal(session, args.to)  # before the cluster does any work
-        _escrow.escrow_note(session, escrow, args.private_dedup)
+    escrow = check(session, [s if s.startswith(S3_SCHEME) else Path(s) for s in sources], maps)
     config = secret_config(session, options, args.private_dedup)
     store = _store(session, create=True)
     with _library_errors():
@@ -144,9 +145,11 @@ def decrypt(session: Session, options: EncryptionConfig) -> int:
     store = _store(session, create=False)
     data_map = map_file.open(session)
     config = secret_config(session, options, bool(data_map.secret_id))
+    client = _connect(session)
+    note_cluster_output(args.out)  # from here the cluster's rename may happen at any time
     with _library_errors():
         distributed.decrypt(
-            _connect(session),
+            client,
             data_map,
             store,
             args.out,

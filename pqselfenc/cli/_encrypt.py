@@ -62,7 +62,7 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     enc.add_argument(
         "--out",
-        type=path_arg,
+        type=_map_out_arg,
         metavar="MAP",
         help="map file (one FILE) or existing folder for the maps (several)",
     )
@@ -126,6 +126,15 @@ def _store_option(parser: argparse.ArgumentParser) -> None:
 
 def _threads_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=count_arg, metavar="N", help="worker threads")
+
+
+def _map_out_arg(text: str) -> Path:
+    """``--out`` of encrypt: a path; ``-`` is refused (maps go to files, never to stdout)."""
+    if text == "-":
+        raise argparse.ArgumentTypeError(
+            "encrypt writes each map to a file, never to stdout (a file named '-': --out ./-)"
+        )
+    return path_arg(text)
 
 
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
@@ -194,16 +203,23 @@ def _map_paths(files: list[Path], out: Path | None) -> list[Path]:
     return [out / (f.name + MAP_SUFFIX) for f in files]
 
 
-def _check_inputs(files: list[Path]) -> None:
+def _check_inputs(files: list[Path | str]) -> None:
+    """Every local input exists and is a regular file (an S3 URL, text, is the workers' to
+    read)."""
     for path in files:
+        if isinstance(path, str):
+            continue
         if not path.exists():
             raise CliError(f"input file {path} does not exist")
         if not path.is_file():
             raise CliError(f"input file {path} is not a regular file")
 
 
-def _file_id(path: Path) -> tuple[int, int] | None:
-    """What makes two paths one file (device, inode), following links; None if absent."""
+def _file_id(path: Path | str) -> tuple[int, int] | str | None:
+    """What makes two paths one file (device, inode), following links; None if absent. An S3
+    URL (text) is itself."""
+    if isinstance(path, str):
+        return path
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -211,16 +227,16 @@ def _file_id(path: Path) -> tuple[int, int] | None:
     return info.st_dev, info.st_ino
 
 
-def _check_collisions(files: list[Path], maps: list[Path]) -> None:
-    """Before any work: no input twice (by name, link or ``..``), no two maps on one path,
-    no map over an input (``--force`` would replace it with its own map)."""
-    inputs: dict[tuple[int, int] | None, Path] = {}  # _check_inputs: every one exists
+def _check_collisions(files: list[Path | str], maps: list[Path]) -> None:
+    """Before any work: no input twice (by name, link or ``..``; an S3 URL by its text), no two
+    maps on one path, no map over an input (``--force`` would replace it with its own map)."""
+    inputs: dict[tuple[int, int] | str | None, Path | str] = {}  # _check_inputs: all exist
     for path in files:
         key = _file_id(path)
         if key in inputs:
             raise CliError(f"{path} is the same file as {inputs[key]}", hint="give it once")
         inputs[key] = path
-    targets: dict[str, Path] = {}
+    targets: dict[str, Path | str] = {}
     for path, target in zip(files, maps, strict=True):
         real = os.path.realpath(target)
         if real in targets:
@@ -249,14 +265,16 @@ def _check_one_suite(session: Session, names: list[str]) -> None:
                        "stanza)")  # fmt: skip
 
 
-def encrypt(session: Session) -> int:
+def check_encrypt(
+    session: Session, sources: list[Path | str], maps: list[Path]
+) -> tuple[str, ...]:
+    """Every check ``encrypt`` makes before any work, on this machine or on a cluster
+    (``--scheduler``; its S3 sources are text): the inputs, their collisions, the map paths,
+    ``--sign-as``, the recipients (one suite) and the escrow policy; the escrow recipients
+    every sealed map also goes to."""
     args = session.args
-    if args.scheduler:
-        return _distributed.encrypt(session, _config(session), _lines)
-    args.files = [Path(f) for f in args.files]
-    _check_inputs(args.files)
-    maps = _map_paths(args.files, args.out)
-    _check_collisions(args.files, maps)
+    _check_inputs(sources)
+    _check_collisions(sources, maps)
     args.to = list(dict.fromkeys(args.to))  # one stanza per recipient, however often named
     for target in maps:
         check_writable(target, args.force)
@@ -268,6 +286,16 @@ def encrypt(session: Session) -> int:
         _check_one_suite(session, args.to)
         escrow = _escrow.check_seal(session, args.to)
         _escrow.escrow_note(session, escrow, args.private_dedup)
+    return escrow
+
+
+def encrypt(session: Session) -> int:
+    args = session.args
+    if args.scheduler:
+        return _distributed.encrypt(session, _config(session), _lines, check_encrypt)
+    args.files = [Path(f) for f in args.files]
+    maps = _map_paths(args.files, args.out)
+    escrow = check_encrypt(session, list(args.files), maps)
     config = secret_config(session, _config(session), args.private_dedup)
     store = session.chunk_store(create=True)
     with store.writing():  # one writer lock for every file and its map: gc waits for the maps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import stat
 from pathlib import Path
@@ -19,6 +20,7 @@ from pqselfenc.cli._output import (
 )
 from pqselfenc.cli._session import Session
 from pqselfenc.cli._values import count_arg, path_arg
+from pqselfenc.core import _durable
 from pqselfenc.core import _primitives as P
 from pqselfenc.error import KeyStoreError
 
@@ -396,14 +398,49 @@ def remove_recipient(session: Session) -> int:
 
 
 def rewrap_maps(session: Session) -> int:
+    """Re-seal each map in place. Each must be a regular file with no other name: every map is
+    checked before any is read, and again (the same file) just before it is replaced."""
     policy = MapPolicy(require_sealed=True, sealed_hint="only sealed maps can be rewrapped; "
                        "seal an unsealed one with 'pqselfenc encrypt --to'")  # fmt: skip
-    raws = {path: read_map_file(path, policy).raw for path in session.args.maps}
+    seen = {path: _own_map_file(path) for path in session.args.maps}
+    raws = {path: read_map_file(path, policy).raw for path in seen}
     store = key_store(session)
     for path, raw in raws.items():
         new = store.rewrap(raw, sign_as=session.args.sign_as,
                            drop_signature=session.args.drop_signature)  # fmt: skip
-        write_file(path, new, mode=stat.S_IMODE(path.stat().st_mode), force=True)
+        if _identity(_own_map_file(path)) != _identity(seen[path]):
+            raise CliError(f"{path} was replaced while it was being rewrapped; it was not "
+                           "written", hint="run rewrap again")  # fmt: skip
+        write_file(path, new, mode=stat.S_IMODE(seen[path].st_mode), force=True)
     names = [str(p) for p in raws]
     session.console.result({"rewrapped": names}, [f"rewrapped {n}" for n in names])
     return 0
+
+
+def _own_map_file(path: Path) -> os.stat_result:
+    """``lstat`` of a map rewrap may replace: the file itself, with one name. Replacing a
+    symbolic link, or one of several hard links, would give that name the new sealing and leave
+    the file behind the others sealed for the old key versions, which ``keys destroy`` then
+    makes unopenable: refused, as a FIFO or folder is."""
+    entry = _durable.lstat_entry(path)
+    if entry is None:
+        raise CliError(f"map {path} does not exist")
+    if stat.S_ISLNK(entry.st_mode):
+        raise CliError(f"{path} is a symbolic link: rewrap replaces a map file itself, and the "
+                       "file it points to would keep the old sealing",
+                       hint=f"rewrap the file it points to: {os.path.realpath(path)}")  # fmt: skip
+    if not stat.S_ISREG(entry.st_mode):
+        raise CliError(f"map {path} is a {_durable.kind_of(entry.st_mode)}, not a regular file")
+    if entry.st_nlink != 1:
+        raise CliError(f"{path} has {entry.st_nlink - 1} other hard link(s): rewrap replaces "
+                       "this name only, and the others would keep the old sealing",
+                       hint="remove the other names (or rewrap a copy: cp, then rewrap the "
+                       "copy)")  # fmt: skip
+    return entry
+
+
+def _identity(entry: os.stat_result) -> tuple[int, ...]:
+    """The same file with the same content, as far as ``lstat`` tells (reading changes only
+    its access time)."""
+    return entry.st_dev, entry.st_ino, entry.st_nlink, entry.st_size, entry.st_mtime_ns
+

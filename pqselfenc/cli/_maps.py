@@ -14,10 +14,10 @@ from enum import Enum
 from pathlib import Path
 
 from pqselfenc.cli._keyring import name_arg
-from pqselfenc.cli._output import CliError, default_file_mode, read_input, write_file
+from pqselfenc.cli._output import CliError, default_file_mode, read_head, read_input, write_file
 from pqselfenc.cli._session import Session
-from pqselfenc.cli._trust import why_not_private
 from pqselfenc.core import _primitives as P
+from pqselfenc.core._trust import why_not_private
 from pqselfenc.core.datamap import DataMap
 from pqselfenc.error import InvalidDataError
 
@@ -40,6 +40,7 @@ UNSEALED_WARNING = (
     "(written with mode 0600; use --to NAME to seal it)"
 )
 _JSON_WHITESPACE = b" \t\n\r"  # RFC 8259 whitespace, all that may precede the opening '{'
+_MAGIC_SIZE = max(len(P.MAP_MAGIC), len(P.ENVELOPE_MAGIC))
 
 
 class MapKind(Enum):
@@ -72,7 +73,7 @@ class MapPolicy:
 
     ``signer``: only a map sealed and signed by that name. ``require_sealed``: only sealed
     maps. ``allow_unsealed``: unsealed maps even from a place others can write. With none of
-    them, an unsealed map is accepted only from a private place (``cli/_trust.py``).
+    them, an unsealed map is accepted only from a private place (``core/_trust.py``).
     """
 
     require_sealed: bool = False
@@ -180,12 +181,22 @@ class MapFile:
 def read_map_file(path: Path, policy: MapPolicy) -> MapFile:
     """The map file ``path``, refused unless ``policy`` accepts it. Every command that reads a
     map file reads it here."""
-    raw = read_input(path, "map")
+    raw = _read_map_bytes(path)
     kind = map_kind(raw)
     if kind is None:
         raise CliError(f"{path} is not a pqselfenc map", hint="give the file 'encrypt' wrote")
     policy.check(path, kind)
     return MapFile(path, raw, kind, policy)
+
+
+def _read_map_bytes(path: Path) -> bytes:
+    """The bytes of a map file: up to ``MAX_MAP_FILE_SIZE`` if it starts as a sealed or binary
+    map, else up to ``MAX_MAP_JSON_SIZE`` (a larger file is refused from its size, unread)."""
+    if map_kind(read_head(path, "map", _MAGIC_SIZE)) in (MapKind.SEALED, MapKind.BINARY):
+        return read_input(path, "map")
+    return read_input(path, "map", limit=P.MAX_MAP_JSON_SIZE, too_large=(
+        f"{path} is not a pqselfenc map: larger than any JSON map ({P.MAX_MAP_JSON_SIZE} "
+        "bytes), and it does not start as a sealed or binary one"))  # fmt: skip
 
 
 def load_map(session: Session, path: Path, policy: MapPolicy) -> DataMap:

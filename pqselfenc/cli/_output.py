@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Iterable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, Protocol, TextIO
@@ -26,6 +27,16 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug, not the user's fault
 EXIT_INTERRUPTED = 130
 
 _TEMP_PREFIX = ".pqselfenc-tmp-"
+# The files this command has published so far (``recording_outputs``), for an interrupt's report.
+_WRITTEN: ContextVar[list[Path | ClusterOutput] | None] = ContextVar("pqselfenc_written",
+                                                                   default=None)  # fmt: skip
+
+
+class ClusterOutput(str):
+    """An output a cluster publishes (``--scheduler``): its rename runs on a worker, so an
+    interrupt here cannot tell whether it happened."""
+
+    __slots__ = ()
 
 
 class CliError(Exception):
@@ -197,7 +208,8 @@ def atomic_file(path: Path, *, mode: int, force: bool) -> Iterator[IO[bytes]]:
     never replaced; a FIFO, device or socket never is (checked again just before the rename).
     """
     try:
-        with _durable.output_file(path, mode=mode, replace=force, prefix=_TEMP_PREFIX) as handle:
+        with _durable.output_file(path, mode=mode, replace=force, prefix=_TEMP_PREFIX,
+                                  on_publish=lambda: note_written(path)) as handle:  # fmt: skip
             yield handle
     except FileExistsError:
         raise _exists_error(path) from None
@@ -205,16 +217,80 @@ def atomic_file(path: Path, *, mode: int, force: bool) -> Iterator[IO[bytes]]:
         raise _special_error(path, exc) from exc
 
 
+@contextlib.contextmanager
+def recording_outputs() -> Iterator[list[Path | ClusterOutput]]:
+    """The files ``atomic_file`` publishes within the block, each listed as its name appears
+    (with SIGINT and SIGTERM held, so an interrupt never falls between the two)."""
+    written: list[Path | ClusterOutput] = []
+    token = _WRITTEN.set(written)
+    try:
+        yield written
+    finally:
+        _WRITTEN.reset(token)
+
+
+def note_written(path: Path) -> None:
+    """Record that ``path`` now holds this command's output (``recording_outputs``). Call it
+    with SIGINT and SIGTERM held over the rename (``_durable.held_signals``), as
+    ``atomic_file`` does."""
+    written = _WRITTEN.get()
+    if written is not None:
+        written.append(path)
+
+
+def note_cluster_output(destination: str) -> None:
+    """Record that a cluster is about to publish ``destination`` for this command: from now
+    on an interrupt can no longer say it was not written."""
+    written = _WRITTEN.get()
+    if written is not None:
+        written.append(ClusterOutput(destination))
+
+
+def interrupted_report(what: str, written: list[Path | ClusterOutput]) -> str:
+    """What an interrupted command says: which of its files were written, if any, and which
+    a cluster may still publish (atomically: whole, or not at all)."""
+    remote = [str(w) for w in written if isinstance(w, ClusterOutput)]
+    if remote:
+        return (f"{what}; the cluster may still publish {remote[0]} (whole if it does: the "
+                "rename is atomic, never a partial file)")  # fmt: skip
+    if not written:
+        return f"{what}; nothing was written under the output name"
+    names = ", ".join(str(p) for p in written[:3])
+    more = f" and {len(written) - 3} more" if len(written) > 3 else ""
+    return f"{what} after writing {names}{more}; nothing else was written under an output name"
+
+
 def write_file(path: Path, data: bytes, *, mode: int, force: bool) -> None:
     with atomic_file(path, mode=mode, force=force) as handle:
         handle.write(data)
 
 
-def read_input(path: Path, what: str, *, limit: int = P.MAX_MAP_FILE_SIZE) -> bytes:
+def read_input(
+    path: Path, what: str, *, limit: int = P.MAX_MAP_FILE_SIZE, too_large: str | None = None
+) -> bytes:
     """A file's bytes, with a one-line error naming ``what`` it was meant to be. Only a regular
-    file of at most ``limit`` bytes is read (a FIFO or a device is refused, not waited on)."""
+    file of at most ``limit`` bytes is read (a FIFO or a device is refused, not waited on); a
+    larger one is refused unread, with the message ``too_large`` if given."""
+    with _input_errors(path, what):
+        try:
+            return _durable.read_file(path, limit=limit, follow=True)
+        except _durable.FileTooLargeError as exc:
+            if too_large is None:
+                raise
+            raise CliError(too_large) from exc
+
+
+def read_head(path: Path, what: str, size: int) -> bytes:
+    """The first ``size`` bytes of the regular file ``path`` (all of a shorter one), with the
+    errors of ``read_input``."""
+    with _input_errors(path, what), _durable.open_file(path, follow=True) as handle:
+        return handle.read(size)
+
+
+@contextlib.contextmanager
+def _input_errors(path: Path, what: str) -> Iterator[None]:
     try:
-        return _durable.read_file(path, limit=limit, follow=True)
+        yield
     except FileNotFoundError:
         raise CliError(f"{what} {path} does not exist") from None
     except (_durable.UnsafeFileError, _durable.FileTooLargeError) as exc:

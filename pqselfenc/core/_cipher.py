@@ -9,9 +9,11 @@ meet under one (key, nonce).
 Decryption checks, in this order, and raises ``IntegrityError`` naming the chunk's index and
 short name: the name (SHA-256 of the stored bytes, unless the store already checked it), the
 stored size against ``src_size``, the GCM tag (and in version 2 the nonce against its frame),
-the decompressed size, and SHA3-256 of the plaintext. A zstd body is decompressed as a stream
-with a hard output cap, so memory follows the bytes that really come out, never a claimed
-size; only the requested part of a chunk is kept. No unverified byte is ever returned.
+the decompressed size, and SHA3-256 of the plaintext. A zstd body must be exactly one standard
+zstd frame (nothing skippable, nothing after it), checked from its headers before it is
+decoded; it is decompressed as a stream with a hard output cap, so memory follows the bytes
+that really come out, never a claimed size; only the requested part of a chunk is kept. No
+unverified byte is ever returned.
 """
 
 from __future__ import annotations
@@ -195,13 +197,9 @@ def _inflate(
     """Decompress a zstd body as a stream capped at ``src_size + 1`` bytes; keep ``part``."""
     window = P.zstd_max_window(level)
     try:
-        params = zstandard.get_frame_parameters(body)
-        if params.content_size != src_size:
-            raise IntegrityError(f"{label}: compressed body declares the wrong size")
-        if params.window_size > window:
-            raise IntegrityError(f"{label}: compressed body needs a larger window than its level")
+        _check_frame(body, src_size, window, label)
         reader = zstandard.ZstdDecompressor(max_window_size=window).stream_reader(
-            body, read_across_frames=True
+            body, read_across_frames=False
         )
         with reader:
             produced, kept = _drain(reader, src_size, h, label, part)
@@ -210,6 +208,38 @@ def _inflate(
     if produced != src_size:
         raise IntegrityError(f"{label}: decrypts to {produced} bytes, expected {src_size}")
     return kept[0] if len(kept) == 1 else b"".join(kept)
+
+
+def _check_frame(body: memoryview, src_size: int, window: int, label: str) -> None:
+    """``body`` is exactly one standard zstd frame (not a skippable one, whose length field
+    zstd reports as a content size; nothing before or after it) declaring ``src_size`` and a
+    window no larger than ``window``."""
+    if bytes(body[:4]) != zstandard.FRAME_HEADER:
+        raise IntegrityError(f"{label}: compressed body is not one standard zstd frame")
+    params = zstandard.get_frame_parameters(body)
+    if params.content_size != src_size:
+        raise IntegrityError(f"{label}: compressed body declares the wrong size")
+    if params.window_size > window:
+        raise IntegrityError(f"{label}: compressed body needs a larger window than its level")
+    end = _frame_end(body, zstandard.frame_header_size(body), params.has_checksum)
+    if end != len(body):
+        raise IntegrityError(f"{label}: compressed body is not one standard zstd frame")
+
+
+def _frame_end(body: memoryview, at: int, has_checksum: bool) -> int:
+    """Where the zstd frame whose blocks start at ``at`` ends (its last block, then its 4-byte
+    checksum if it has one), from the block headers (RFC 8878 3.1.1.2: 3 bytes, little-endian:
+    last-block bit, 2-bit type, 21-bit size; an RLE block holds 1 byte); -1 if cut short or a
+    block type is reserved. One step per block: a writer's frame has one per 128 KiB at most."""
+    while at + 3 <= len(body):
+        header = int.from_bytes(body[at : at + 3], "little")
+        kind = (header >> 1) & 3
+        if kind == 3:
+            return -1
+        at += 3 + (1 if kind == 1 else header >> 3)
+        if header & 1:
+            return at + 4 * has_checksum
+    return -1
 
 
 def _drain(

@@ -18,6 +18,9 @@ What every function here keeps:
   back in blocking mode; a FIFO, device, socket or folder is ``UnsafeFileError``.
 * **Every read is bounded.** ``read_file`` takes the largest size its caller can expect and
   refuses a larger file from its ``fstat`` size, without reading it (``FileTooLargeError``).
+* **A publish is never cut in two by an interrupt.** ``output_file`` renames and reports the
+  new name (``on_publish``) with SIGINT and SIGTERM held (``held_signals``), so a command that
+  lists what it wrote never misses a file that appeared.
 * **A wipe overwrites only what is ours alone**: a regular file with one link, owned by this
   user. Anything else under the name (a link, a hard link to someone's file) is only unlinked.
 
@@ -36,9 +39,12 @@ import contextlib
 import errno
 import os
 import secrets
+import signal
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from types import FrameType
 from typing import BinaryIO
 
 __all__ = [
@@ -53,6 +59,7 @@ __all__ = [
     "describe",
     "discard",
     "folder",
+    "held_signals",
     "kind_of",
     "lstat_entry",
     "open_dir",
@@ -60,6 +67,7 @@ __all__ = [
     "output_file",
     "read_file",
     "replace_file",
+    "replacing_mode",
     "settle",
     "sync_dir",
     "wipe_file",
@@ -73,6 +81,7 @@ _CANNOT_SYNC_DIR = frozenset({errno.EINVAL, errno.ENOTSUP, errno.EOPNOTSUPP})
 _NO_HARD_LINKS = frozenset({errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.ENOSYS})
 _REFUSED_OPEN = frozenset({errno.ELOOP, errno.ENXIO, errno.EISDIR, errno.ENOTDIR})
 _TEMP_TRIES = 100
+_HELD_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 _WIPE_BLOCK = 1 << 16
 _KINDS: tuple[tuple[Callable[[int], bool], str], ...] = (
     (stat.S_ISREG, "regular file"),
@@ -304,6 +313,43 @@ def discard(temp: TempFile) -> None:
     temp.fd = temp.dir_fd = -1
 
 
+# -- publishing and interrupts -----------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def held_signals() -> Iterator[None]:
+    """SIGINT and SIGTERM held back for a short block of the main thread (where Python runs
+    signal handlers, whichever thread the kernel picked): one that arrives meanwhile is handed
+    to the handler it would have reached as the block ends, so a publish and the record of it
+    happen both or neither. Elsewhere, or for a signal set to be ignored, nothing changes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[tuple[int, FrameType | None]] = []
+    old = {signum: signal.getsignal(signum) for signum in _HELD_SIGNALS}
+    try:
+        for signum, handler in old.items():
+            if handler not in (signal.SIG_IGN, None):
+                signal.signal(signum, lambda n, f: caught.append((n, f)))
+        yield
+    finally:
+        for signum, handler in old.items():
+            if handler is not None:
+                signal.signal(signum, handler)
+        if caught:
+            first, frame = caught[0]
+            _deliver(old[signal.Signals(first)], first, frame)
+
+
+def _deliver(handler: object, signum: int, frame: FrameType | None) -> None:
+    """Hand a held signal to the handler it would have reached (the default action: raise it
+    again, now that the default is back)."""
+    if callable(handler):
+        handler(signum, frame)
+    elif handler == signal.SIG_DFL:
+        signal.raise_signal(signum)
+
+
 # -- whole files: create, replace, append, wipe ------------------------------------------------
 
 
@@ -317,10 +363,21 @@ def check_replaceable(name: PathLike, *, dir_fd: int | None = None) -> os.stat_r
     return entry
 
 
+def replacing_mode(mode: int, old: os.stat_result | None) -> int:
+    """The mode of a file written over ``old`` (what ``check_replaceable`` found there): the
+    stricter of ``mode`` and a replaced regular file's permission bits, so a 0600 file never
+    comes back 0644. Every writer that replaces an output (here, ``pqselfenc.distributed``)
+    applies this one rule."""
+    if old is not None and stat.S_ISREG(old.st_mode):
+        return mode & stat.S_IMODE(old.st_mode)
+    return mode
+
+
 @contextlib.contextmanager
 def output_file(
-    path: PathLike, *, mode: int = 0o600, replace: bool = True, prefix: str | None = None
-) -> Iterator[BinaryIO]:
+    path: PathLike, *, mode: int = 0o600, replace: bool = True, prefix: str | None = None,
+    on_publish: Callable[[], object] | None = None,
+) -> Iterator[BinaryIO]:  # fmt: skip
     """A file object whose content becomes ``path`` only if the block succeeds (atomic
     replacement, or with ``replace=False`` atomic creation: ``FileExistsError`` if anything is
     there); on any failure nothing is left and ``path`` is untouched.
@@ -329,6 +386,11 @@ def output_file(
     is complete, then gets ``mode``; replacing a regular file keeps the stricter of ``mode`` and
     its permission bits (a 0600 file never comes back 0644). ``check_replaceable`` runs at
     publish time. Then the folder is fsynced.
+
+    The rename and ``on_publish()`` (if given) run with SIGINT and SIGTERM held
+    (``held_signals``): an interrupt there is raised after both, so whoever records what was
+    published through ``on_publish`` never misses a file that appeared, nor counts one that
+    did not. (Only then is an interrupt raised, or an error in the folder's fsync.)
     """
     path = Path(path)
     suffix = ".tmp" if prefix is None else ""
@@ -338,13 +400,14 @@ def output_file(
             with os.fdopen(temp.fd, "wb", closefd=False) as handle:
                 yield handle
             old = check_replaceable(path.name, dir_fd=dir_fd)
-            if replace and old is not None and stat.S_ISREG(old.st_mode):
-                mode &= stat.S_IMODE(old.st_mode)
-            os.fchmod(temp.fd, mode)
+            os.fchmod(temp.fd, replacing_mode(mode, old) if replace else mode)
         except BaseException:
             discard(temp)
             raise
-        settle(temp, path.name, exclusive=not replace)
+        with held_signals():
+            settle(temp, path.name, exclusive=not replace)
+            if on_publish is not None:
+                on_publish()
         sync_dir(dir_fd)
 
 

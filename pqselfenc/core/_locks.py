@@ -29,6 +29,7 @@ stores each have one); ``StoreLocks`` is the coordinator a store object owns and
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import os
@@ -44,12 +45,14 @@ from pqselfenc.core._lockspace import LockEntry, LockSpace, ended_name
 from pqselfenc.core._owner import identity, is_dead
 from pqselfenc.error import ChunkStoreError, StoreLockedError
 
-__all__ = ["EXCLUSIVE", "LOCK_FORMAT", "SHARED", "ExclusiveLock", "LockInfo", "LockPolicy",
-           "StoreLocks"]  # fmt: skip
+__all__ = ["EXCLUSIVE", "LOCK_FORMAT", "SHARED", "UNKNOWN_START", "ExclusiveLock", "LockInfo",
+           "LockPolicy", "StoreLocks"]  # fmt: skip
 
 LOCK_FORMAT = "pqselfenc-lock/1"
+UNKNOWN_START = 0.0  # the start of a session whose lock body was lost: before every chunk
 SHARED, EXCLUSIVE = "shared", "exclusive"
 _MAX_PAUSE = 2.0  # seconds between two tries of a waiting writer or gc, at most
+_INTERRUPT_CLEANUP = 0.5  # seconds an interrupted process spends removing its lock, at most
 
 
 def _boottime() -> float:
@@ -130,9 +133,9 @@ def _body(kind: str, ident: dict[str, Any], start: float | None) -> bytes:
 def _parse(raw: bytes | None) -> dict[str, Any] | None:
     if not raw:
         return None
-    try:
-        doc = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    try:  # UTF-8, strictly: json.loads(bytes) would guess UTF-16/32 and skip a byte-order mark
+        doc = json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError):  # not UTF-8, not JSON; "[[[[..." under the body limit
         return None
     return doc if isinstance(doc, dict) and doc.get("format") == LOCK_FORMAT else None
 
@@ -248,8 +251,10 @@ class StoreLocks:
         try:
             yield
             held.check("no map may name the chunks written under it")
-        finally:
-            self._leave()
+        except BaseException as exc:
+            self._leave(interrupted=_interrupt(exc))
+            raise
+        self._leave()
 
     def check(self) -> None:
         """Raise ``StoreLockedError`` if the shared lock held now was lost."""
@@ -270,12 +275,12 @@ class StoreLocks:
             try:
                 with self._mutex:
                     self._shared, self._count = held, 1
-            except BaseException:  # interrupted before anyone could write under it
-                self._release(held)
+            except BaseException as exc:  # interrupted before anyone could write under it
+                self._release(held, interrupted=_interrupt(exc))
                 raise
             return held
 
-    def _leave(self) -> None:
+    def _leave(self, *, interrupted: bool = False) -> None:
         with self._mutex:
             self._count -= 1
             if self._count:
@@ -283,10 +288,11 @@ class StoreLocks:
             held, self._shared = self._shared, None
         assert held is not None
         held.stop()
-        # Record the session, then drop the lock. If that fails the lock stays and goes
-        # stale: gc then refuses and reports it, which is safe.
-        with contextlib.suppress(ChunkStoreError):
-            self.space.end(held.name, ended_name(held.start, held.lock_id))
+        # Record the session, then drop the lock. If that fails (or an interrupted process
+        # gives up on a stalled store) the lock stays and goes stale: gc then refuses and
+        # reports it, which is safe.
+        _quietly(functools.partial(self.space.end, held.name,
+                                   ended_name(held.start, held.lock_id)), interrupted)  # fmt: skip
 
     def _take_shared(self) -> _Held:
         deadline = _boottime() + self.policy.wait
@@ -315,10 +321,10 @@ class StoreLocks:
         held = self._take_exclusive(wait)
         try:
             yield ExclusiveLock(held)
-        finally:
-            held.stop()
-            with contextlib.suppress(ChunkStoreError):
-                self.space.remove(held.name)
+        except BaseException as exc:
+            self._release(held, interrupted=_interrupt(exc))
+            raise
+        self._release(held)
 
     def _take_exclusive(self, wait: float) -> _Held:
         deadline = _boottime() + wait
@@ -329,8 +335,8 @@ class StoreLocks:
             try:
                 if self._drained(held, others, deadline):
                     return held
-            except BaseException:
-                self._release(held)
+            except BaseException as exc:
+                self._release(held, interrupted=_interrupt(exc))
                 raise
             self._release(held)  # another gc: both back off, with jitter
             if _boottime() >= deadline:
@@ -357,9 +363,9 @@ class StoreLocks:
             others = [e for e in self.space.entries() if e.name != held.name]
         raise AssertionError("unreachable")
 
-    def _release(self, held: _Held) -> None:
+    def _release(self, held: _Held, *, interrupted: bool = False) -> None:
         held.stop()
-        self._remove(held.name)
+        self._remove(held.name, interrupted=interrupted)
 
     # -- reporting and operator actions --------------------------------------------------------
 
@@ -415,8 +421,8 @@ class StoreLocks:
         a lock taken for nothing would otherwise go stale and stop gc until ``store unlock``."""
         try:
             yield
-        except BaseException:
-            self._remove(name)
+        except BaseException as exc:
+            self._remove(name, interrupted=_interrupt(exc))
             raise
 
     def _infos(self, entries: list[LockEntry], now: float) -> list[LockInfo]:
@@ -430,20 +436,56 @@ class StoreLocks:
         body = _parse(raw)
         dead = body is not None and is_dead(body)
         age = now - entry.stamp
-        start = body.get("start") if body is not None else None
-        if not isinstance(start, int | float) or isinstance(start, bool):
-            start = entry.stamp  # never refreshed yet: the stamp is the creation time
-        stale = dead or age > self.policy.stale
-        return LockInfo(entry.kind, entry.lock_id, age, stale, dead, float(start), body)
+        return LockInfo(entry.kind, entry.lock_id, age, dead or age > self.policy.stale, dead,
+                        _start_of(body, entry.stamp), body)  # fmt: skip
 
-    def _remove(self, name: str) -> None:
-        with contextlib.suppress(ChunkStoreError):
-            self.space.remove(name)
+    def _remove(self, name: str, *, interrupted: bool = False) -> None:
+        """Remove our lock ``name`` (a failure leaves it to go stale, which is safe). On an
+        interrupt the user is not kept waiting on a stalled store: the removal gets
+        ``_INTERRUPT_CLEANUP`` seconds on a daemon thread, then the lock is left to go stale."""
+        _quietly(functools.partial(self.space.remove, name), interrupted)
 
     def _pause(self, attempt: int, deadline: float) -> None:
         cap = min(_MAX_PAUSE, 0.1 * 2.0**attempt)
         left = max(0.0, deadline - _boottime())
         self._sleep(min(left, cap / 2 + self._rng.uniform(0, cap / 2)))
+
+
+def _quietly(call: Callable[[], object], interrupted: bool) -> None:
+    """``call()``, a store request whose failure is safe (``ChunkStoreError`` ignored). After an
+    interrupt it gets ``_INTERRUPT_CLEANUP`` seconds on a daemon thread, no more: a user who
+    pressed Ctrl-C is not kept waiting on a stalled store."""
+
+    def run() -> None:
+        with contextlib.suppress(ChunkStoreError):
+            call()
+
+    if not interrupted:
+        run()
+        return
+    worker = threading.Thread(target=run, daemon=True, name="pqselfenc-lock-cleanup")
+    worker.start()
+    worker.join(_INTERRUPT_CLEANUP)
+
+
+def _interrupt(exc: BaseException) -> bool:
+    """Whether ``exc`` ends the process rather than reports a failure (Ctrl-C, SIGTERM)."""
+    return not isinstance(exc, Exception)
+
+
+def _start_of(body: dict[str, Any] | None, stamp: float) -> float:
+    """When a lock's session started, from its body. A body that parses without a start was
+    written before the store stamped it (S3) by a writer that died before writing the start
+    in, so before any refresh: the stamp is its creation time. A body that does not parse
+    (lost in a crash, or altered) leaves the start unknown, while a refresh moves the stamp:
+    ``UNKNOWN_START`` then, so the session record it leaves protects every chunk for the grace
+    period after its removal."""
+    if body is None:
+        return UNKNOWN_START
+    start = body.get("start")
+    if not isinstance(start, int | float) or isinstance(start, bool):
+        return stamp
+    return float(start)
 
 
 def _blocked(who: str, infos: list[LockInfo]) -> str:

@@ -244,9 +244,19 @@ MAX_SRC_SIZE = MAX_CHUNK_SIZE + (MAX_MIN_CHUNKS - 2)
 # without reading it.
 MAX_STORED_CHUNK_SIZE = MAX_SRC_SIZE + max(CHUNK_OVERHEAD.values())
 
-# Largest map file a reader accepts: the JSON form's bound (the largest of the three forms; a
-# binary map of MAX_PARSE_ENTRIES entries is ~68 MiB, an envelope at most ~130 MiB).
+# Largest sealed or binary map file a reader accepts (a binary map of MAX_PARSE_ENTRIES entries
+# is ~68 MiB, an envelope at most ~130 MiB); a JSON map has its own, smaller bound (below).
 MAX_MAP_FILE_SIZE = 256 << 20
+
+# Largest JSON map a reader parses. A writer's top-level map has at most MAX_MAP_ENTRIES entries
+# (a larger one is shrunk, 2.2), whose JSON form is at most ~0.9 MiB (~1.2 MiB indented by 8):
+# 4 MiB is well above any honest one, and json.loads costs up to ~27x its input (docs 2.3).
+MAX_MAP_JSON_SIZE = 4 << 20
+
+# Most ',' '[' '{' a JSON map may hold (counted before parsing, strings included: no honest
+# string holds one). An honest map has 4 per entry and 10 more; each value json.loads makes is a
+# Python object, so this count, not only the size, bounds the parse's memory.
+MAX_MAP_JSON_VALUES = 8 * MAX_MAP_ENTRIES
 
 # --------------------------------------------------------------------------------------------
 # 3. Sealed envelope (kem/)

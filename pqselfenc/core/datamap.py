@@ -33,7 +33,6 @@ _HEAD = struct.Struct(">8sBBBBB")
 _TOTAL_COUNT = struct.Struct(">QI")
 _ENTRY = struct.Struct(">32s32sI")
 _MAX_INLINE = P.MAX_MIN_CHUNKS - 1
-_MAX_JSON_BYTES = P.MAX_MAP_FILE_SIZE
 
 
 @dataclass(frozen=True, repr=False)
@@ -156,13 +155,7 @@ class DataMap:
         """Parse the JSON form strictly (exact keys and types); ``InvalidDataError`` otherwise."""
         if not isinstance(text, str | bytes):
             raise TypeError("DataMap.from_json takes str or bytes")
-        if len(text) > _MAX_JSON_BYTES:
-            raise InvalidDataError("DataMap JSON is too large")
-        try:
-            doc = json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
-        except (ValueError, RecursionError) as exc:
-            raise InvalidDataError("DataMap JSON does not parse") from exc
-        return _from_doc(doc)
+        return _from_doc(_parse_json(text))
 
     def check_child_head(self, head: bytes | bytearray | memoryview) -> None:
         """Check the first bytes of this parent's content before the rest is fetched: they must
@@ -335,6 +328,32 @@ _JSON_KEYS = {
     "chunks",
 }
 _ENTRY_KEYS = {"src_hash", "name", "src_size"}
+
+
+def _parse_json(text: str | bytes) -> object:
+    """JSON text (bytes: UTF-8, decoded strictly, no byte-order mark) bounded before
+    ``json.loads`` by its size and its count of values (docs/format.md 2.3)."""
+    if len(text) > P.MAX_MAP_JSON_SIZE:
+        raise InvalidDataError(f"DataMap JSON is larger than any map a writer makes "
+                               f"({P.MAX_MAP_JSON_SIZE} bytes)")  # fmt: skip
+    if _separators(text) > P.MAX_MAP_JSON_VALUES:
+        raise InvalidDataError("DataMap JSON holds more values than any map a writer makes")
+    try:
+        text = text.decode("utf-8") if isinstance(text, bytes) else text  # never a guess
+    except UnicodeDecodeError as exc:
+        raise InvalidDataError("DataMap JSON is not UTF-8") from exc
+    try:  # a leading U+FEFF (a UTF-8 byte-order mark) is not JSON whitespace: it fails here
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidDataError("DataMap JSON does not parse") from exc
+
+
+def _separators(text: str | bytes) -> int:
+    """How many ``,`` ``[`` ``{`` are in ``text``: each value but the first of a container
+    follows one, so with the containers they bound the objects ``json.loads`` makes."""
+    if isinstance(text, str):
+        return text.count(",") + text.count("[") + text.count("{")
+    return text.count(b",") + text.count(b"[") + text.count(b"{")
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

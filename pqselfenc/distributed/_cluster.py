@@ -8,6 +8,11 @@ After any failure the job *settles* before the error is raised: every future is 
 and the client waits until no worker still runs one of the job's tasks (a running task
 cannot be interrupted; its result is then dropped). Only then does decryption clean up its
 destination, so no part upload or range write can arrive after the abort.
+
+An interrupt (Ctrl-C, SIGTERM: a ``KeyboardInterrupt``) is not such a failure: the caller must
+get control back at once, so the client only cancels the job and hands the cleanup to the
+cluster (``fire_and_forget``): a task that waits there until none of the job's tasks runs, then
+removes the temp file or aborts the upload, whether or not the client is still connected.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from pqselfenc.distributed import _decrypt as D
 from pqselfenc.distributed import _encrypt as X
 from pqselfenc.distributed._engine import MAX_MAP_LEVEL_ENTRIES
 from pqselfenc.distributed._locations import Location, S3Location
+from pqselfenc.distributed._task import task
 from pqselfenc.error import EncryptionError, Error
 
 __all__ = ["Hashing", "chunk_ranges", "run_decrypt", "run_encrypt"]
@@ -32,7 +38,8 @@ Hashing = Literal["halo", "two-phase"]
 S3_MIN_PART = 5 << 20  # S3 refuses smaller parts (but the last)
 S3_MAX_PARTS = 10_000
 _SETTLE_TIMEOUT = 300.0  # seconds to wait for running tasks after a failure
-_SETTLE_POLL = 0.05
+_SETTLE_POLL = 0.05  # seconds between looks at running tasks (and at futures, in gather)
+_ENDED = frozenset({"error", "cancelled", "lost"})  # future states that end a job early
 
 
 def chunk_ranges(count: int, per_task: int) -> list[tuple[int, int]]:
@@ -53,8 +60,9 @@ def chunks_per_task(piece: int, task_size: int, count: int, dest: Location | Non
 
 
 def _translate(exc: BaseException) -> BaseException:
-    """pqselfenc errors as they are; the cluster's own failures as ``EncryptionError``."""
-    if isinstance(exc, Error):
+    """pqselfenc errors as they are, and interrupts (``KeyboardInterrupt``, ``SystemExit``);
+    the cluster's own failures as ``EncryptionError``."""
+    if isinstance(exc, Error) or not isinstance(exc, Exception):
         return exc
     name = type(exc).__name__
     if name == "KilledWorker":
@@ -75,6 +83,30 @@ def _executing(keys: list[str], dask_worker: Any = None) -> list[str]:
     return [ts.key for ts in (*state.executing, *state.long_running) if ts.key in wanted]
 
 
+def _wait_until_settled(client: Any, keys: list[str]) -> None:
+    """Wait (up to ``_SETTLE_TIMEOUT``) until no worker runs one of ``keys``."""
+    deadline = time.monotonic() + _SETTLE_TIMEOUT
+    while time.monotonic() < deadline:
+        try:
+            running = client.run(_executing, keys, on_error="return")
+        except Exception:
+            return  # the cluster is gone: nothing of ours runs any more
+        # A worker that cannot answer is gone (its tasks with it).
+        if not any(isinstance(r, list) and r for r in running.values()):
+            return
+        time.sleep(_SETTLE_POLL)
+
+
+@task
+def cleanup_when_settled(keys: list[str], cleanup: Callable[..., None], *args: Any) -> None:
+    """On a worker, after an interrupt: wait until none of ``keys`` runs, then ``cleanup(*args)``
+    (the client is gone by then, or going)."""
+    from distributed import get_client
+
+    _wait_until_settled(get_client(), keys)
+    cleanup(*args)
+
+
 class Session:
     """The futures of one job, and its cleanup."""
 
@@ -90,6 +122,14 @@ class Session:
         return future
 
     def gather(self, futures: Any) -> Any:
+        """The results of ``futures`` (a list, or one). The wait is here, in short sleeps, so
+        an interrupt lands in this thread's own sleep, never inside a blocking Dask call
+        (whose coroutine it would leave behind, to print a traceback later)."""
+        pending = futures if isinstance(futures, list) else [futures]
+        while not all(f.done() for f in pending):
+            if any(f.status in _ENDED for f in pending):
+                break  # gather raises it at once, as a failure should end the job
+            time.sleep(_SETTLE_POLL)
         try:
             return self.client.gather(futures)
         except BaseException as exc:
@@ -102,31 +142,45 @@ class Session:
         """Cancel everything and wait until none of the job's tasks runs on any worker."""
         with contextlib.suppress(Exception):
             self.client.cancel(self.futures, force=True)
+        _wait_until_settled(self.client, [f.key for f in self.futures])
+
+    def abandon(self, cleanup: Callable[..., None] | None, *args: Any) -> None:
+        """After an interrupt: cancel everything without waiting for running tasks, and leave
+        ``cleanup(*args)`` to the cluster, to run once none of them runs any more."""
+        from distributed import fire_and_forget
+
         keys = [f.key for f in self.futures]
-        deadline = time.monotonic() + _SETTLE_TIMEOUT
-        while time.monotonic() < deadline:
-            try:
-                running = self.client.run(_executing, keys, on_error="return")
-            except Exception:
-                return  # the cluster is gone: nothing of ours runs any more
-            # A worker that cannot answer is gone (its tasks with it).
-            if not any(isinstance(r, list) and r for r in running.values()):
-                return
-            time.sleep(_SETTLE_POLL)
+        with contextlib.suppress(Exception):
+            self.client.cancel(self.futures, force=True)
+            if cleanup is not None:
+                future = self.submit("cleanup", cleanup_when_settled, keys, cleanup, *args)
+                fire_and_forget(future)  # type: ignore[no-untyped-call]
 
     @contextlib.contextmanager
-    def failing(self, cleanup: Callable[[], None] | None = None) -> Iterator[None]:
-        """On any failure: settle, run ``cleanup`` (its own failure becomes a note), re-raise."""
+    def failing(self, cleanup: Callable[..., None] | None = None, *args: Any) -> Iterator[None]:
+        """On any failure: settle, run the task ``cleanup(*args)`` on the cluster (its own
+        failure becomes a note), re-raise. On an interrupt, also during the settling:
+        ``abandon``, re-raise at once."""
         try:
             yield
-        except BaseException as exc:
-            self.settle()
-            if cleanup is not None:
-                try:
-                    cleanup()
-                except Exception as cleanup_exc:
-                    exc.add_note(f"cleaning up also failed: {cleanup_exc}")
+        except KeyboardInterrupt:
+            self.abandon(cleanup, *args)
             raise
+        except BaseException as exc:
+            try:
+                self.settle()
+                if cleanup is not None:
+                    self._clean_up(exc, cleanup, *args)
+            except KeyboardInterrupt:
+                self.abandon(cleanup, *args)
+                raise
+            raise
+
+    def _clean_up(self, exc: BaseException, cleanup: Callable[..., None], *args: Any) -> None:
+        try:
+            self.gather(self.submit("abort", cleanup, *args))
+        except Exception as cleanup_exc:
+            exc.add_note(f"cleaning up also failed: {cleanup_exc}")
 
 
 # -- encryption --------------------------------------------------------------------------------
@@ -215,10 +269,7 @@ def run_decrypt(
             session.submit("prepare", D.prepare, dest, data_map.total_size, overwrite)
         )
 
-    def abort() -> None:
-        session.gather(session.submit("abort", D.abort, target))
-
-    with session.failing(abort):
+    with session.failing(D.abort, target):
         ranges = chunk_ranges(count, chunks_per_task(piece, task_size, count, dest))
         parts = [
             session.submit("decrypt", D.decrypt_range, store, leaf, config, target, a, b, t + 1)

@@ -9,9 +9,12 @@ of every other read) and writes them to the destination prepared by ``prepare``:
 - a path: a temp file ``.pqselfenc-*`` next to the destination, created 0600 and preallocated
   to the full size; each task opens it without following links, checks it is still the file
   ``prepare`` made (device, inode and owner, and still 0600: an inode number alone can be
-  reused), writes its range with ``pwrite`` and fsyncs. ``commit`` checks the file again, sets
-  its mode, fsyncs it, renames it over the destination (or links it, to refuse an existing
-  one) and fsyncs the folder. ``abort`` removes it (only if it is still that file).
+  reused), writes its range with ``pwrite`` and fsyncs. ``commit`` checks the file again and
+  what is at the destination now (a FIFO, device, socket or folder is never replaced), sets
+  its mode (replacing a file: the stricter of the mode and that file's, as one machine does:
+  ``core._durable.replacing_mode``), fsyncs it, renames it over the destination (or links it,
+  to refuse an existing one) and fsyncs the folder. ``abort`` removes it (only if it is still
+  that file).
 - an S3 object: a multipart upload (SHA-256 checksum per part); each task uploads one part.
   ``commit`` completes it (``If-None-Match: *`` when overwriting is refused) and checks the
   object's size; ``abort`` aborts it and checks that the upload is gone.
@@ -35,6 +38,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pqselfenc import DataMap, EncryptionConfig
+from pqselfenc.core import _durable
 from pqselfenc.distributed._engine import expand, iter_plain, keys_for_map
 from pqselfenc.distributed._locations import Location, S3Location, client_for, open_store, s3_error
 from pqselfenc.distributed._task import task
@@ -163,11 +167,25 @@ def _os_error(path: str, exc: OSError) -> EncryptionError:
     return EncryptionError(f"cannot write {path}: {exc.strerror or type(exc).__name__}")
 
 
-def _make_temp(path: str, total: int, overwrite: bool) -> FileTarget:
+def _replaceable(path: str, overwrite: bool) -> os.stat_result | None:
+    """What is at the destination now, if the decryption may replace it (before any work, and
+    again at publish): never a folder, FIFO, device or socket; anything only with
+    ``overwrite``."""
     if os.path.isdir(path):
         raise EncryptionError(f"destination {path} is a folder")
-    if not overwrite and os.path.lexists(path):
+    try:
+        old = _durable.check_replaceable(path)
+    except _durable.UnsafeFileError as exc:
+        raise EncryptionError(f"destination {path} {exc.strerror}") from None
+    except OSError as exc:
+        raise _os_error(path, exc) from exc
+    if old is not None and not overwrite:
         raise EncryptionError(f"destination {path} already exists")
+    return old
+
+
+def _make_temp(path: str, total: int, overwrite: bool) -> FileTarget:
+    _replaceable(path, overwrite)
     folder = os.path.dirname(path)
     try:
         fd, temp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=folder)  # 0600, O_EXCL, no links
@@ -238,9 +256,10 @@ def _published(target: FileTarget) -> bool:
 def _publish(target: FileTarget, mode: int, overwrite: bool) -> None:
     if _published(target):
         return
+    old = _replaceable(target.path, overwrite)  # what may have appeared there since prepare
     fd = _open_temp(target, os.O_RDONLY)
     try:
-        os.fchmod(fd, mode)
+        os.fchmod(fd, _durable.replacing_mode(mode, old))
         os.fsync(fd)
     except OSError as exc:
         raise _os_error(target.path, exc) from exc

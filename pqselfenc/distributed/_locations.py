@@ -125,9 +125,13 @@ def open_store(spec: Location) -> ChunkStore:
 @functools.lru_cache(maxsize=8)
 def s3_client(endpoint: str | None, region: str | None) -> Any:
     """A boto3 S3 client for sources and destinations (credentials from the worker's chain;
-    botocore's standard retries for throttling and dropped connections)."""
+    botocore's standard retries for throttling and dropped connections). Like the store's, it
+    reads no answer body but a range it asked for past ``ANSWER_LIMIT`` (``bound_answers``):
+    a hostile server's error document cannot fill a worker's memory."""
     import boto3
     from botocore.config import Config
+
+    from pqselfenc.core.stores._s3io import bound_answers
 
     settings = Config(
         retries={"mode": "standard", "max_attempts": 5},
@@ -138,9 +142,11 @@ def s3_client(endpoint: str | None, region: str | None) -> Any:
         response_checksum_validation="when_required",  # every chunk is verified anyway
         s3={"addressing_style": "path" if endpoint is not None else "auto"},
     )
-    return boto3.session.Session().client(
+    client = boto3.session.Session().client(
         "s3", endpoint_url=endpoint, region_name=region, config=settings
     )
+    bound_answers(client)
+    return client
 
 
 def client_for(where: S3Location) -> Any:

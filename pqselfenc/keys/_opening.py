@@ -22,12 +22,12 @@ from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from pqselfenc.core._durable import check_private_directory
 from pqselfenc.error import AuditError, Error, IntegrityError, KeyStoreError, RollbackError
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._anchor import AnchorHolder
 from pqselfenc.keys._audit_format import Verifier
 from pqselfenc.keys._destroy import finish_destroys
+from pqselfenc.keys._folder import check_store_folder, make_store_folder
 from pqselfenc.keys._ledger import METADATA_NAME, Clock, Ledger, store_lock
 from pqselfenc.keys._material import StoreSecret
 from pqselfenc.keys._metadata import Metadata, TokenKey
@@ -232,6 +232,7 @@ def _read_only(request: OpenRequest,
     where line MACs start), then the folder checked against its rollback anchor with the
     backend still open: the result and the anchor's verdict (None: at or after it). The one
     read-only opening: ``audit verify`` and ``audit export`` both get the check."""
+    check_store_folder(request.directory)  # before any file in it is read
     raw = M.read_bytes(request.directory / METADATA_NAME)
     unverified = M.from_json(raw, None)
     if unverified.backend != request.backend:
@@ -271,8 +272,7 @@ def _rolled_back(report: AuditReport, problem: IntegrityError) -> AuditReport:
 
 def open_parts(request: OpenRequest) -> StoreParts:
     """Open (or create) the store of ``request``, under its lock."""
-    request.directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-    check_private_directory(request.directory, KeyStoreError, subfolders=("secrets",))
+    make_store_folder(request.directory)  # checked before any file in it is read
     lock = store_lock(request.directory)
     with lock:
         if (request.directory / METADATA_NAME).exists():

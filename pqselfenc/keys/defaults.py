@@ -23,6 +23,7 @@ from typing import Any
 from pqselfenc.core.stores.default import default_home
 from pqselfenc.error import KeyringUnavailable, KeyStoreError
 from pqselfenc.keys import _metadata as M
+from pqselfenc.keys._folder import check_store_folder
 from pqselfenc.keys._ledger import METADATA_NAME
 from pqselfenc.keys.keyring_backend import KeyringBackend
 
@@ -56,8 +57,10 @@ def existing_backend(path: str | os.PathLike[str]) -> str | None:
     """The backend of the store at ``path``, or None when there is none yet.
 
     Reads only the (non-secret, unauthenticated) metadata; ``InvalidDataError`` if it does not
-    parse. ``KeyStore.open`` checks the answer against the MACed metadata.
+    parse. ``KeyStore.open`` checks the answer against the MACed metadata. ``KeyStoreError``,
+    before anything is read, if the folder is not private (``keys/_folder.py``).
     """
+    check_store_folder(Path(path))
     try:
         return M.read_metadata(Path(path) / METADATA_NAME, None).backend
     except FileNotFoundError:

@@ -235,6 +235,8 @@ class KeyStore:
         ``KeyNotFound`` if there is no store at ``path``, ``InvalidDataError`` if its metadata
         does not parse. Open the store with this backend: it never changes. The answer is not
         authenticated (the MAC needs the secret it helps to unlock): ``open`` checks it.
+        ``KeyStoreError``, before anything is read, if the folder is not private or not in a
+        private place (``open`` refuses it too).
         """
         backend = existing_backend(path)
         if backend is None:

@@ -120,10 +120,10 @@ class DirectoryLockSpace(LockSpace):
                 except BaseException:
                     _durable.discard(temp)
                     raise
-                # the name must survive a crash (its writer's chunks stay protected), so the
-                # folder is fsynced; a body lost in a crash only makes the lock unreadable,
-                # which still counts (and its mtime is then its start)
-                _durable.settle(temp, name, fsync=False, exclusive=True)
+                # name and body must survive a crash (its writer's chunks stay protected, from
+                # the start the body holds), so both are fsynced; a body lost all the same (a
+                # disk that lies) makes the lock unreadable: its session then protects all
+                _durable.settle(temp, name, fsync=True, exclusive=True)
                 self._sync(fd)
             except OSError as exc:
                 raise self._error("create", exc) from exc

@@ -9,7 +9,9 @@ removed is never recreated (the server answers 412 and the holder learns it lost
 With ``conditional_put=False`` (servers without conditional writes) creation is a plain put
 (names are 64 random bits) and a refresh is ``HeadObject`` then put, which could bring back a
 lock removed in between: gc then sees it and stops. Every request goes through the store's
-retry loop; the chunk listing uses ``Delimiter="/"``, so ``locks/`` never looks like chunks.
+retry loop; the chunk listing uses ``Delimiter="/"``, so ``locks/`` never looks like chunks, and
+every listing is the store's, which must advance. A field the server leaves out of an answer
+(a stamp, a size, a ``Date``) is a ``ChunkStoreError``, never a crash.
 
 Deduplication (``reuse``, when a name is taken): ``HeadObject`` with ``ChecksumMode=ENABLED``;
 the object is kept if its size is the chunk's and its full-object SHA-256 is the name (where
@@ -26,6 +28,7 @@ import functools
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -57,9 +60,11 @@ class S3Hooks:
     its retry-and-translate loop; ``expected(exc)``, which names the errors that are answers
     (``missing``: 404, ``precondition``: 412); ``checksum(info)``, the upload checksum of a
     chunk; ``info_of(key)``, a chunk's info from its key; ``put(info, body)``, an unconditional
-    upload of a chunk; ``time_left(deadline)``, the seconds a request has left. Every request
-    the lock space hands to ``call`` takes the call's deadline as its last argument, as the
-    store's own requests do, and reads bodies within it (``_s3io.read_body``)."""
+    upload of a chunk; ``time_left(deadline)``, the seconds a request has left;
+    ``listed(prefix)``, the objects directly under a prefix (the store's listing, which must
+    advance). Every request the lock space hands to ``call`` takes the call's deadline as its
+    last argument, as the store's own requests do, and reads bodies within it
+    (``_s3io.read_body``)."""
 
     client: Any
     call: Callable[[str, ChunkInfo | None, Callable[[float], Any]], Any]
@@ -68,11 +73,30 @@ class S3Hooks:
     info_of: Callable[[str], ChunkInfo | None]
     put: Callable[[ChunkInfo, bytes, float], None]
     time_left: Callable[[float], float]
+    listed: Callable[[str], Iterator[dict[str, Any]]]
 
 
-def _stamp(head: dict[str, Any]) -> float:
-    stamp: float = head["LastModified"].timestamp()
-    return stamp
+def _malformed(field: str) -> ChunkStoreError:
+    return ChunkStoreError(f"the S3 server sent an answer without a valid {field}")
+
+
+def _seconds(moment: object, field: str) -> float:
+    """A server time in seconds (a time without a zone is UTC, as HTTP dates are)."""
+    if not isinstance(moment, datetime):
+        raise _malformed(field)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=UTC)).timestamp()
+
+
+def _stamp(answer: dict[str, Any]) -> float:
+    """An object's ``LastModified`` (a listing entry or a ``HeadObject`` answer)."""
+    return _seconds(answer.get("LastModified"), "LastModified")
+
+
+def _size(answer: dict[str, Any], field: str) -> int:
+    value = answer.get(field)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise _malformed(field)
+    return value
 
 
 class S3LockSpace(LockSpace):
@@ -155,28 +179,13 @@ class S3LockSpace(LockSpace):
         except Exception as exc:
             self._answer(exc, "missing")
 
-    def _list_page(self, prefix: str, token: str | None, deadline: float) -> dict[str, Any]:
-        extra = {"ContinuationToken": token} if token else {}
-        page: dict[str, Any] = self._client.list_objects_v2(
-            Bucket=self.store.bucket, Prefix=prefix, Delimiter="/",
-            MaxKeys=self.store.list_page_size, **extra,
-        )  # fmt: skip
-        return page
-
-    def _listed(self, prefix: str) -> Iterator[dict[str, Any]]:
-        """Every object directly under ``prefix``, page by page."""
-        token: str | None = None
-        while True:
-            page = self._call("list", functools.partial(self._list_page, prefix, token))
-            yield from page.get("Contents", ())
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-
     def _server_date(self, deadline: float) -> float:
         response = self._client.head_bucket(Bucket=self.store.bucket)
-        date = response["ResponseMetadata"]["HTTPHeaders"]["date"]
-        return parsedate_to_datetime(date).timestamp()
+        date = response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get("date")
+        try:
+            return _seconds(parsedate_to_datetime(date), "Date")
+        except (TypeError, ValueError):
+            raise _malformed("Date") from None
 
     # -- lock objects ------------------------------------------------------------------------
 
@@ -209,9 +218,9 @@ class S3LockSpace(LockSpace):
 
     def entries(self) -> list[LockEntry]:
         found = []
-        for entry in self._listed(self.base):
+        for entry in self.hooks.listed(self.base):
             if parse_lock_name(name := entry["Key"][len(self.base) :]) is not None:
-                found.append(LockEntry(name, entry["LastModified"].timestamp()))
+                found.append(LockEntry(name, _stamp(entry)))
         return found
 
     def read(self, name: str) -> bytes | None:
@@ -245,10 +254,7 @@ class S3LockSpace(LockSpace):
 
     def ended(self) -> list[EndedSession]:
         base = self.base + ENDED
-        found = (
-            parse_ended(e["Key"][len(base) :], e["LastModified"].timestamp())
-            for e in self._listed(base)
-        )
+        found = (parse_ended(e["Key"][len(base) :], _stamp(e)) for e in self.hooks.listed(base))
         return [s for s in found if s is not None]
 
     def forget(self, record: str) -> None:
@@ -261,18 +267,19 @@ class S3LockSpace(LockSpace):
     # -- chunks ------------------------------------------------------------------------------
 
     def chunks(self) -> Iterator[StoredChunk]:
-        for entry in self._listed(self.store.prefix):
+        for entry in self.hooks.listed(self.store.prefix):
             info = self.hooks.info_of(entry["Key"])
             if info is not None:
-                yield StoredChunk(info, int(entry["Size"]), _stamp(entry))
+                yield StoredChunk(info, _size(entry, "Size"), _stamp(entry))
 
     def delete_if_older(self, info: ChunkInfo, cutoff: float) -> int | None:
         key = self.store.key_of(info)
         head = self._call("delete", functools.partial(self._head, key, checksum=True), info)
         if head is None or _stamp(head) > cutoff:
             return None
+        size = _size(head, "ContentLength")
         self._call("delete", functools.partial(self._delete, key), info)
-        return int(head["ContentLength"])
+        return size
 
     def reuse(self, info: ChunkInfo, body: bytes, since: float | None) -> None:
         """A chunk whose name is taken (or may be): keep the object only if it holds exactly

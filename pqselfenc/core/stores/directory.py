@@ -6,11 +6,12 @@ fsynced: a crash leaves either the whole chunk or nothing under its name (a stra
 file at most, which ``__iter__`` ignores and ``clean_temp`` removes). Every read is verified.
 
 The folder may be shared (group-writable is fine: chunks are verified on every read), so no link
-is ever followed inside it: a shard folder is opened ``O_NOFOLLOW`` and every name is resolved
-relative to it; a read opens only a regular file (a FIFO cannot hang it) no larger than the
-largest chunk a writer stores (``P.MAX_STORED_CHUNK_SIZE``). A linked shard folder is not part
-of the store: it is not listed, cleaned, written or deleted through. ``core/_durable.py`` does
-the file work.
+is ever followed inside it: a shard folder is opened ``O_NOFOLLOW | O_DIRECTORY`` (when listing,
+relative to the root's descriptor, so one swapped for a link after the listing is skipped, never
+listed through) and every name is resolved relative to it; nothing is stat()ed through a link;
+a read opens only a regular file (a FIFO cannot hang it) no larger than the largest chunk a
+writer stores (``P.MAX_STORED_CHUNK_SIZE``). A linked shard folder is not part of the store: it
+is not listed, cleaned, written or deleted through. ``core/_durable.py`` does the file work.
 
 The engine writes a whole run through ``batch``: the same steps, but the fsyncs of many chunks
 run at once on a few I/O threads while the workers go on encrypting (the kernel groups
@@ -187,11 +188,9 @@ class DirectoryChunkStore(ChunkStore):
             ) from exc
 
     def __iter__(self) -> Iterator[ChunkInfo]:
-        for folder in sorted(self.root.iterdir()):
-            if len(folder.name) != 2 or not _is_folder(folder):
-                continue  # a linked "shard" is not part of the store
-            for path in sorted(folder.iterdir()):
-                info = _info_of(path.name, folder.name)
+        for shard, fd in self._each_shard():
+            for name in sorted(os.listdir(fd)):
+                info = _info_of(name, shard)
                 if info is not None:
                     yield info
 
@@ -199,21 +198,34 @@ class DirectoryChunkStore(ChunkStore):
         """Remove temp files left by interrupted writes (only those with an mtime at or before
         ``older_than``, seconds since the epoch, if given); returns how many."""
         removed = 0
-        for folder in self._shards():
-            with contextlib.suppress(FileNotFoundError, _durable.UnsafeFileError):
-                removed += _clean_shard(folder, older_than)
+        for _, fd in self._each_shard():
+            with contextlib.suppress(FileNotFoundError):
+                removed += _clean_shard(fd, older_than)
         return removed
+
+    def _each_shard(self) -> Iterator[tuple[str, int]]:
+        """Each shard folder's name and a descriptor of it (closed when the next is given),
+        opened relative to the root ``O_NOFOLLOW | O_DIRECTORY``: a name that is a link, or
+        became one since the root was listed, is not part of the store and is skipped."""
+        with _durable.folder(self.root) as root:
+            for name in sorted(n for n in os.listdir(root) if len(n) == 2):
+                try:
+                    fd = _durable.open_dir(name, follow=False, dir_fd=root)
+                except (FileNotFoundError, _durable.UnsafeFileError):
+                    continue
+                try:
+                    yield name, fd
+                finally:
+                    os.close(fd)
 
     # -- for gc: stamps and careful deletes (pqselfenc.core.gc) ---------------------------------
 
-    def _shards(self) -> list[Path]:
-        return [f for f in sorted(self.root.iterdir()) if len(f.name) == 2 and _is_folder(f)]
-
     def stored_chunks(self) -> Iterator[StoredChunk]:
-        """Every chunk file with its size and mtime (its stamp), shard by shard."""
+        """Every chunk file with its size and mtime (its stamp), shard by shard; a link or any
+        other non-regular file under a chunk's name is not a chunk (never stat()ed through)."""
         try:
-            for folder in self._shards():
-                yield from _stamped(folder)
+            for shard, fd in self._each_shard():
+                yield from _stamped(fd, shard)
         except OSError as exc:
             raise ChunkStoreError(f"cannot list the chunks in {self.root}: {exc.strerror}") from exc
 
@@ -243,12 +255,6 @@ def _make_folder(folder: Path) -> bool:
     except FileExistsError:
         return False
     return True
-
-
-def _is_folder(path: Path) -> bool:
-    """A real folder (a link to one is not)."""
-    entry = _durable.lstat_entry(path)
-    return entry is not None and stat.S_ISDIR(entry.st_mode)
 
 
 def _stamp(entry: os.stat_result) -> float:
@@ -310,12 +316,12 @@ def _verified(shard: int, name: str, chunk: bytes) -> BinaryIO | None:
     return None
 
 
-def _stamped(folder: Path) -> list[StoredChunk]:
-    """The chunk files in one shard folder (never a link), each with size and mtime."""
+def _stamped(shard: int, prefix: str) -> list[StoredChunk]:
+    """The chunk files in one open shard folder, each with size and mtime."""
     found = []
-    with _durable.folder(folder, follow=False) as shard, os.scandir(shard) as entries:
+    with os.scandir(shard) as entries:
         for entry in entries:
-            info = _info_of(entry.name, folder.name)
+            info = _info_of(entry.name, prefix)
             if info is None:
                 continue
             with contextlib.suppress(FileNotFoundError):
@@ -325,17 +331,16 @@ def _stamped(folder: Path) -> list[StoredChunk]:
     return found
 
 
-def _clean_shard(folder: Path, older_than: float | None = None) -> int:
+def _clean_shard(shard: int, older_than: float | None = None) -> int:
     removed = 0
-    with _durable.folder(folder, follow=False) as shard:
-        for name in os.listdir(shard):
-            if name.startswith(_TEMP_PREFIX):
-                with contextlib.suppress(FileNotFoundError):
-                    entry = _durable.lstat_entry(name, dir_fd=shard)
-                    if older_than is not None and (entry is None or _stamp(entry) > older_than):
-                        continue
-                    os.unlink(name, dir_fd=shard)
-                    removed += 1
+    for name in os.listdir(shard):
+        if name.startswith(_TEMP_PREFIX):
+            with contextlib.suppress(FileNotFoundError):
+                entry = _durable.lstat_entry(name, dir_fd=shard)
+                if older_than is not None and (entry is None or _stamp(entry) > older_than):
+                    continue
+                os.unlink(name, dir_fd=shard)
+                removed += 1
     return removed
 
 

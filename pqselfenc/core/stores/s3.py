@@ -24,7 +24,13 @@ partitions by key itself; listing stays one ``ListObjectsV2`` walk with ``Delimi
   Botocore's own retries are off so there is exactly one retry loop.
 - Every call (all its attempts) ends within ``timeout`` seconds, whatever the server does, and
   a chunk body is read only up to ``max_body_size`` (the largest chunk a writer stores),
-  refused on its ``Content-Length`` first (``_s3io.py``).
+  refused on its ``Content-Length`` first; every other answer body (errors, listing pages,
+  HEAD/PUT/COPY/DELETE answers) only up to ``ANSWER_LIMIT`` (8 MiB), also on the client a
+  caller passes (``_s3io.py``). A read that breaks off or stalls is retried like a dropped
+  connection.
+- A listing must advance (``_s3io.listing``): a page that repeats or goes back, a repeated or
+  missing continuation token, or more than ``max_empty_pages`` empty pages in a row end it
+  with ``ChunkStoreError``.
 - Bucket, prefix and endpoint obey one grammar, the URL's (``_s3url.py``): no credentials in
   an endpoint, no empty, ``.`` or ``..`` prefix part, nothing that would need escaping.
 
@@ -50,10 +56,14 @@ from pqselfenc.core._lockspace import StoredChunk
 from pqselfenc.core._store import ChunkInfo, ChunkStore, EncryptedChunk, short_name, verify_chunk
 from pqselfenc.core.stores._s3_locks import S3Hooks, S3LockSpace
 from pqselfenc.core.stores._s3io import (
+    ANSWER_LIMIT,
+    MAX_EMPTY_PAGES,
     BodyCutShort,
     BodyTooLarge,
     Requests,
     RequestTimeout,
+    bound_answers,
+    listing,
     read_body,
 )
 from pqselfenc.core.stores._s3url import (
@@ -66,7 +76,7 @@ from pqselfenc.core.stores._s3url import (
     host_of,
     parse_s3_url,
 )
-from pqselfenc.error import ChunkNotFound, ChunkStoreError, IntegrityError
+from pqselfenc.error import ChunkNotFound, ChunkStoreError, Error, IntegrityError
 
 __all__ = ["RetryPolicy", "S3ChunkStore"]
 
@@ -192,12 +202,15 @@ def _transient_types(errors: ModuleType) -> tuple[type[Exception], ...]:
     return (errors.ConnectionError, errors.HTTPClientError, errors.IncompleteReadError)
 
 
-def _failure(exc: Exception, bucket: str, timeout: float) -> _Failure | None:
-    """What a botocore or request exception means; ``None`` for anything else."""
+def _failure(exc: Exception, bucket: str, timeout: float) -> _Failure:
+    """What a botocore or request exception means (anything foreign: a permanent failure)."""
     if isinstance(exc, RequestTimeout):
         return _Failure(f"no answer within the {timeout:g} s deadline ({exc})", True)
     if isinstance(exc, BodyCutShort):
         return _Failure(f"connection failed (the body was cut short: {exc})", True)
+    if isinstance(exc, BodyTooLarge):
+        reason = f"more than the {exc.limit} bytes an answer may have: not read"
+        return _Failure(f"the server sent an answer of {exc}, {reason}", False)
     errors = _boto()[2]
     if isinstance(exc, errors.ClientError):
         return _client_failure(exc, bucket)
@@ -207,9 +220,7 @@ def _failure(exc: Exception, bucket: str, timeout: float) -> _Failure | None:
         return _Failure(f"connection failed ({type(exc).__name__})", True)
     if isinstance(exc, errors.NoCredentialsError | errors.PartialCredentialsError):
         return _Failure("no S3 credentials: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", False)
-    if isinstance(exc, errors.BotoCoreError):
-        return _Failure(f"S3 client failed ({type(exc).__name__})", False)
-    return None
+    return _Failure(f"S3 client failed ({type(exc).__name__})", False)
 
 
 def _checksum(info: ChunkInfo) -> str:
@@ -237,6 +248,7 @@ class S3ChunkStore(ChunkStore):
 
     verifies_on_retrieve = True
     list_page_size = 1000  # keys per ListObjectsV2 page (the S3 maximum)
+    max_empty_pages = MAX_EMPTY_PAGES  # truncated pages without a key, in a row (_s3io.listing)
     max_body_size = P.MAX_STORED_CHUNK_SIZE  # a larger object is no chunk a writer made
 
     def __init__(
@@ -278,10 +290,11 @@ class S3ChunkStore(ChunkStore):
             client = self._make_client(region, creds, max_concurrency)
         elif endpoint_url is not None or access_key_id is not None or region is not None:
             raise ValueError("with client=, configure endpoint, region and credentials on it")
+        bound_answers(client, ANSWER_LIMIT)  # botocore reads no answer body whole for us
         self._client = client
         self.max_concurrency = max_concurrency
         hooks = S3Hooks(client, self._call, _expected, _checksum, self._info_of, self._put,
-                        self._requests.left)  # fmt: skip
+                        self._requests.left, self._listed)  # fmt: skip
         self._space = S3LockSpace(self, hooks)
         self._locks = StoreLocks(self._space, locks)
 
@@ -291,8 +304,9 @@ class S3ChunkStore(ChunkStore):
         settings = config.Config(
             max_pool_connections=pool,
             retries={"total_max_attempts": 1},  # our loop retries, with injectable sleep
-            connect_timeout=min(_CONNECT_TIMEOUT, self.timeout),
-            read_timeout=min(_READ_TIMEOUT, self.timeout),
+            # A second past the deadline: the caller's wait ends first, and says so.
+            connect_timeout=min(_CONNECT_TIMEOUT, self.timeout + 1.0),
+            read_timeout=min(_READ_TIMEOUT, self.timeout + 1.0),
             request_checksum_calculation="when_required",  # we send SHA-256 ourselves
             response_checksum_validation="when_required",  # we hash every body ourselves
             s3={"addressing_style": addressing},
@@ -383,21 +397,10 @@ class S3ChunkStore(ChunkStore):
         self._call("delete", info, functools.partial(self._delete, info))
 
     def __iter__(self) -> Iterator[ChunkInfo]:
-        token: str | None = None
-        seen: set[str] = set()
-        while True:
-            page = self._call("list", None, functools.partial(self._list_page, token))
-            for entry in page.get("Contents", ()):
-                info = self._info_of(entry.get("Key"))
-                if info is not None:
-                    yield info
-            token = page.get("NextContinuationToken")
-            if not page.get("IsTruncated") or not token:
-                return
-            if token in seen:  # a server that loops would make verify and gc run for ever
-                raise ChunkStoreError(f"S3 list in s3://{self.bucket}/{self.prefix}: the "
-                                      "server repeated a continuation token")  # fmt: skip
-            seen.add(token)
+        for entry in self._listed(self.prefix):
+            info = self._info_of(entry["Key"])  # listing() checked it is text
+            if info is not None:
+                yield info
 
     def check(self) -> None:
         """Raise ``ChunkStoreError`` unless the bucket exists and the credentials work."""
@@ -461,16 +464,25 @@ class S3ChunkStore(ChunkStore):
             if not _is_missing(exc):
                 raise
 
-    def _list_page(self, token: str | None, deadline: float) -> dict[str, Any]:
+    def _list_page(self, prefix: str, token: str | None, deadline: float) -> dict[str, Any]:
         extra = {"ContinuationToken": token} if token else {}
         page: dict[str, Any] = self._client.list_objects_v2(
             Bucket=self.bucket,
-            Prefix=self.prefix,
+            Prefix=prefix,
             Delimiter="/",
             MaxKeys=self.list_page_size,
             **extra,
         )
         return page
+
+    def _listed(self, prefix: str) -> Iterator[dict[str, Any]]:
+        """Every object directly under ``prefix``, page by page (one call, and its deadline,
+        per page); the listing must advance (``_s3io.listing``)."""
+
+        def page(token: str | None) -> dict[str, Any]:
+            return self._call("list", None, functools.partial(self._list_page, prefix, token))
+
+        return listing(page, f"s3://{self.bucket}/{prefix}", self.max_empty_pages)
 
     def _head_bucket(self, deadline: float) -> None:
         try:
@@ -521,10 +533,10 @@ class S3ChunkStore(ChunkStore):
         for attempt in range(attempts):
             try:
                 return self._requests.run(functools.partial(request, deadline), deadline)
+            except Error:
+                raise  # ours already (a damaged chunk, a malformed answer): as it is
             except Exception as exc:
                 failure = _failure(exc, self.bucket, self.timeout)
-                if failure is None:
-                    raise
                 left = self._requests.left(deadline)
                 if not failure.transient or attempt + 1 == attempts or left <= 0:
                     raise ChunkStoreError(self._message(action, info, failure, attempt)) from exc

@@ -1,17 +1,22 @@
 """Is a file in a place only you (and root) can change? The answer decides whether the CLI
-accepts an unsealed map from it without ``--allow-unsealed``.
+accepts an unsealed map from it without ``--allow-unsealed``, and whether a key store may be
+opened where it is (``pqselfenc/keys/_folder.py``).
 
 A file is in a **private place** when every step to it, resolved as the kernel resolves it
 (symbolic links followed, ``..`` taken on the real path), passes these checks:
 
 - every folder on the way, the file and every symbolic link met belong to you or to root;
-- no folder on the way is writable by its group or by everyone, unless it has the sticky bit
-  (``/tmp``: others cannot rename or delete what belongs to you there);
-- the file is not writable by its group or by everyone.
+- nobody else may write a folder on the way, unless it has the sticky bit (``/tmp``: others
+  cannot rename or delete what belongs to you there);
+- nobody else may write the file.
 
-Group-writable is allowed when the group has exactly one member and that member owns the
-entry (a "user private group", as Debian's OpenSSH allows for ``StrictModes``): umask 002
-systems make such folders. A step that cannot be examined counts as not private.
+"Nobody else may write" is read from the mode bits and from an access control list
+(``core/_acl.py``): a user other than you, root and the entry's owner, a group, or everyone
+that may write, by either, is somebody else; so is a writer an ACL names in a way we cannot
+tell (counted as others writing). A group is not somebody else when it has exactly one member
+and that member owns the entry (a "user private group", as Debian's OpenSSH allows for
+``StrictModes``): umask 002 systems make such folders. A step that cannot be examined counts as
+not private.
 
 Between this check and the read nobody else can swap the file: that is what the check says.
 """
@@ -25,6 +30,8 @@ import pwd
 import stat
 from collections import deque
 from pathlib import Path
+
+from pqselfenc.core._acl import Writers, writers
 
 __all__ = ["why_not_private"]
 
@@ -80,11 +87,23 @@ def _entry_problem(where: str, info: os.stat_result, me: int, *, folder: bool) -
     owner = _owner_problem(where, info, me)
     if owner is not None:
         return owner
-    if info.st_mode & stat.S_IWOTH and not (folder and info.st_mode & stat.S_ISVTX):
+    if folder and info.st_mode & stat.S_ISVTX:
+        return None  # others may add names here, never rename or remove ours
+    return _writers_problem(where, info, writers(where, info), me)
+
+
+def _writers_problem(where: str, info: os.stat_result, found: Writers, me: int) -> str | None:
+    if found.unknown is not None:
+        return f"{where} may be writable by others: it has {found.unknown}"
+    if found.everyone:
         return f"{where} is writable by everyone"
-    group_writable = info.st_mode & stat.S_IWGRP and not (folder and info.st_mode & stat.S_ISVTX)
-    if group_writable and group_members(info.st_gid) != {info.st_uid}:
-        return f"{where} is writable by its group"
+    users = sorted(found.users - {me, _ROOT, info.st_uid})
+    if users:
+        return f"{where} is writable by user {users[0]} (access control list)"
+    for gid in sorted(found.groups):
+        if group_members(gid) != {info.st_uid}:
+            whose = "its group" if gid == info.st_gid else f"group {gid} (access control list)"
+            return f"{where} is writable by {whose}"
     return None
 
 
