@@ -206,7 +206,7 @@ def test_json_results_are_one_object(capsys: pytest.CaptureFixture[str], tmp_pat
     doc = json.loads(encrypt(capsys, "in.bin", "--json").out)
     assert doc["encrypted"][0] | {"map": "x"} == {
         "input": "in.bin", "map": "x", "sealed": False, "recipients": [], "size": 1234,
-        "chunks": 20, "levels": 1,
+        "chunks": 20, "levels": 1, "escrow": [],
     }  # fmt: skip
     doc = json.loads(decrypt(capsys, "in.bin.map", "--out", "o", "--json").out)
     assert doc == {"map": "in.bin.map", "out": "o", "bytes": 1234}

@@ -73,7 +73,7 @@ def _map_path(source: str, out: Path | None, several: bool) -> Path:
         name = PurePosixPath(source.split("?")[0]).name + MAP_SUFFIX
         default = Path(name)
     else:
-        default = Path(source).with_name(Path(source).name + MAP_SUFFIX)
+        default = Path(source).parent / (Path(source).name + MAP_SUFFIX)  # '.' is refused later
     if out is None:
         return default
     if not several and not out.is_dir():

@@ -195,7 +195,7 @@ def _config(session: Session) -> EncryptionConfig:
 
 def _map_paths(files: list[Path], out: Path | None) -> list[Path]:
     if out is None:
-        return [f.with_name(f.name + MAP_SUFFIX) for f in files]
+        return [f.parent / (f.name + MAP_SUFFIX) for f in files]  # total: '.' is refused later
     if len(files) == 1 and not out.is_dir():
         return [out]
     if not out.is_dir():
