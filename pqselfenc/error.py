@@ -9,8 +9,10 @@ The tree::
     │   │                          GCM tag, size, content hash, MAC, hash chain)
     │   ├── AuditError             the audit log is broken (incl. a line that does not
     │   │                          parse), truncated, or cannot be written
-    │   └── RollbackError          the key store folder is older than its rollback anchor
-    │                              (kept in a token or the OS keyring), or the anchor is gone
+    │   ├── RollbackError          the key store folder is older than its rollback anchor
+    │   │                          (kept in a token or the OS keyring), or the anchor is gone
+    │   └── TokenKeyError          a store's wrapping key in the PKCS#11 token is not the one
+    │                              it made and recorded (several, another id, importable)
     ├── EncryptionError            an operation could not be carried out (missing or wrong
     │   │                          convergence secret, compression failure, worker failure)
     │   ├── DecryptionError        a sealed envelope did not open: "not for me", wrong key and
@@ -61,6 +63,7 @@ __all__ = [
     "RollbackError",
     "SignatureError",
     "StoreLockedError",
+    "TokenKeyError",
     "TokenPinError",
     "TokenUnavailable",
     "WeakSecretError",
@@ -88,6 +91,12 @@ class RollbackError(IntegrityError):
     """The key store folder is older than the rollback anchor kept outside it (a token data
     object, an OS keyring entry), its audit log is not the one anchored, or the anchor of an
     anchored store is missing; the message gives the anchor's values."""
+
+
+class TokenKeyError(IntegrityError):
+    """A store's wrapping key in the PKCS#11 token is not the one pqselfenc generated there and
+    recorded: several keys under its label, another ``CKA_ID``, or a key that is not private,
+    sensitive, never extractable and generated in the token. It is never used."""
 
 
 class EncryptionError(Error):

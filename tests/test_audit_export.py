@@ -7,10 +7,13 @@ cut between two exports is caught, and the log is read in bounded memory.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+import subprocess
+import sys
 import tracemalloc
 from datetime import timedelta
 from pathlib import Path
@@ -275,6 +278,41 @@ def test_cli_export_prints_the_good_prefix_then_fails(
     assert json.loads(Path("st").read_text())["seq"] == 3  # the good prefix went out
     again = run(capsys, "audit", "export", "--state", "st")  # stuck there, loudly, every run
     assert again.code == 1 and again.out == ""
+
+
+_FSYNC_FAILS_ON_STDOUT = """
+import errno, os
+real = os.fsync
+def fsync(fd):
+    if fd == 1:  # stdout, a regular file here
+        raise OSError(errno.EIO, os.strerror(errno.EIO))
+    real(fd)
+os.fsync = fsync
+from pqselfenc.cli import main
+raise SystemExit(main())
+"""
+
+
+def test_cli_export_state_never_claims_lines_not_made_durable(
+    capsys: pytest.CaptureFixture[str], cli: Path, tmp_path: Path
+) -> None:
+    """stdout is a file whose fsync fails (EIO): the export fails with that error and the state
+    file is not advanced, so the next export repeats those lines rather than skip them."""
+    ok(capsys, "keys", "generate", "alice")
+    first = ok(capsys, "audit", "export", "--state", "st")
+    saved = Path("st").read_bytes()
+    ok(capsys, "keys", "rotate", "alice")
+    with open(tmp_path / "shipped.jsonl", "wb") as out:
+        child = subprocess.run(
+            [sys.executable, "-c", _FSYNC_FAILS_ON_STDOUT, "audit", "export", "--state", "st"],
+            stdout=out, stderr=subprocess.PIPE, text=True, timeout=120, check=False,
+        )  # fmt: skip
+    assert child.returncode == 1, child.stderr
+    assert os.strerror(errno.EIO) in child.stderr and "state file is left as it was" in child.stderr
+    assert Path("st").read_bytes() == saved
+    again = _records(ok(capsys, "audit", "export", "--state", "st").out)
+    last = _records(first.out)[-1]
+    assert again and again[0]["seq"] == last["seq"] + 1
 
 
 def test_cli_export_refuses_a_state_it_cannot_continue(

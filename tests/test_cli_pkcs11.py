@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -174,7 +175,9 @@ def test_a_rolled_back_folder_is_refused_until_reset(
     capsys: pytest.CaptureFixture[str], hsm_env: Path, tmp_path: Path
 ) -> None:
     ok(capsys, "keys", "generate", "alice", "--backend", "pkcs11", "--pin-file", hsm_env)
-    keys = tmp_path / "home" / "keys"
+    keys, state = tmp_path / "home" / "keys", tmp_path / "export.state"
+    ok(capsys, "audit", "export", "--state", state, "--pin-file", hsm_env)
+    saved = state.read_bytes()
     shutil.copytree(keys, tmp_path / "backup")
     ok(capsys, "keys", "rotate", "alice", "--pin-file", hsm_env)
     ok(capsys, "recipients", "add", "eve", _public_key_text(), "--pin-file", hsm_env)
@@ -184,8 +187,13 @@ def test_a_rolled_back_folder_is_refused_until_reset(
     line = refused.error_line()
     assert "older than its rollback anchor" in line and "generation 4" in line
     assert "'pqselfenc keys anchor' shows the anchor" in refused.err
-    verify = run(capsys, "audit", "verify", "--pin-file", hsm_env)
+    verify = run(capsys, "audit", "verify", "--json", "--pin-file", hsm_env)
     assert "(rolled-back)" in verify.error_line()
+    assert json.loads(verify.out)["problem"] == "rolled-back"
+    for since in (("--state", state), ("--since", "0")):  # the SIEM timer sees it too
+        export = run(capsys, "audit", "export", *since, "--json", "--pin-file", hsm_env)
+        assert "older than its rollback anchor" in export.error_line() and export.out == ""
+        assert state.read_bytes() == saved
     unconfirmed = run(capsys, "keys", "anchor", "--reset", "--pin-file", hsm_env)
     assert "accepts the key store folder as it is now" in unconfirmed.error_line()
     reset = ok(capsys, "keys", "anchor", "--reset", "--yes", "--pin-file", hsm_env)
@@ -196,6 +204,40 @@ def test_a_rolled_back_folder_is_refused_until_reset(
     reset_event = next(e for e in events if e["action"] == "anchor-reset")
     assert reset_event["detail"].startswith("anchor was generation 4")
     assert "audit log ok" in ok(capsys, "audit", "verify", "--pin-file", hsm_env).out
+    shipped = ok(capsys, "audit", "export", "--state", state, "--pin-file", hsm_env).out
+    assert '"action":"anchor-reset"' in shipped
+
+
+_PLANT_KEY = """
+import os, sys, pkcs11
+from pkcs11 import Attribute as A
+tok = pkcs11.lib(os.environ["PQSELFENC_PKCS11_MODULE"]).get_token(
+    token_label=os.environ["PQSELFENC_PKCS11_TOKEN"])
+private = sys.argv[2] == "private"
+with tok.open(rw=True, user_pin=os.environ["PQSELFENC_PKCS11_PIN"] if private else None) as s:
+    s.generate_key(pkcs11.KeyType.AES, 256, label=sys.argv[1], id=os.urandom(16), store=True,
+                   template={A.TOKEN: True, A.PRIVATE: private, A.EXTRACTABLE: not private,
+                             A.SENSITIVE: private})
+"""
+
+
+def test_keys_under_the_store_label(capsys: pytest.CaptureFixture[str], hsm_env: Path,
+                                    tmp_path: Path, softhsm: SoftHsm) -> None:  # fmt: skip
+    """A public key planted without the PIN under the store's label changes nothing; a second
+    private one (made with the PIN) stops every command with a hint about the token's objects,
+    not about chunk stores."""
+    ok(capsys, "keys", "generate", "alice", "--backend", "pkcs11", "--pin-file", hsm_env)
+    meta = json.loads((tmp_path / "home" / "keys" / "keystore.json").read_text())
+    label, env = meta["pkcs11"]["key_label"], softhsm.env()
+    public = {k: v for k, v in env.items() if k != "PQSELFENC_PKCS11_PIN"}
+    planter = [sys.executable, "-c", _PLANT_KEY, label]
+    assert subprocess.run([*planter, "public"], env=public, check=False).returncode == 0
+    assert "alice v1 active" in ok(capsys, "keys", "list", "--pin-file", hsm_env).out
+    assert "audit log ok" in ok(capsys, "audit", "verify", "--pin-file", hsm_env).out
+    assert subprocess.run([*planter, "private"], env=env, check=False).returncode == 0
+    refused = run(capsys, "keys", "list", "--pin-file", hsm_env)
+    assert "several private keys" in refused.error_line()
+    assert "pkcs11-tool --list-objects" in refused.err and "store verify" not in refused.err
 
 
 def _public_key_text() -> str:

@@ -53,6 +53,7 @@ def test_error_names_are_pinned_and_drawn_in_the_tree() -> None:
         "RollbackError",
         "SignatureError",
         "StoreLockedError",
+        "TokenKeyError",
         "TokenPinError",
         "TokenUnavailable",
         "WeakSecretError",

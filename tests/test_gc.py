@@ -634,3 +634,19 @@ def test_an_interrupt_while_a_lock_is_taken_leaves_no_lock_behind(
         with pytest.raises(KeyboardInterrupt), take():
             pytest.fail("the lock was taken")
     assert [i.lock_id for i in store.locks().inspect()] == [other]
+
+
+def test_a_writer_whose_start_time_cannot_be_read_is_alive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``/proc`` mounted with ``hidepid`` (or another user's process) hides a live writer's start
+    time: that proves nothing, so its lock still counts; only a pid with no process, or one
+    with another start time, is gone."""
+    from pqselfenc.core import _owner
+
+    me = _owner.identity()
+    assert not _owner.is_dead(me)
+    gone = {**me, **gone_process()}
+    assert _owner.is_dead(gone)
+    assert _owner.is_dead({**me, "pid_start": me["pid_start"] + 1})  # the pid was reused
+    monkeypatch.setattr(_owner, "process_start", lambda pid: None)  # hidepid=2
+    assert not _owner.is_dead(me) and not _owner.is_dead({**me, "pid_start": 1})
+    assert _owner.is_dead(gone)  # no such pid at all: still provably gone

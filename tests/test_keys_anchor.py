@@ -21,9 +21,10 @@ import pytest
 from _anchored import Anchored, anchored_fixture  # noqa: F401  (registers "anchored")
 from _keys_support import PASSPHRASE, FakeClock, OwnCollection, needs_secret_service, small_map
 
-from pqselfenc.error import IntegrityError, RollbackError, TokenUnavailable
+from pqselfenc.error import AuditError, IntegrityError, RollbackError, TokenUnavailable
 from pqselfenc.keys import KeyStore, _opening
 from pqselfenc.keys._anchor import GENESIS, Anchor
+from pqselfenc.keys.audit import AuditLog
 
 
 def recipient_text() -> str:
@@ -115,6 +116,77 @@ def test_the_audit_tail_cut_after_the_last_commit_is_refused(anchored: Anchored,
     assert ks.audit.verify().ok  # consistent inside the folder
     with pytest.raises(RollbackError, match=f"ends at seq {len(lines)}"):
         anchored.open(ks.directory)
+
+
+def test_a_cut_tail_with_torn_bytes_is_refused_before_anything_is_written(
+    anchored: Anchored, tmp_path: Path
+) -> None:
+    """The audit tail cut after the last commit, then a few bytes appended that look like a
+    torn line: open refuses it (RollbackError) without moving the torn bytes aside or appending
+    an ``audit-recover`` line first (docs/format.md 4.8: "Nothing is written then"), however
+    often it is tried; ``audit export`` refuses it as well."""
+    ks = anchored.open(tmp_path / "ks")
+    ks.generate("alice")
+    ks.close()
+    cut = ks.audit.path.read_bytes()
+    ks = anchored.open(ks.directory)
+    ks.seal(small_map(), to=["alice"])
+    ks.close()
+    ks.audit.path.write_bytes(cut + b'{"x')
+    before = snapshot(ks.directory)
+    for _attempt in range(2):
+        with pytest.raises(RollbackError, match="older than its rollback anchor"):
+            anchored.open(ks.directory)
+        assert snapshot(ks.directory) == before
+    with pytest.raises(RollbackError):
+        KeyStore.export_audit(ks.directory, backend=anchored.kind)
+    assert snapshot(ks.directory) == before
+
+
+def test_audit_export_checks_the_rollback_anchor(anchored: Anchored, tmp_path: Path) -> None:
+    """A folder ``audit verify`` reports ``rolled-back`` is refused by the export too, before a
+    line is read: from the start, and continuing from a state saved before the rollback."""
+    ks = made(anchored, tmp_path)
+    export = KeyStore.export_audit(ks.directory, backend=anchored.kind)
+    records = list(export)
+    assert records and export.state is not None
+    shutil.copytree(ks.directory, tmp_path / "copy")
+    ks = anchored.open(ks.directory)
+    ks.rotate("alice")
+    ks.close()
+    restore(tmp_path / "copy", ks.directory)
+    report = KeyStore.verify_audit(ks.directory, backend=anchored.kind)
+    assert (report.ok, report.kind) == (False, "rolled-back")
+    for since in (None, export.state, records[-1].seq):
+        with pytest.raises(RollbackError, match="older than its rollback anchor"):
+            KeyStore.export_audit(ks.directory, since=since, backend=anchored.kind)
+
+
+def test_an_anchor_check_that_cannot_read_the_log_is_never_ok(
+    anchored: Anchored, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the log verifies but the anchor check cannot read it (``AuditError``: it changed in
+    between), ``audit verify`` checks everything once more; if that happens again it reports
+    the problem (``rolled-back``), never ``ok``. The export refuses."""
+    ks = made(anchored, tmp_path)
+    calls = []
+    real = AuditLog.hash_at
+
+    def flaky(self: AuditLog, seq: int) -> bytes:
+        calls.append(seq)
+        if len(calls) == 1 or always:
+            raise AuditError(f"audit line {seq} has no valid MAC")
+        return real(self, seq)
+
+    monkeypatch.setattr(AuditLog, "hash_at", flaky)
+    always = False
+    assert KeyStore.verify_audit(ks.directory, backend=anchored.kind).ok and len(calls) == 2
+    always = True
+    report = KeyStore.verify_audit(ks.directory, backend=anchored.kind)
+    assert (report.ok, report.kind) == (False, "rolled-back") and len(calls) == 4
+    assert report.detail is not None and "could not be compared" in report.detail
+    with pytest.raises(AuditError, match="no valid MAC"):
+        KeyStore.export_audit(ks.directory, backend=anchored.kind)
 
 
 def test_two_copies_in_use_at_once_fork_and_the_second_is_refused(
@@ -433,13 +505,15 @@ WRITER = """
 
 def test_audit_verify_during_writes_raises_no_false_rollback(anchored: Anchored,
                                                              tmp_path: Path) -> None:  # fmt: skip
-    """The anchor check of ``audit verify`` reads metadata, log head and anchor together under
-    the store lock: a writer committing meanwhile is never reported as a rollback."""
+    """The anchor check of ``audit verify`` and ``audit export`` reads metadata, log head and
+    anchor together under the store lock: a writer committing meanwhile is never reported as a
+    rollback, nor refused as one."""
     ks = made(anchored, tmp_path)
     writer = anchored.child(WRITER, str(ks.directory))
     reports = []
     while writer.poll() is None:
         reports.append(KeyStore.verify_audit(ks.directory, backend=anchored.kind))
+        assert list(KeyStore.export_audit(ks.directory, backend=anchored.kind))  # no refusal
     out, err = writer.communicate(timeout=600)
     assert writer.returncode == 0 and out.strip() == "ok", err[-3000:]
     assert reports and all(r.ok for r in reports), [str(r) for r in reports if not r.ok]

@@ -137,7 +137,7 @@ print("done")
 
 def test_two_processes_writing_leave_consistent_metadata(open_store: StoreFactory) -> None:
     ks = open_store()  # created (and its vault) before the writers start
-    env = dict(os.environ, PYTHONPATH=str(TESTS))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))  # this checkout
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, str(ks.directory), tag],

@@ -182,6 +182,48 @@ def test_the_token_key_deleted_shreds_the_whole_store(token: Anchored, tmp_path:
         KeyStore.verify_audit(ks.directory, backend="pkcs11")
 
 
+def test_a_key_planted_after_the_shred_wraps_nothing(token: Anchored, tmp_path: Path,
+                                                     softhsm: SoftHsm) -> None:  # fmt: skip
+    """The store open; the admin destroys its token key (PIN); someone without the PIN plants an
+    exportable public key of a known value under the same label and ``CKA_ID`` (both are in the
+    folder). The open store's next new seed is not wrapped under it: ``KeyDestroyedError``."""
+    ks = token.open(tmp_path / "ks")
+    ks.generate("alice")
+    meta = ks._ledger.read()
+    assert meta.token_key is not None
+    label, key_id = meta.token_key.key_label, meta.token_key.key_id
+    token.run("""
+        import os, sys, pkcs11
+        from pkcs11 import Attribute as A, ObjectClass
+        tok = pkcs11.lib(os.environ["PQSELFENC_PKCS11_MODULE"]).get_token(
+            token_label=os.environ["PQSELFENC_PKCS11_TOKEN"])
+        with tok.open(rw=True, user_pin=os.environ["PQSELFENC_PKCS11_PIN"]) as s:
+            for key in s.get_objects({A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: sys.argv[1]}):
+                key.destroy()
+        with tok.open(rw=True) as s:  # no PIN
+            s.create_object({A.CLASS: ObjectClass.SECRET_KEY, A.KEY_TYPE: pkcs11.KeyType.AES,
+                             A.TOKEN: True, A.PRIVATE: False, A.SENSITIVE: False,
+                             A.EXTRACTABLE: True, A.ENCRYPT: True, A.DECRYPT: True,
+                             A.LABEL: sys.argv[1], A.ID: bytes.fromhex(sys.argv[2]),
+                             A.VALUE: bytes([0x5A]) * 32})
+    """, label, key_id)  # fmt: skip
+    with pytest.raises(KeyDestroyedError, match="crypto-shredded"):
+        ks.generate("carol")
+    assert not any(name.startswith("carol.") for name in blobs(ks.directory))
+    ks.close()
+    with pytest.raises(KeyDestroyedError):
+        token.open(ks.directory)
+    token.run("""
+        import os, sys, pkcs11
+        from pkcs11 import Attribute as A, ObjectClass
+        tok = pkcs11.lib(os.environ["PQSELFENC_PKCS11_MODULE"]).get_token(
+            token_label=os.environ["PQSELFENC_PKCS11_TOKEN"])
+        with tok.open(rw=True) as s:  # the planted key is public: it goes without the PIN
+            for key in s.get_objects({A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: sys.argv[1]}):
+                key.destroy()
+    """, label)  # fmt: skip
+
+
 def test_wrong_pin_absent_token_no_module(token: Anchored, tmp_path: Path,
                                           monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     hsm = token.hsm

@@ -37,6 +37,7 @@ from pqselfenc.error import (
     KeyDestroyedError,
     KeyNotFound,
     KeyStoreError,
+    TokenKeyError,
     TokenPinError,
     TokenUnavailable,
 )
@@ -369,7 +370,7 @@ def test_a_key_not_made_by_the_token_is_refused(opener: Callable[..., Pkcs11Back
     helper._token.run(plant, "planting")
     with pytest.raises(IntegrityError, match=r"EXTRACTABLE|LOCAL|SENSITIVE"):
         opener(store_id, create=False)
-    Pkcs11Backend(helper._dir, store_id, helper._token, bytes(16)).destroy_wrapping_key()
+    helper._token.run(lambda s: [k.destroy() for k in pb._keys(s, store_id)], "cleanup")
 
 
 def test_key_deleted_from_the_token_shreds_everything(opener: Callable[..., Pkcs11Backend],
@@ -392,6 +393,98 @@ def test_key_deleted_from_the_token_shreds_everything(opener: Callable[..., Pkcs
     with pytest.raises(KeyDestroyedError):
         opener(backend._store_id, create=False)
     assert backend.destroy_wrapping_key() is False
+
+
+_PLANT = """
+    import sys, pkcs11
+    from pkcs11 import Attribute as A
+    module, token, label, key_id, pin = sys.argv[1:6]
+    with pkcs11.lib(module).get_token(token_label=token).open(rw=True, user_pin=pin or None) as s:
+        if sys.argv[6] == "destroy":  # the admin, with the PIN: crypto-shred the store
+            for key in s.get_objects({A.CLASS: pkcs11.ObjectClass.SECRET_KEY, A.LABEL: label}):
+                key.destroy()
+        elif sys.argv[6] == "public":  # anyone, no PIN: an exportable key of a known value
+            s.create_object({A.CLASS: pkcs11.ObjectClass.SECRET_KEY, A.KEY_TYPE: pkcs11.KeyType.AES,
+                             A.TOKEN: True, A.PRIVATE: False, A.SENSITIVE: False,
+                             A.EXTRACTABLE: True, A.ENCRYPT: True, A.DECRYPT: True,
+                             A.LABEL: label, A.ID: bytes.fromhex(key_id), A.VALUE: bytes(32)})
+        else:  # with the PIN: a genuine token-generated key under the same label and id
+            s.generate_key(pkcs11.KeyType.AES, 256, id=bytes.fromhex(key_id), label=label,
+                           store=True, template={A.TOKEN: True, A.PRIVATE: True,
+                                                 A.SENSITIVE: True, A.EXTRACTABLE: False})
+"""
+
+
+def plant(hsm: SoftHsm, backend: Pkcs11Backend, what: str, key_id: bytes | None = None) -> None:
+    """In another process: ``destroy`` (PIN), ``public`` (no PIN) or ``private`` (PIN)."""
+    pin = "" if what == "public" else hsm.pin
+    run_child(hsm, _PLANT, hsm.module, hsm.token, backend.key_label,
+              (key_id or backend.key_id).hex(), pin, what)  # fmt: skip
+
+
+def remove_all(backend: Pkcs11Backend) -> None:
+    """Every secret key under the backend's label, public ones too (cleanup)."""
+    import pkcs11
+    from pkcs11 import Attribute as A
+
+    query = {A.CLASS: pkcs11.ObjectClass.SECRET_KEY, A.LABEL: backend.key_label}
+    backend._token.run(lambda s: [k.destroy() for k in s.get_objects(query)], "cleanup")
+
+
+def test_a_key_made_after_the_shred_is_never_used(opener: Callable[..., Pkcs11Backend],
+                                                  softhsm: SoftHsm) -> None:  # fmt: skip
+    """The store's key destroyed while a backend is open, then an exportable public key of a
+    known value planted under the same label and id without the PIN: nothing is wrapped under it
+    (its owner would decrypt the blob offline) nor unwrapped. A genuine key made later under the
+    same label and id with the PIN is not the one found at open either: the shred is final."""
+    backend = opener()
+    backend.put("alice", 1, SEED)
+    plant(softhsm, backend, "destroy")
+    plant(softhsm, backend, "public")
+    for _attempt in ("public", "private"):
+        with pytest.raises(KeyDestroyedError, match="crypto-shredded"):
+            backend.put("carol", 1, SEED)
+        with pytest.raises(KeyDestroyedError, match="crypto-shredded"):
+            backend.get("alice", 1)
+        assert not blob(backend, "carol", 1).exists()
+        plant(softhsm, backend, "private")
+    with pytest.raises(KeyDestroyedError, match="made after it"):
+        backend.put("carol", 1, SEED)
+    remove_all(backend)
+
+
+def test_public_objects_under_the_label_never_count(opener: Callable[..., Pkcs11Backend],
+                                                    softhsm: SoftHsm) -> None:  # fmt: skip
+    """Public keys planted without the PIN under the store's label (with its id or another)
+    neither lock the store out ("several keys") nor are ever used or destroyed by it."""
+    backend = opener()
+    backend.put("alice", 1, SEED)
+    plant(softhsm, backend, "public")
+    plant(softhsm, backend, "public", key_id=bytes(16))
+    again = opener(backend._store_id, create=False, key_id=backend.key_id, directory=backend._dir)
+    assert again.get("alice", 1) == SEED
+    again.put("alice", 2, SEED[::-1])
+    assert backend.get("alice", 2) == SEED[::-1]
+    assert opener(backend._store_id, create=False).key_id == backend.key_id
+    assert again.destroy_wrapping_key()
+    with pytest.raises(KeyDestroyedError):
+        backend.get("alice", 1)
+    remove_all(backend)
+
+
+def test_several_private_keys_under_the_label(opener: Callable[..., Pkcs11Backend],
+                                              softhsm: SoftHsm) -> None:  # fmt: skip
+    """A second private key made under the label with the PIN: ``TokenKeyError`` naming the ids,
+    at open and at every use; neither key is used."""
+    backend = opener()
+    backend.put("alice", 1, SEED)
+    plant(softhsm, backend, "private", key_id=bytes(16))
+    with pytest.raises(TokenKeyError, match=f"several private keys.*{bytes(16).hex()}"):
+        opener(backend._store_id, create=False)
+    plant(softhsm, backend, "private")
+    with pytest.raises(TokenKeyError, match="several"):
+        backend.get("alice", 1)
+    remove_all(backend)
 
 
 def test_destroy_one_version(opener: Callable[..., Pkcs11Backend]) -> None:

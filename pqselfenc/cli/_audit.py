@@ -151,14 +151,23 @@ def _read_state(path: Path) -> ExportState | None:
 
 
 def _sync(stream: IO[bytes]) -> None:
-    """Make what went to stdout durable when it is a file (before the state says so)."""
-    stream.flush()
+    """Make what went to stdout durable when it is a file, before the state says it was
+    delivered: a flush or fsync that fails is a ``CliError`` (the state is then not written),
+    never ignored. A pipe or a terminal has nothing to sync."""
     try:
-        fd = stream.fileno()
+        stream.flush()
+        try:
+            fd = stream.fileno()
+        except (OSError, ValueError):  # not a real file (a test's buffer): nothing to sync
+            return
         if stat.S_ISREG(os.fstat(fd).st_mode):
             os.fsync(fd)
-    except (OSError, ValueError):  # not a real file (a pipe, a test's buffer): nothing to sync
-        pass
+    except OSError as exc:
+        raise CliError(
+            f"the exported events may not have reached stdout durably ({exc.strerror or exc}):"
+            " the state file is left as it was, so the next export repeats them",
+            hint="check the disk or file system stdout is written to",
+        ) from exc
 
 
 def export_log(session: Session) -> int:

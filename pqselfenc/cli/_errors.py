@@ -29,8 +29,9 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     ),
     (
         err.KeyDestroyedError,
-        "that key version was destroyed; ask the sender to reseal for your "
-        "current key ('pqselfenc keys list' shows it)",
+        "that key was destroyed and nothing brings it back: for one key version, ask the "
+        "sender to reseal for your current key ('pqselfenc keys list' shows it); a store whose "
+        "token key was destroyed is crypto-shredded as a whole",
     ),
     (
         err.EscrowError,
@@ -51,6 +52,12 @@ _HINTS: tuple[tuple[type[BaseException], str], ...] = (
     ),
     (err.ChunkStoreError, "check that the chunk store exists, is readable and is reachable"),
     (err.AuditError, "the audit log was altered or truncated; keep a copy and investigate"),
+    (
+        err.TokenKeyError,
+        "someone with the token's PIN changed the objects under the store's label: list them "
+        "(e.g. 'pkcs11-tool --list-objects --login') and compare their CKA_ID with "
+        "keystore.json's pkcs11 key_id; only the key the token generated for the store is used",
+    ),
     (
         err.RollbackError,
         "'pqselfenc keys anchor' shows the anchor; compare the folder with your latest backup",

@@ -77,15 +77,17 @@ def identity() -> dict[str, Any]:
 
 
 def _alive(pid: int, start: object) -> bool:
-    if isinstance(start, int):
-        return process_start(pid) == start  # a reused pid has another start time
+    """Unless provably gone: no process ``pid``, or one with another start time (a reused
+    pid). A start time that cannot be read (``/proc`` mounted with ``hidepid``, another
+    user's process) proves nothing: alive."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except OSError:
-        return True  # exists, owned by someone else
-    return True
+        pass  # exists, owned by someone else
+    now = process_start(pid) if isinstance(start, int) else None
+    return now is None or now == start
 
 
 def is_dead(body: dict[str, Any]) -> bool:

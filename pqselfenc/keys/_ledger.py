@@ -18,11 +18,12 @@ commit and every checkpoint (``head()`` is the new audit head). A write the hold
 the anchor back, or whose log lacks the anchored line (two copies of the folder in use at once),
 is a rollback or a fork of the folder while it was open: ``IntegrityError``, raised.
 ``recover`` checks the folder against it at open (``RollbackError``, nothing written: the
-generation before anything else, the audit head and the hash at the anchored seq once the log is
-settled), refuses an anchored store whose anchor is gone, anchors a keyring store of the release
-before (``anchor-start``), resets the anchor when asked (``anchor-reset``, audited), and catches
-up an anchor left behind (which also covers a checkpoint the torn-tail ``audit-recover`` event
-triggered). With the file backend there is no anchor: a log line says so at creation.
+generation before anything else, then the audit head and the hash at the anchored seq of the log
+read as if its torn tail were moved aside, before that tail is moved), refuses an anchored
+store whose anchor is gone, anchors a keyring store of the release before (``anchor-start``),
+resets the anchor when asked (``anchor-reset``, audited), and catches up an anchor left behind
+(which also covers a checkpoint the torn-tail ``audit-recover`` event triggered). With the file
+backend there is no anchor: a log line says so at creation.
 """
 
 from __future__ import annotations
@@ -234,34 +235,40 @@ class Ledger:
     def recover(self, meta: Metadata, *, reset_anchor: bool = False, **create: Any) -> Metadata:
         """Settle what a crash left, catch a rollback, upgrade a store of the release before.
 
-        ``meta`` is keystore.json, MAC-checked. In order: MACs are required from the seq the
-        metadata names; the rollback anchor is read and a generation below it refused; a torn
-        audit tail is moved aside; the head line must be authentic; the last commit event must
-        have committed exactly keystore.json (or the staged file, which is then renamed into
-        place; any other staged file is deleted): else ``IntegrityError`` and nothing is
-        written; then the folder is checked against the anchor (``RollbackError``), unless
-        ``reset_anchor``. A store whose creation stopped before its first event gets it
+        ``meta`` is keystore.json, MAC-checked. In order, reading only: MACs are required from
+        the seq the metadata names; the rollback anchor is read and a generation below it
+        refused; the log is read as if its torn tail were moved aside (``without_torn_tail``):
+        its head line must be authentic, and its last commit event must have committed exactly
+        keystore.json (or the staged file): else ``IntegrityError``; then that settled folder is
+        checked against the anchor (``RollbackError``), unless ``reset_anchor``. Nothing is
+        written before these checks pass (docs/format.md 4.8). Then: the torn tail is moved
+        aside (an ``audit-recover`` event), the staged file renamed into place (any other staged
+        file is deleted). A store whose creation stopped before its first event gets it
         (``create`` holds its fields). A format 1 store is upgraded (``audit-upgrade``). Then
         the anchor is started, reset or caught up (``_anchored``).
         """
         self.audit.require_macs_from(meta.audit_mac_from)
         anchor = self._anchor_at_open(meta, reset_anchor)
         try:
-            self.audit.recover_torn_tail()
-            self.audit.head()  # AuditError unless the last line is authentic
-            record = self.audit.last_commit()
+            settled = self.audit.without_torn_tail()
+            settled.head()  # AuditError unless the last whole line is authentic
+            record = settled.last_commit()
             staged = self._read_staged()
             current = settle(record, meta, staged)
         except IntegrityError as exc:  # AuditError too: say where the log first goes wrong
             raise self._diagnosed(exc) from exc
+        target = meta if current else staged
+        assert target is not None
+        if not reset_anchor:
+            settled.require_macs_from(target.audit_mac_from)
+            self._check_anchor(anchor, target, settled)  # RollbackError: nothing written
+        self.audit.recover_torn_tail()  # the first write
         if not current:
             assert staged is not None
             M.commit_staged(self._staged, self._path)
             meta = staged
             self.audit.require_macs_from(meta.audit_mac_from)
         self._staged.unlink(missing_ok=True)
-        if not reset_anchor:
-            self._check_anchor(anchor, meta)
         if record is None and meta.audit_mac_from is not None:  # creation stopped before it
             self._log("store-create", None, None, generation=meta.generation,
                       meta_mac=meta.mac, **create)  # fmt: skip
@@ -287,14 +294,19 @@ class Ledger:
                           self._anchor.anchor_location)  # fmt: skip
         return anchor
 
-    def check_anchor(self, meta: Metadata, head: int) -> None:
-        """``RollbackError`` unless a folder at ``meta`` whose audit log ends at seq ``head`` is
-        at or after the anchor its holder has now (``audit verify`` asks this)."""
-        self._check_anchor(self.read_anchor(), meta, head)
+    def check_anchor(self) -> None:
+        """``RollbackError`` unless the folder as it is now (keystore.json, and the audit log
+        without a torn tail) is at or after the anchor its holder has now: all three read
+        together under the store lock, nothing written (``audit verify`` and ``audit export``
+        ask this). ``AuditError`` if the log cannot be compared (an unauthentic line)."""
+        if self._anchor is None:
+            return
+        with self.lock:
+            self._check_anchor(self.read_anchor(), self.read(), self.audit.without_torn_tail())
 
-    def _check_anchor(self, anchor: Anchor | None, meta: Metadata, head: int | None = None) -> None:
-        """``RollbackError`` unless the settled folder is at or after ``anchor``, or the
-        anchor of an anchored store is gone."""
+    def _check_anchor(self, anchor: Anchor | None, meta: Metadata, log: AuditLog) -> None:
+        """``RollbackError`` unless the folder at ``meta`` with audit ``log`` is at or after
+        ``anchor``, or the anchor of an anchored store is gone."""
         if self._anchor is None:
             return
         where = self._anchor.anchor_location
@@ -302,8 +314,7 @@ class Ledger:
             if meta.anchor is not None:
                 raise _anchor.missing(where)
             return
-        head = self.audit.head()[0] if head is None else head
-        _anchor.check(anchor, meta.generation, head, self.audit.hash_at, where)
+        _anchor.check(anchor, meta.generation, log.head()[0], log.hash_at, where)
 
     def _anchored(self, meta: Metadata, anchor: Anchor | None, reset: bool) -> Metadata:
         """After the check: reset the anchor (asked), start one (a store of the release

@@ -13,15 +13,16 @@ rollback anchor (pkcs11: the token; keyring: the OS keyring) are also the ledger
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock
 
-from pqselfenc.error import AuditError, Error, KeyStoreError, RollbackError
+from pqselfenc.error import AuditError, Error, IntegrityError, KeyStoreError, RollbackError
 from pqselfenc.keys import _metadata as M
 from pqselfenc.keys._anchor import AnchorHolder
 from pqselfenc.keys._audit_format import Verifier
@@ -32,13 +33,15 @@ from pqselfenc.keys._material import StoreSecret
 from pqselfenc.keys._metadata import Metadata, TokenKey
 from pqselfenc.keys._pkcs11 import ENV_TOKEN
 from pqselfenc.keys._secrets import STORE_SECRET, Secrets
-from pqselfenc.keys.audit import AuditLog, AuditReport
+from pqselfenc.keys.audit import AuditExport, AuditLog, AuditReport, ExportState
 from pqselfenc.keys.backends import FileBackend, SecretBackend
 from pqselfenc.keys.config import KeyConfig
 from pqselfenc.keys.keyring_backend import KeyringBackend
 from pqselfenc.keys.pkcs11_backend import Pkcs11Backend
 
-__all__ = ["OpenRequest", "StoreParts", "open_parts", "read_only_audit", "verify_audit"]
+T = TypeVar("T")
+
+__all__ = ["OpenRequest", "StoreParts", "export_audit", "open_parts", "verify_audit"]
 
 
 @dataclass(frozen=True)
@@ -200,24 +203,35 @@ def verify_audit(request: OpenRequest, trusted_key: Verifier | None = None) -> A
     """The audit report of the store of ``request``, without opening it for use: the secret is
     unlocked only to check keystore.json's MAC and the line MACs; nothing is recovered,
     upgraded, deleted or appended, so a damaged log is reported, never refused. A log that
-    verifies but is older than the store's rollback anchor is reported as ``rolled-back``."""
-    with _read_only(request) as ledger:
-        report = ledger.audit.verify(trusted_key)
-        return report if not report.ok else _against_anchor(report, ledger)
+    verifies but is older than the store's rollback anchor (or cannot be compared with it) is
+    reported as ``rolled-back``; when that comparison could not read the log (it changed after
+    it verified), the whole check runs once more."""
+    for _round in range(2):
+        report, problem = _read_only(request, lambda log: log.verify(trusted_key))
+        if not (report.ok and isinstance(problem, AuditError)):
+            break
+    if report.ok and problem is not None:
+        return _rolled_back(report, problem)
+    return report
 
 
-def read_only_audit(request: OpenRequest) -> AuditLog:
-    """The audit log of the store of ``request``, unlocked only to check MACs (what the audit
-    export reads): nothing is recovered, upgraded or deleted, and the caller appends nothing to
-    it. The backend is closed again: the log keeps only its MAC key and verifying key."""
-    with _read_only(request) as ledger:
-        return ledger.audit
+def export_audit(request: OpenRequest, since: int | datetime | ExportState | None) -> AuditExport:
+    """``AuditLog.export(since)`` of the store of ``request``, unlocked only to check MACs:
+    nothing is recovered, upgraded or deleted, and nothing is appended. The folder must be at
+    or after its rollback anchor, as ``verify_audit`` checks it: else ``RollbackError`` (or
+    ``AuditError`` when the log cannot be compared with the anchor) before a line is read."""
+    export, problem = _read_only(request, lambda log: log.export(since))
+    if problem is not None:
+        raise problem
+    return export
 
 
-@contextmanager
-def _read_only(request: OpenRequest) -> Iterator[Ledger]:
-    """The ledger of the store of ``request``, its metadata authenticated and the audit log
-    told where line MACs start, with the backend open for as long as the block runs."""
+def _read_only(request: OpenRequest,
+               read: Callable[[AuditLog], T]) -> tuple[T, IntegrityError | None]:  # fmt: skip
+    """``read(log)`` on the store of ``request`` (its metadata authenticated, the audit log told
+    where line MACs start), then the folder checked against its rollback anchor with the
+    backend still open: the result and the anchor's verdict (None: at or after it). The one
+    read-only opening: ``audit verify`` and ``audit export`` both get the check."""
     check_store_folder(request.directory)  # before any file in it is read
     raw = M.read_bytes(request.directory / METADATA_NAME)
     unverified = M.from_json(raw, None)
@@ -228,26 +242,32 @@ def _read_only(request: OpenRequest) -> Iterator[Ledger]:
         secret = secrets.store_secret(unverified.audit_key)
         ledger = _ledger(request, store_lock(request.directory), secret, _anchor_of(secrets))
         ledger.audit.require_macs_from(ledger.authenticate(raw).audit_mac_from)
-        yield ledger
+        result = read(ledger.audit)
+        return result, _anchor_problem(ledger)
     finally:
         with suppress(Error):
             secrets.close()
 
 
-def _against_anchor(report: AuditReport, ledger: Ledger) -> AuditReport:
-    """``report`` (a log that verifies), or a ``rolled-back`` report when the folder is older
-    than the anchor or the anchor of an anchored store is missing. Metadata, log head and anchor
-    are read together under the store lock (others may be writing: no false alarm); a log that
-    changed shape meanwhile (a torn tail) is left to the next verify."""
+def _anchor_problem(ledger: Ledger) -> IntegrityError | None:
+    """Why the folder is not at or after its rollback anchor (``RollbackError``), or cannot be
+    compared with it (``AuditError``, a changed keystore.json); None when it is, or has none.
+    Metadata, log head and anchor are read together under the store lock (others may be
+    writing: no false alarm); a torn tail is left out, as ``open`` would move it aside."""
     try:
-        with ledger.lock:
-            ledger.check_anchor(ledger.read(), ledger.audit.head()[0])
-    except RollbackError as exc:
-        return replace(report, ok=False, kind="rolled-back", seq=report.last_seq,
-                       line=report.events, detail=str(exc))  # fmt: skip
-    except AuditError:
-        return report
-    return report
+        ledger.check_anchor()
+    except IntegrityError as exc:
+        return exc
+    return None
+
+
+def _rolled_back(report: AuditReport, problem: IntegrityError) -> AuditReport:
+    """``report`` (a log that verifies) turned into the ``rolled-back`` report of ``problem``."""
+    detail = str(problem)
+    if not isinstance(problem, RollbackError):
+        detail = f"the folder could not be compared with its rollback anchor: {problem}"
+    return replace(report, ok=False, kind="rolled-back", seq=report.last_seq,
+                   line=report.events, detail=detail)  # fmt: skip
 
 
 def open_parts(request: OpenRequest) -> StoreParts:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pqselfenc.core import _primitives as P
 from pqselfenc.keys._anchor import Anchor, advances
-from pqselfenc.keys._pkcs11 import destroy_object, find_objects
+from pqselfenc.keys._pkcs11 import destroy_object, private_objects
 
 if TYPE_CHECKING:
     import pkcs11
@@ -23,11 +23,9 @@ __all__ = ["Anchor", "delete_anchors", "read_anchor", "write_anchor"]
 
 def _anchor_objects(session: pkcs11.Session, label: str) -> list[Any]:
     """Private data objects under ``label``: public ones anyone may create without the PIN."""
-    from pkcs11 import Attribute as A
     from pkcs11 import ObjectClass
 
-    query = {A.CLASS: ObjectClass.DATA, A.LABEL: label, A.PRIVATE: True, A.TOKEN: True}
-    return find_objects(session, query)
+    return private_objects(session, ObjectClass.DATA, label)
 
 
 def _parsed(objects: list[Any], store_id: str) -> list[tuple[Anchor, Any]]:

@@ -47,6 +47,7 @@ __all__ = [
     "connect",
     "destroy_object",
     "find_objects",
+    "private_objects",
     "translate",
 ]
 
@@ -321,6 +322,17 @@ def find_objects(session: pkcs11.Session, query: dict[Any, Any]) -> list[Any]:
         with suppress(ObjectHandleInvalid):
             return list(session.get_objects(query))
     return list(session.get_objects(query))
+
+
+def private_objects(session: pkcs11.Session, object_class: Any, label: str,
+                    extra: dict[Any, Any] | None = None) -> list[Any]:  # fmt: skip
+    """Private token objects of ``object_class`` under ``label`` (and with the ``extra``
+    attributes): the only objects pqselfenc ever uses. Public ones, which anyone who reaches the
+    token may create without the PIN, never match."""
+    from pkcs11 import Attribute as A
+
+    query = {A.CLASS: object_class, A.LABEL: label, A.PRIVATE: True, A.TOKEN: True}
+    return find_objects(session, {**query, **(extra or {})})
 
 
 def destroy_object(obj: Any) -> None:

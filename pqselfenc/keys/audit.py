@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import copy
 import hashlib
 import os
 from collections.abc import Callable, Iterator
@@ -123,6 +124,7 @@ class AuditLog:
             raise ValueError(f"mac_key must be {P.AUDIT_MAC_SIZE} bytes")
         self._mac_key, self._mac_from = mac_key, mac_from
         self._lock, self._committed = lock, committed
+        self._end: int | None = None  # a read-only view ends here (``without_torn_tail``)
 
     def __repr__(self) -> str:
         return f"AuditLog({str(self.path)!r})"
@@ -187,6 +189,8 @@ class AuditLog:
 
     def _append(self, body: dict[str, Any], prev: bytes, offset: int) -> bytes:
         """Append the line of ``body`` at byte ``offset`` (the log's end, read under the lock)."""
+        if self._end is not None:
+            raise AuditError("a read-only view of the audit log cannot be appended to")
         digest = chain_hash(prev, body)
         mac = line_mac(self._mac_key, digest, offset)
         line = dict(body, prev=prev.hex(), hash=digest.hex(), mac=mac)
@@ -271,9 +275,14 @@ class AuditLog:
         if fh is None:
             return
         with fh:
-            for offset, raw in _reversed_lines(fh):
+            for offset, raw in _reversed_lines(fh, self._size(fh)):
                 if needle in raw:  # cheap: skip lines that cannot be what we look for
                     yield offset, _checked(raw, "an audit line is malformed; run audit.verify()")
+
+    def _size(self, fh: BinaryIO) -> int:
+        """The length of the log read through ``fh`` (a view stops at its end)."""
+        end = fh.seek(0, os.SEEK_END)
+        return end if self._end is None else min(end, self._end)
 
     def _open(self) -> BinaryIO | None:
         """audit.jsonl for reading, None if absent; only a regular file, never through a link."""
@@ -291,18 +300,32 @@ class AuditLog:
         if fh is None:
             return None
         with fh:
-            end = fh.seek(0, os.SEEK_END)
+            end = self._size(fh)
             if end == 0:
                 return None
             fh.seek(end - 1)
             if fh.read(1) != b"\n":
                 raise AuditError("the audit log ends in a torn line; reopen the store to recover")
-            offset, line = next(_reversed_lines(fh), (0, b""))
+            offset, line = next(_reversed_lines(fh, end), (0, b""))
         if offset + len(line) + 1 != end:  # an empty last line
             raise AuditError(_MALFORMED_LAST)
         return line, offset, end
 
     # -- torn tail -------------------------------------------------------------------------
+
+    def without_torn_tail(self) -> AuditLog:
+        """This log as ``recover_torn_tail`` would leave it, read-only: a torn last line is left
+        out, nothing is moved or written (``head``, ``hash_at``, ``last_commit`` read it; an
+        append is ``AuditError``). What the store checks against its rollback anchor before it
+        writes anything at open. ``AuditError`` for a torn tail longer than one line."""
+        keep = 0
+        fh = self._open()
+        if fh is not None:
+            with fh:
+                keep = _torn_start(fh)[0]
+        view = copy.copy(self)
+        view._end = keep if self._end is None else min(keep, self._end)
+        return view
 
     def recover_torn_tail(self) -> int:
         """Move a torn last line (crash mid-append) to audit.jsonl.torn; bytes moved (0 if none).
@@ -310,6 +333,8 @@ class AuditLog:
         Neither file is touched through a link or as anything but a regular file, and a tail
         longer than one audit line is not moved (``AuditError``: look at it yourself).
         """
+        if self._end is not None:
+            raise AuditError("a read-only view of the audit log cannot be recovered")
         try:
             cut = self._cut_torn_tail()
         except OSError as exc:
@@ -402,7 +427,7 @@ class AuditLog:
         if fh is None:
             return 0
         with fh:
-            return fh.seek(0, os.SEEK_END)
+            return self._size(fh)
 
     def _read_prefix(self, length: int) -> bytes:
         if length > P.MAX_AUDIT_LOG_SIZE:
@@ -455,10 +480,9 @@ def _torn_start(fh: BinaryIO) -> tuple[int, int]:
     return 0, end
 
 
-def _reversed_lines(fh: BinaryIO) -> Iterator[tuple[int, bytes]]:
-    """(offset, line) for the lines of ``fh``, last first (a torn tail without a newline
-    included)."""
-    end = fh.seek(0, os.SEEK_END)
+def _reversed_lines(fh: BinaryIO, end: int) -> Iterator[tuple[int, bytes]]:
+    """(offset, line) for the lines of ``fh`` before byte ``end``, last first (a torn tail
+    without a newline included)."""
     rest = b""
     while end > 0:
         start = max(0, end - _TAIL_READ)

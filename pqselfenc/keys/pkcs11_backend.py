@@ -28,6 +28,7 @@ from pqselfenc.error import (
     KeyDestroyedError,
     KeyNotFound,
     KeyStoreError,
+    TokenKeyError,
     TokenUnavailable,
 )
 from pqselfenc.keys import _p11anchor
@@ -47,7 +48,7 @@ from pqselfenc.keys._pkcs11 import (
     TokenSession,
     connect,
     destroy_object,
-    find_objects,
+    private_objects,
 )
 
 if TYPE_CHECKING:
@@ -129,18 +130,19 @@ def _key_template() -> dict[Any, Any]:
             A.MODIFIABLE: False, **usage}  # fmt: skip
 
 
-def _check_key(key: pkcs11.SecretKey) -> None:
-    """Refuse a key the token did not make as asked: never trust a label alone."""
+def _check_key(key: pkcs11.SecretKey, key_id: bytes) -> None:
+    """Refuse a key the token did not make as asked: never trust a label alone (read at
+    creation, at open and before every use)."""
     from pkcs11 import Attribute as A
     from pkcs11 import KeyType
 
     want = {A.KEY_TYPE: KeyType.AES, A.VALUE_LEN: 32, A.TOKEN: True, A.PRIVATE: True,
             A.SENSITIVE: True, A.ALWAYS_SENSITIVE: True, A.EXTRACTABLE: False,
-            A.NEVER_EXTRACTABLE: True, A.LOCAL: True}  # fmt: skip
+            A.NEVER_EXTRACTABLE: True, A.LOCAL: True, A.ID: key_id}  # fmt: skip
     got = key.get_attributes(list(want))
     bad = sorted(a.name for a, v in want.items() if got.get(a) != v)
     if bad:
-        raise IntegrityError(
+        raise TokenKeyError(
             f"token key {key.label!r} is not a token-generated, non-extractable AES-256 key"
             f" (attributes {', '.join(bad)})"
         )
@@ -152,19 +154,23 @@ def _check_key(key: pkcs11.SecretKey) -> None:
 class Pkcs11Backend:
     """Secrets wrapped by a token key; open with ``Pkcs11Backend.open``.
 
-    Holds a share of the process's logged-in session (``close`` gives it up); never the PIN,
-    never an unwrapped secret.
+    Holds a share of the process's logged-in session (``close`` gives it up) and the handle of
+    the wrapping key found at open (``key_handle``: every use must find that very object again,
+    its attributes unchanged); never the PIN, never an unwrapped secret.
     """
 
     kind = "pkcs11"
 
-    def __init__(self, directory: Path, store_id: str, token: TokenSession, key_id: bytes) -> None:
+    def __init__(self, directory: Path, store_id: str, token: TokenSession, key_id: bytes,
+                 *, key_handle: int) -> None:  # fmt: skip
         if not isinstance(store_id, str) or not _STORE_ID.fullmatch(store_id):
             raise ValueError("store_id must match [A-Za-z0-9._-]{1,64}")
         if not isinstance(key_id, bytes) or len(key_id) != P.P11_KEY_ID_SIZE:
             raise ValueError(f"key_id must be {P.P11_KEY_ID_SIZE} bytes")
+        if not isinstance(key_handle, int) or isinstance(key_handle, bool):
+            raise ValueError("key_handle must be the int handle of the token key")
         self._dir, self._store_id = Path(directory), store_id
-        self._token, self._key_id = token, key_id
+        self._token, self._key_id, self._handle = token, key_id, key_handle
 
     def __repr__(self) -> str:
         where = f"{str(self._dir)!r}, token={self._token.label!r}"
@@ -186,7 +192,9 @@ class Pkcs11Backend:
         ``..._PIN``. ``key_id`` (recorded in the store's metadata) pins the one key to use.
         ``TokenUnavailable``/``TokenPinError`` when the module, token or PIN fail;
         ``KeyDestroyedError`` when the token has no such key (crypto-shredded, or another token);
-        ``KeyStoreError`` when ``create`` finds a key already there.
+        ``TokenKeyError`` when the key is not the one recorded or not as generated;
+        ``KeyStoreError`` when ``create`` finds a key already there. Only private token
+        objects count: public ones anyone may create without the PIN are never looked at.
         """
         if not isinstance(store_id, str) or not _STORE_ID.fullmatch(store_id):
             raise ValueError("store_id must match [A-Za-z0-9._-]{1,64}")
@@ -204,7 +212,7 @@ class Pkcs11Backend:
         except BaseException:
             session.close()
             raise
-        return cls(Path(directory), store_id, session, found)
+        return cls(Path(directory), store_id, session, found[0], key_handle=found[1])
 
     @property
     def key_label(self) -> str:
@@ -232,7 +240,8 @@ class Pkcs11Backend:
     # -- secrets ---------------------------------------------------------------------------------
 
     def _key(self, session: pkcs11.Session) -> pkcs11.SecretKey:
-        return _lookup(session, self._store_id, self._key_id)
+        """The key found at open, found and checked again for this use (see ``_lookup``)."""
+        return _lookup(session, self._store_id, self._key_id, self._handle)
 
     def put(self, name: str, version: int, secret: bytes) -> None:
         """Encrypt ``secret`` in the token and write ``secrets/NAME.vN.p11`` atomically (0600)."""
@@ -329,69 +338,95 @@ def _label(store_id: str) -> str:
 
 
 def _keys(session: pkcs11.Session, store_id: str, key_id: bytes | None = None) -> list[Any]:
-    """Secret keys labelled for this store (with ``CKA_ID`` = ``key_id`` if given)."""
+    """This store's wrapping keys: private token secret keys under its label (with ``CKA_ID`` =
+    ``key_id`` if given). A public object under the label, which anyone may create without the
+    PIN, is not one of them: it neither counts as a second key nor is ever used."""
     from pkcs11 import Attribute as A
     from pkcs11 import ObjectClass
 
-    query = {A.CLASS: ObjectClass.SECRET_KEY, A.LABEL: _label(store_id)}
-    if key_id is not None:
-        query[A.ID] = key_id
-    return find_objects(session, query)
+    extra = {} if key_id is None else {A.ID: key_id}
+    return private_objects(session, ObjectClass.SECRET_KEY, _label(store_id), extra)
 
 
-def _lookup(session: pkcs11.Session, store_id: str, key_id: bytes) -> pkcs11.SecretKey:
-    """This store's key with ``key_id``, looked up per use: a destroyed key fails every call."""
+def _several(store_id: str, keys: list[Any]) -> TokenKeyError:
+    from pkcs11 import Attribute as A
+
+    ids = ", ".join(sorted(bytes(k[A.ID]).hex() for k in keys))
+    return TokenKeyError(
+        f"the token holds several private keys {_label(store_id)!r} (CKA_ID {ids}): someone "
+        "with the PIN made another; none is used"
+    )
+
+
+def _handle(key: Any) -> int:
+    """The object handle the token gave ``key`` (what every later use must find again)."""
+    handle = key.handle
+    if not isinstance(handle, int):
+        raise KeyStoreError("the PKCS#11 module gave the wrapping key no object handle")
+    return handle
+
+
+def _lookup(session: pkcs11.Session, store_id: str, key_id: bytes,
+            handle: int | None = None) -> pkcs11.SecretKey:  # fmt: skip
+    """This store's key with ``key_id``, its attributes checked: at open (``handle`` None) the
+    one the token holds; on every use after it, the very object found at open (``handle``). So a
+    destroyed key fails every later call, even once another key is made under its label and id
+    (crypto-shredding is final), and a key changed since open is refused."""
     keys = _keys(session, store_id, key_id)
-    if not keys:
+    mine = [k for k in keys if handle is None or k.handle == handle]
+    if not mine:
+        later = " (the key now under its label and id was made after it: never used)"
         raise KeyDestroyedError(
             f"the token has no wrapping key {_label(store_id)!r} with this store's key id:"
-            " it was destroyed (the store is crypto-shredded) or this is another token"
+            f" it was destroyed (the store is crypto-shredded) or this is another token"
+            + (later if keys else "")
         )
     if len(keys) > 1:
-        raise IntegrityError(f"the token holds several keys {_label(store_id)!r}")
-    key: pkcs11.SecretKey = keys[0]
+        raise _several(store_id, keys)
+    _check_key(mine[0], key_id)
+    key: pkcs11.SecretKey = mine[0]
     return key
 
 
-def _find_key(token: TokenSession, store_id: str, key_id: bytes | None) -> bytes:
-    """The id of this store's key (the one with ``key_id`` if given), its attributes checked.
-    A key under the store's label with another id than ``key_id`` is ``IntegrityError`` (the
-    recorded id was altered), not "destroyed"."""
+def _find_key(token: TokenSession, store_id: str, key_id: bytes | None) -> tuple[bytes, int]:
+    """The id and handle of this store's key (the one with ``key_id`` if given), its attributes
+    checked. A key under the store's label with another id than ``key_id`` is ``TokenKeyError``
+    (the recorded id was altered, or the key replaced), not "destroyed"."""
     from pkcs11 import Attribute as A
 
-    def find(session: pkcs11.Session) -> bytes:
+    def find(session: pkcs11.Session) -> tuple[bytes, int]:
         keys = _keys(session, store_id)
         if len(keys) > 1:
-            raise IntegrityError(f"the token holds several keys {_label(store_id)!r}")
+            raise _several(store_id, keys)
         found = bytes(keys[0][A.ID]) if keys else None
         if key_id is not None and found is not None and found != key_id:
-            raise IntegrityError(
+            raise TokenKeyError(
                 f"the token's key {_label(store_id)!r} is not the one this store recorded "
-                "(its key id differs): the store's metadata was altered"
+                "(its key id differs): the store's metadata was altered or the key replaced"
             )
-        _check_key(_lookup(session, store_id, found or b""))  # KeyDestroyedError if none
-        return found or b""
+        key = _lookup(session, store_id, found or b"")  # KeyDestroyedError if none
+        return found or b"", _handle(key)
 
     return token.run(find, "finding the wrapping key")
 
 
-def _make_key(token: TokenSession, store_id: str) -> bytes:
+def _make_key(token: TokenSession, store_id: str) -> tuple[bytes, int]:
     """Generate this store's key inside the token; refuse if one is there already, destroy it
-    again if the token did not honour the template."""
+    again if the token did not honour the template. Its id and handle."""
     from pkcs11 import KeyType
 
     key_id = os.urandom(P.P11_KEY_ID_SIZE)
 
-    def make(session: pkcs11.Session) -> bytes:
+    def make(session: pkcs11.Session) -> tuple[bytes, int]:
         if _keys(session, store_id):
             raise KeyStoreError(f"the token already holds a key {_label(store_id)!r}: not created")
         key = session.generate_key(KeyType.AES, 256, id=key_id, label=_label(store_id),
                                    store=True, template=_key_template())  # fmt: skip
         try:
-            _check_key(key)
+            _check_key(key, key_id)
         except BaseException:
             key.destroy()
             raise
-        return key_id
+        return key_id, _handle(key)
 
     return token.run(make, "generating the wrapping key")

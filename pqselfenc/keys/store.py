@@ -46,8 +46,8 @@ from pqselfenc.keys._metadata import Identity, KeyState, KeyVersion, Metadata
 from pqselfenc.keys._opening import (
     OpenRequest,
     StoreParts,
+    export_audit,
     open_parts,
-    read_only_audit,
     verify_audit,
 )
 from pqselfenc.keys._secrets import Secrets
@@ -219,10 +219,12 @@ class KeyStore:
     ) -> AuditExport:
         """The audit log of the store at ``path`` for a SIEM (what ``pqselfenc audit export``
         runs), unlocked as ``verify_audit`` does, without opening the store for use:
-        ``AuditLog.export(since)``, each line verified before it is yielded."""
+        ``AuditLog.export(since)``, each line verified before it is yielded. A folder older than
+        its rollback anchor is ``RollbackError`` before any line is (as ``verify_audit``
+        reports it ``rolled-back``)."""
         request = OpenRequest(Path(path), KeyConfig(), backend, passphrase, _utc_now,
                               "export", keyring, pin, module, token)  # fmt: skip
-        return read_only_audit(request).export(since)
+        return export_audit(request, since)
 
     @staticmethod
     def backend_of(path: str | os.PathLike[str]) -> str:
