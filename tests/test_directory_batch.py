@@ -320,3 +320,85 @@ def test_full_waves_settle_while_the_batch_runs_and_each_keeps_the_order(
         assert len(rec.syncfs_calls()) == 7
     assert SelfEncryptor(data, CFG).encrypt()[0] == data_map
     assert list(tmp_path.glob("store/*/.tmp-*")) == []
+
+
+# -- outside review 3: what another writer left is made durable before our map names it ------
+
+
+def test_a_chunk_another_writer_left_in_our_session_is_made_durable_with_its_folders(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, durability: str
+) -> None:
+    """Another writer (here with ``fsync=False``: nothing of it durable) stores our chunks
+    after our session began, so they carry a stamp within it. Before, such a chunk counted as
+    durable and got no fsync, nor did the root for shards another writer made: on a
+    filesystem without a trusted syncfs the map could outlive the chunks it names."""
+    data = os.urandom(12 * CHUNK)
+    store = DirectoryChunkStore(tmp_path / "store")
+    with store.writing():
+        expected = encrypt_file(write(tmp_path, data), DirectoryChunkStore(store.root, fsync=False),
+                                CFG)  # fmt: skip
+        rec = Recorder(monkeypatch)
+        assert encrypt_file(write(tmp_path, data), store, CFG) == expected
+        end = len(rec.events)
+    assert rec.replaced() == []  # every chunk was found, none written again
+    for info in expected.chunks:
+        path = store.path_of(info)
+        assert rec.fsynced_at(str(path)), path  # its bytes (and stamp) made durable by us
+        assert rec.durable_between(str(path.parent), -1, end), path.parent
+    assert rec.fsynced_at(str(store.root))  # the shards' entries, whoever made them
+
+
+def test_the_one_chunk_path_makes_a_found_chunk_and_its_folders_durable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``store()`` outside a batch (the streaming API's path): a chunk already there, left by
+    a writer that made nothing durable, is fsynced, and so are its shard and the root."""
+    chunk = os.urandom(300)
+    other = DirectoryChunkStore(tmp_path / "store", fsync=False)
+    info = other.store(chunk)
+    rec = Recorder(monkeypatch)
+    assert DirectoryChunkStore(tmp_path / "store").store(chunk) == info
+    path = other.path_of(info)
+    assert rec.replaced() == []
+    for target in (path, path.parent, other.root):
+        assert rec.fsynced_at(str(target)), target
+
+
+def test_a_new_store_root_is_durable_in_every_folder_it_was_made_in(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rec = Recorder(monkeypatch)
+    store = DirectoryChunkStore(tmp_path / "fresh" / "a" / "store")
+    for folder in (tmp_path, tmp_path / "fresh", tmp_path / "fresh" / "a"):
+        assert rec.fsynced_at(str(folder)), folder  # the new entry in it
+    assert store.root.is_dir()
+
+
+def test_the_syncfs_verdict_is_asked_of_the_filesystem_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A device number is reused after an unmount: a verdict cached by it could call a FUSE
+    mount that took the number trusted."""
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        kinds = iter([0xEF53, 0x65735546])  # ext4, then FUSE under the same st_dev
+        monkeypatch.setattr(_syncfs, "_kernel_reports_errors", lambda: True)
+        monkeypatch.setattr(_syncfs, "_filesystem_type", lambda fd: next(kinds))
+        assert _syncfs.trusted(fd) and not _syncfs.trusted(fd)
+    finally:
+        os.close(fd)
+
+
+def test_without_a_trusted_syncfs_a_small_chunk_is_fsynced_before_its_descriptor_closes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wave's own fsync reopens each file by name: a write error recorded on an inode
+    evicted in between would be lost. So the bytes are fsynced on the descriptor that wrote
+    them, before it is closed."""
+    monkeypatch.setattr(_syncfs, "trusted", lambda fd: False)
+    rec = Recorder(monkeypatch)
+    encrypt_file(write(tmp_path, os.urandom(10 * CHUNK)), DirectoryChunkStore(tmp_path / "s"), CFG)
+    written = [(i, e[1]) for i, e in enumerate(rec.events) if e[0] == "written"]
+    assert written
+    for at_, temp in written:
+        assert any(i < at_ for i in rec.fsynced_at(temp)), temp

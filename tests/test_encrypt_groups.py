@@ -298,3 +298,37 @@ def test_sigkill_at_any_step_never_leaves_a_map_over_chunks_that_are_not_durable
     for path in paths:  # the rerun completes every map
         data_map = DataMap.from_bytes((tmp_path / "maps" / (path.name + ".map")).read_bytes())
         assert data_map.total_size == path.stat().st_size
+
+
+def test_maps_published_before_a_failure_in_their_wave_are_durable_in_their_folder(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The second map's name appears (someone else's file) after the checks: the first map is
+    published and reported, so its folder is made durable before the error is raised."""
+    from pqselfenc.core import _durable
+
+    monkeypatch.chdir(tmp_path)
+    paths = inputs(tmp_path / "in", [5000, 5000])
+    (tmp_path / "maps").mkdir()
+    real_publish, real_sync = _durable._publish_temp, _durable.sync_dirs
+    published: list[str] = []
+    synced_after: list[list[str]] = []
+
+    def publish(item: tuple[int, str, str], **kw: bool) -> None:
+        if item[2].endswith(".map") and published:
+            (tmp_path / "maps" / item[2]).write_bytes(b"someone else's")
+        real_publish(item, **kw)
+        if item[2].endswith(".map"):
+            published.append(item[2])
+
+    def sync_dirs(fds: object) -> None:
+        fds = list(fds)  # type: ignore[call-overload]
+        synced_after.append([os.readlink(f"/proc/self/fd/{fd}") for fd in fds])
+        real_sync(fds)
+
+    monkeypatch.setattr(_durable, "_publish_temp", publish)
+    monkeypatch.setattr(_durable, "sync_dirs", sync_dirs)
+    result = run(capsys, "encrypt", *paths, "--store", "store", "--out", "maps", "--home", "home")
+    assert result.code == 1 and "already exists" in result.err, result.err
+    assert len(published) == 1  # the first map is out, the second refused
+    assert any(str(tmp_path / "maps") in folders for folders in synced_after)

@@ -258,8 +258,13 @@ def write_maps(
     folders: dict[Path, int] = {}
     try:
         wave = _temps_for(folders, blobs, force)
-        _durable.settle_wave(wave, exclusive=not force, keep_special=True,
-                             on_publish=lambda i: note_written(maps[i][0]))  # fmt: skip
+        try:
+            _durable.settle_wave(wave, exclusive=not force, keep_special=True,
+                                 on_publish=lambda i: note_written(maps[i][0]))  # fmt: skip
+        except BaseException:  # the maps published before the failure are reported written:
+            with contextlib.suppress(OSError):  # their names must be durable too
+                _durable.sync_dirs(folders.values())
+            raise
         _durable.sync_dirs(folders.values())
     except OSError as exc:
         raise _map_write_error(exc, [p for p, _ in maps]) from exc

@@ -310,12 +310,17 @@ def write_closed(
     dir_fd: int, data: bytes | memoryview, *, prefix: str, suffix: str = "", mode: int = 0o600
 ) -> str:
     """A new temp file in the folder ``dir_fd`` holding ``data`` with ``mode``, written and
-    closed but not yet durable: its name, for ``settle_wave`` (which keeps no descriptor per
-    file, so a wave of thousands of files holds none open)."""
+    closed, its name, for ``settle_wave`` (which keeps no descriptor per file, so a wave of
+    thousands of files holds none open). Durable already where ``syncfs`` is not trusted (the
+    wave then only checks), not yet where it is (the wave's ``syncfs`` makes it so)."""
     temp = write_temp(dir_fd, data, prefix=prefix, suffix=suffix)
     try:
         if mode != 0o600:
             os.fchmod(temp.fd, mode)
+        if not _syncfs.trusted(dir_fd):
+            # No syncfs wave will cover it: fsync while this descriptor is open, so a write
+            # error cannot be lost with the inode between close and the wave's fsync.
+            os.fsync(temp.fd)
         os.close(temp.fd)
         temp.fd = -1
     except BaseException:
@@ -331,7 +336,7 @@ def settle_wave(
 ) -> None:  # fmt: skip
     """``settle`` for many files of ``write_closed`` at once: each item is (folder descriptor,
     temp name, final name). Their content is made durable in one wave (one ``syncfs`` per
-    filesystem where it is trusted, else an fsync of each file: ``core/_syncfs.py``), then
+    filesystem where it is trusted; elsewhere ``write_closed`` fsynced each file), then
     each is renamed over (``exclusive``: linked to) its name, so every name still appears only
     over durable content. ``keep_special``: a FIFO, device, socket or folder under a final name
     is ``UnsafeFileError`` (``check_replaceable``), never replaced. Every temp is consumed: on
@@ -340,9 +345,8 @@ def settle_wave(
     ``on_publish(i)``, if given, runs right after item ``i`` is renamed, and the two run with
     SIGINT and SIGTERM held (``held_signals``, as in ``output_file``): an interrupt is raised
     only after both, and the items after it are then removed, never published."""
-    try:
-        left = set(_syncfs.sync_waves(dict.fromkeys(fd for fd, _, _ in items)))
-        _syncfs.run_all([partial(_fsync_temp, fd, temp) for fd, temp, _ in items if fd in left])
+    try:  # where syncfs is not trusted, write_closed fsynced each file before closing it
+        _syncfs.sync_waves(dict.fromkeys(fd for fd, _, _ in items))
     except BaseException:
         _remove_temps(items)
         raise
@@ -366,18 +370,6 @@ def _publish_temp(item: tuple[int, str, str], *, exclusive: bool, keep_special: 
         _link_new(TempFile(dir_fd, -1, temp), name)
     else:
         os.replace(temp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-
-
-def _fsync_temp(dir_fd: int, name: str) -> None:
-    """fsync a closed temp file, reopened by name in its folder (never through a link): for a
-    filesystem ``syncfs`` cannot be trusted on. Linux reports a writeback error nobody has
-    seen yet to the next opener (``errseq``, since 4.16), so the new descriptor sees what the
-    closed one would have."""
-    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_temps(items: Sequence[tuple[int, str, str]]) -> None:

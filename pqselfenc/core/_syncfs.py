@@ -19,13 +19,16 @@ When it is trusted, and only then:
 * **Linux 5.8 or later.** Before 5.8 ``syncfs`` returned 0 even when writeback failed (an
   ``EIO`` would be lost, and a map written over chunks that never reached the disk); since 5.8
   it reports any writeback error on the filesystem since the descriptor was opened (the
-  superblock's ``errseq``). The descriptors passed are the temp files themselves, opened before
-  their bytes were written, so an error on their pages is seen (an error on another file of the
-  filesystem is seen too: the wave then fails, the safe side).
+  superblock's ``errseq``). The descriptors passed are folder descriptors; one opened after a
+  file of the wave was written could miss an error in that window, but the store's batch ends
+  with a ``syncfs`` on the shard descriptors it opened before writing anything into them, so
+  such an error still fails the batch and no map names the chunk (an error on another file of
+  the filesystem is seen too: the wave then fails, the safe side).
 * **A filesystem known to implement it** (``fstatfs`` type): ext4, xfs, btrfs, tmpfs. Elsewhere
   ``syncfs`` may be weaker than ``fsync`` (a FUSE filesystem without ``FUSE_SYNCFS`` only hands
   its pages to the daemon; a network filesystem may or may not commit), so every file there is
-  fsynced, on up to ``FSYNC_THREADS`` threads at once, as before.
+  fsynced on the descriptor that wrote it, before it is closed (``_durable.write_closed``: a
+  file reopened to be fsynced could have lost a write error with its evicted inode).
 
 Cost on a shared filesystem: ``syncfs`` also writes back what *other* processes left dirty on
 it, so one call can take as long as their backlog. A wave is therefore bounded by its callers
@@ -55,7 +58,6 @@ TRUSTED_FILESYSTEMS = {
 }
 
 _lock = threading.Lock()
-_devices: dict[int, bool] = {}  # st_dev -> trusted (asked once per filesystem and process)
 _state: dict[str, Any] = {}  # "libc": the C library (ctypes, loaded on first use), "pool"
 
 
@@ -91,17 +93,12 @@ def _filesystem_type(fd: int) -> int | None:
     return int(ctypes.c_long.from_buffer(buf).value) & 0xFFFFFFFF  # f_type comes first
 
 
-def trusted(fd: int, dev: int | None = None) -> bool:
-    """Whether ``syncfs`` on the filesystem of ``fd`` (its ``st_dev``, if known) is a full
-    sync here (module docstring)."""
-    dev = os.fstat(fd).st_dev if dev is None else dev
-    with _lock:
-        known = _devices.get(dev)
-    if known is None:
-        known = _kernel_reports_errors() and _filesystem_type(fd) in TRUSTED_FILESYSTEMS
-        with _lock:
-            _devices[dev] = known
-    return known
+def trusted(fd: int) -> bool:
+    """Whether ``syncfs`` on the filesystem of ``fd`` is a full sync here (module docstring).
+    Asked of the filesystem every time (one ``fstatfs``): a device number is reused once its
+    filesystem is unmounted, so a verdict cached by it could call a FUSE or NFS mount that
+    took the number trusted."""
+    return _kernel_reports_errors() and _filesystem_type(fd) in TRUSTED_FILESYSTEMS
 
 
 def _syncfs(fd: int) -> None:
@@ -146,7 +143,7 @@ def sync_waves(fds: Iterable[int]) -> list[int]:
         dev = os.fstat(fd).st_dev
         if dev in done:
             continue
-        if trusted(fd, dev):
+        if trusted(fd):
             _syncfs(fd)
             done.add(dev)
         else:

@@ -83,13 +83,14 @@ class DirectoryChunkStore(ChunkStore):
         if self.root.exists() and not self.root.is_dir():
             raise ChunkStoreError(f"{self.root} is not a directory")
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            _make_root(self.root, fsync=fsync)
         except OSError as exc:
             raise ChunkStoreError(
                 f"cannot create chunk store at {self.root}: {exc.strerror}"
             ) from exc
         if not self.root.is_dir():
             raise ChunkStoreError(f"{self.root} is not a directory")
+        self._durable_shards: set[str] = set()  # shards whose entry in the root we made durable
 
     def __repr__(self) -> str:
         return f"DirectoryChunkStore({str(self.root)!r})"
@@ -136,20 +137,23 @@ class DirectoryChunkStore(ChunkStore):
             raise self._write_error(info.name, exc) from exc
 
     def _write(self, path: Path, chunk: bytes) -> None:
-        fresh = _make_folder(path.parent)
+        _make_folder(path.parent)
         with _durable.folder(path.parent, follow=False) as shard:
             temp = _place(shard, path.name, chunk, self._locks.session_start)
             assert not isinstance(temp, str)  # (only a closed placement names a temp)
-            if isinstance(temp, _Touched):
-                temp.finish(fsync=self.fsync)  # deduplicated: verified, and refreshed
+            if isinstance(temp, _Found):
+                temp.finish(fsync=self.fsync)  # deduplicated: verified (and refreshed)
+            else:
+                _durable.settle(temp, path.name, fsync=self.fsync)
+            if not self.fsync:
                 return
-            if temp is None:
-                return  # deduplicated: verified, stamped within this session already
-            _durable.settle(temp, path.name, fsync=self.fsync)
-            if self.fsync:
-                _durable.sync_dir(shard)
-        if self.fsync and fresh:
+            # A chunk found here may be another writer's, its name not yet durable: the shard's
+            # entry is made durable whoever wrote it, and the shard's own entry in the root
+            # once per store object (whoever created the shard).
+            _durable.sync_dir(shard)
+        if path.parent.name not in self._durable_shards:
             _durable.sync_dir(self.root)
+            self._durable_shards.add(path.parent.name)
 
     def _write_error(self, name: bytes, exc: OSError) -> ChunkStoreError:
         return ChunkStoreError(
@@ -254,6 +258,16 @@ class DirectoryChunkStore(ChunkStore):
         return entry.st_size
 
 
+def _make_root(root: Path, *, fsync: bool) -> None:
+    """Create the store's root and any missing parents; with ``fsync`` each new folder's entry
+    is made durable in its parent (a map must never outlive the folders its chunks are in)."""
+    missing = [p for p in (root, *root.parents) if not p.exists()][::-1]
+    root.mkdir(parents=True, exist_ok=True)
+    if fsync:
+        for folder in missing:
+            _durable.sync_dir(folder.parent)
+
+
 def _make_folder(folder: Path) -> bool:
     """Create a shard folder if missing; True when this call created it."""
     try:
@@ -267,9 +281,11 @@ def _stamp(entry: os.stat_result) -> float:
     return entry.st_mtime_ns / 1e9
 
 
-class _Touched:
-    """A verified chunk file whose mtime was just refreshed: fsync it (the new stamp must
-    survive a crash as the map will) and close it."""
+class _Found:
+    """A verified chunk file already under its name (its mtime refreshed when it was stamped
+    before this session): fsync it and close it. The fsync makes the new stamp survive a crash
+    as the map will, and the bytes too: the file may be another writer's whose batch has not
+    made it durable yet (or one that writes with ``fsync=False``)."""
 
     def __init__(self, handle: BinaryIO) -> None:
         self.handle = handle
@@ -284,20 +300,18 @@ class _Touched:
 
 def _place(
     shard: int, name: str, chunk: bytes, since: float | None, *, closed: bool = False
-) -> TempFile | str | _Touched | None:
+) -> TempFile | str | _Found:
     """How ``chunk`` gets under ``name`` in the shard folder ``shard``: a temp file holding it
     (open, not yet fsynced; with ``closed``, written and closed: its name) to rename over the
-    name when nothing verified is there; a ``_Touched`` file when the chunk is there but
-    stamped before ``since`` (None: always refresh); None when it is there and fresh. Anything
-    else under the name (a link, a FIFO, other bytes) is not this chunk: the rename replaces
-    it."""
+    name when nothing verified is there; the ``_Found`` file when the chunk is there, its stamp
+    refreshed when older than ``since`` (None: always refresh). Anything else under the name (a
+    link, a FIFO, other bytes) is not this chunk: the rename replaces it."""
     found = _verified(shard, name, chunk)
     if found is None:
         return _new_temp(shard, chunk, closed)
     try:
         if since is not None and _stamp(os.fstat(found.fileno())) >= since:
-            found.close()
-            return None
+            return _Found(found)  # stamped within this session already
         os.utime(found.fileno())  # futimens: the very file just verified, never a link
     except PermissionError:
         found.close()  # not ours to touch (another user's 0600 file): write it again
@@ -305,7 +319,7 @@ def _place(
     except BaseException:
         found.close()
         raise
-    return _Touched(found)
+    return _Found(found)
 
 
 def _new_temp(shard: int, chunk: bytes, closed: bool) -> TempFile | str:
@@ -364,20 +378,19 @@ class _Batch:
     A small chunk (below ``_SMALL_CHUNK``) is written to a closed temp file and joins the
     current *wave*: when the wave is full (``_WAVE_FILES``, ``_WAVE_BYTES``) or the batch
     closes, its content is made durable at once (``_durable.settle_wave``: one ``syncfs``
-    where trusted) and then every file of it renamed. A larger chunk, and a dedup hit whose
-    stamp was refreshed, is fsynced and renamed at once on the I/O threads, overlapping the
-    encryption. ``close`` waits for all of it, then makes every folder the run wrote to or
-    deduplicated into durable once (so a name another writer renamed but did not yet fsync is
-    durable too), and the root after new folders. Each shard folder is created (if missing)
-    and opened once per batch. The first failure is raised by the next ``put`` and by
-    ``close``."""
+    where trusted) and then every file of it renamed. A larger chunk is fsynced and renamed at
+    once on the I/O threads, overlapping the encryption, and a dedup hit is fsynced there (its
+    bytes may be another writer's, not yet durable). ``close`` waits for all of it, then makes
+    every folder the run wrote to or deduplicated into durable once (so a name another writer
+    renamed but did not yet fsync is durable too), and the root (whoever made the shards).
+    Each shard folder is created (if missing) and opened once per batch. The first failure is
+    raised by the next ``put`` and by ``close``."""
 
     def __init__(self, store: DirectoryChunkStore) -> None:
         self.store = store
         self.since = store.locks().session_start
         self.names: set[bytes] = set()
         self.shards: dict[str, int] = {}  # shard folder name -> its descriptor (no link)
-        self.fresh = False
         self.lock = threading.Lock()
         self.room = threading.BoundedSemaphore(_FSYNC_IN_FLIGHT)
         self.wave: list[tuple[int, str, str]] = []
@@ -397,8 +410,6 @@ class _Batch:
             temp = _place(shard, final, chunk.content, self.since, closed=_is_small(chunk))
         except OSError as exc:
             raise self._fail(chunk.name, exc) from exc
-        if temp is None:
-            return  # deduplicated: verified, and stamped within this session
         if isinstance(temp, str):
             self._join_wave((shard, temp, final), len(chunk.content))
             return
@@ -410,7 +421,7 @@ class _Batch:
         """The descriptor of shard folder ``name``, created and opened on first use (lock held)."""
         fd = self.shards.get(name)
         if fd is None:
-            self.fresh |= _make_folder(self.store.root / name)
+            _make_folder(self.store.root / name)
             fd = self.shards[name] = _durable.open_dir(self.store.root / name, follow=False)
         return fd
 
@@ -429,10 +440,10 @@ class _Batch:
         except OSError as exc:
             raise self._fail(bytes.fromhex(wave[0][2]), exc) from exc
 
-    def _settle(self, name: bytes, temp: TempFile | _Touched, final: str) -> None:
+    def _settle(self, name: bytes, temp: TempFile | _Found, final: str) -> None:
         try:
-            if isinstance(temp, _Touched):
-                temp.finish(fsync=True)  # a refreshed dedup hit: its new stamp made durable
+            if isinstance(temp, _Found):
+                temp.finish(fsync=True)  # a dedup hit: its bytes and stamp made durable
             else:
                 _durable.settle(temp, final, fsync=True)
         except OSError as exc:
@@ -475,7 +486,7 @@ class _Batch:
     def _sync_folders(self) -> None:
         try:
             _durable.sync_dirs(self.shards.values())
-            if self.fresh:
+            if self.shards:  # a shard another writer made may not be durable in the root yet
                 _durable.sync_dir(self.store.root)
         except OSError as exc:
             raise ChunkStoreError(
