@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Executor
 from pathlib import Path
@@ -16,13 +15,12 @@ from pqselfenc.cli._keyring import check_recipients, name_arg, secret_config
 from pqselfenc.cli._output import (
     PROG,
     CliError,
-    Progress,
     atomic_file,
     check_writable,
     default_file_mode,
 )
 from pqselfenc.cli._session import Session
-from pqselfenc.cli._stores import CountingStore
+from pqselfenc.cli._stores import ByteCounter, CountingStore
 from pqselfenc.cli._values import count_arg, path_arg
 from pqselfenc.core import _primitives as P
 from pqselfenc.core._engine import executor_for
@@ -371,7 +369,7 @@ def _encrypt_one(
 ) -> DataMap:
     """One file's chunks into the group's batch (its map is valid once the batch exits)."""
     with session.console.progress(size, f"encrypt {path.name}") as bar:
-        counter = _Counter(bar, size)
+        counter = ByteCounter(bar, size)
         data_map = encrypt_into(path, counter.wrap(put), config, memory=memory, executor=pool)
         counter.finish()
     return data_map
@@ -395,33 +393,6 @@ def _warn_unsealed(session: Session, written: list[str]) -> None:
         session.console.warn(_maps.UNSEALED_WARNING.format(path=written[0]))
     elif written:
         session.console.warn(_maps.UNSEALED_MANY_WARNING.format(count=len(written)))
-
-
-class _Counter:
-    """Counts one file's stored bytes into its progress bar, clamped to the file's size
-    (ciphertext carries a few bytes more than the plaintext the bar measures)."""
-
-    def __init__(self, bar: Progress, total: int) -> None:
-        self.bar, self.left = bar, total
-        self.lock = threading.Lock()
-
-    def wrap(self, put: Put) -> Put:
-        def counted(chunk: EncryptedChunk) -> None:
-            put(chunk)
-            with self.lock:
-                step = min(len(chunk.content), self.left)
-                self.left -= step
-            if step:
-                self.bar.update(step)
-
-        return counted
-
-    def finish(self) -> None:
-        """Fill the bar: the file is done even if the byte estimate was high."""
-        with self.lock:
-            step, self.left = self.left, 0
-        if step:
-            self.bar.update(step)
 
 
 def _lines(done: list[dict[str, Any]]) -> list[str]:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from pqselfenc.core.stores._s3url import S3Location
 
 __all__ = [
+    "ByteCounter",
     "CountingStore",
     "check_store_spec",
     "default_store_path",
@@ -103,51 +104,32 @@ def _open_s3(url: str) -> ChunkStore:
         raise CliError(str(exc), hint="e.g. --store 's3://bucket/prefix?endpoint=URL'") from exc
 
 
-class CountingStore(WrappingStore):
-    """Passes every call to ``inner`` and reports stored/fetched bytes to a progress bar.
+class ByteCounter:
+    """Counts bytes into a progress bar, clamped to ``total`` (ciphertext carries a few bytes
+    more than the plaintext the bar is measured in), so the bar never runs past 100 %; safe
+    from several threads."""
 
-    The count is clamped to ``total`` (ciphertext carries a few bytes more than the plaintext
-    the bar is measured in), so the bar never runs past 100 %. Writes keep the inner store's
-    ``put_named`` and ``batch`` (batched durability included); each is counted as it is put.
-    """
-
-    def __init__(self, inner: ChunkStore, progress: Progress, total: int) -> None:
-        super().__init__(inner)
+    def __init__(self, progress: Progress, total: int) -> None:
         self._progress = progress
         self._left = total
         self._lock = threading.Lock()
 
-    def _count(self, n: int) -> None:
+    def count(self, n: int) -> None:
+        """Add ``n`` bytes (at most what is left of ``total``)."""
         with self._lock:
             step = min(n, self._left)
             self._left -= step
         if step:
             self._progress.update(step)
 
-    def _counted(self, put: Put) -> Put:
+    def wrap(self, put: Put) -> Put:
+        """``put``, counting each chunk's stored bytes after it is put."""
+
         def counted(chunk: EncryptedChunk) -> None:
             put(chunk)
-            self._count(len(chunk.content))
+            self.count(len(chunk.content))
 
         return counted
-
-    def store(self, chunk: bytes) -> ChunkInfo:
-        info = self.inner.store(chunk)
-        self._count(len(chunk))
-        return info
-
-    def put_named(self, chunk: EncryptedChunk) -> None:
-        self._counted(self.inner.put_named)(chunk)
-
-    @contextlib.contextmanager
-    def batch(self) -> Iterator[Put]:
-        with self.inner.batch() as put:
-            yield self._counted(put)
-
-    def retrieve(self, info: ChunkInfo) -> bytes:
-        content = self.inner.retrieve(info)
-        self._count(len(content))
-        return content
 
     def finish(self) -> None:
         """Fill the bar: the job is done even if the byte estimate was high."""
@@ -155,3 +137,36 @@ class CountingStore(WrappingStore):
             step, self._left = self._left, 0
         if step:
             self._progress.update(step)
+
+
+class CountingStore(WrappingStore):
+    """Passes every call to ``inner`` and reports stored/fetched bytes to a progress bar
+    (``ByteCounter``: clamped to ``total``). Writes keep the inner store's ``put_named`` and
+    ``batch`` (batched durability included); each is counted as it is put.
+    """
+
+    def __init__(self, inner: ChunkStore, progress: Progress, total: int) -> None:
+        super().__init__(inner)
+        self._counter = ByteCounter(progress, total)
+
+    def store(self, chunk: bytes) -> ChunkInfo:
+        info = self.inner.store(chunk)
+        self._counter.count(len(chunk))
+        return info
+
+    def put_named(self, chunk: EncryptedChunk) -> None:
+        self._counter.wrap(self.inner.put_named)(chunk)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[Put]:
+        with self.inner.batch() as put:
+            yield self._counter.wrap(put)
+
+    def retrieve(self, info: ChunkInfo) -> bytes:
+        content = self.inner.retrieve(info)
+        self._counter.count(len(content))
+        return content
+
+    def finish(self) -> None:
+        """Fill the bar: the job is done even if the byte estimate was high."""
+        self._counter.finish()
