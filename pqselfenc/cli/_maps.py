@@ -17,6 +17,7 @@ from pathlib import Path
 
 from pqselfenc.cli._keyring import name_arg
 from pqselfenc.cli._output import (
+    TEMP_PREFIX,
     CliError,
     default_file_mode,
     note_written,
@@ -46,7 +47,6 @@ __all__ = [
 ]
 
 SECRET_MODE = 0o600
-MAP_TEMP_PREFIX = ".pqselfenc-tmp-"  # what atomic_file names its temp files, for the same sweep
 UNSEALED_WARNING = (
     "{path} is an unsealed DataMap: anyone who can read it can decrypt the content "
     "(written with mode 0600; use --to NAME to seal it)"
@@ -301,7 +301,7 @@ def _temp_for(
     old = _durable.check_replaceable(path.name, dir_fd=dir_fd)
     if force:
         mode = _durable.replacing_mode(mode, old)
-    temp = _durable.write_closed(dir_fd, data, prefix=MAP_TEMP_PREFIX, mode=mode)
+    temp = _durable.write_closed(dir_fd, data, prefix=TEMP_PREFIX, mode=mode)
     return dir_fd, temp, path.name
 
 

@@ -26,7 +26,7 @@ EXIT_USAGE = 2
 EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): a bug, not the user's fault
 EXIT_INTERRUPTED = 130
 
-_TEMP_PREFIX = ".pqselfenc-tmp-"
+TEMP_PREFIX = ".pqselfenc-tmp-"  # every output's temp file, for one sweep of leftovers
 # The files this command has published so far (``recording_outputs``), for an interrupt's report.
 _WRITTEN: ContextVar[list[Path | ClusterOutput] | None] = ContextVar("pqselfenc_written",
                                                                    default=None)  # fmt: skip
@@ -208,7 +208,7 @@ def atomic_file(path: Path, *, mode: int, force: bool) -> Iterator[IO[bytes]]:
     never replaced; a FIFO, device or socket never is (checked again just before the rename).
     """
     try:
-        with _durable.output_file(path, mode=mode, replace=force, prefix=_TEMP_PREFIX,
+        with _durable.output_file(path, mode=mode, replace=force, prefix=TEMP_PREFIX,
                                   on_publish=lambda: note_written(path)) as handle:  # fmt: skip
             yield handle
     except FileExistsError:
